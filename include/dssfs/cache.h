@@ -1,0 +1,70 @@
+/*
+ * cache - a TTL cache of server resources, bounded in memory, that turns
+ * concurrent requests for one key into one fetch.
+ *
+ * Keys are strings (dssfs uses the REST path of a resource).  Values are
+ * opaque to the cache: the caller's fetch function makes them and says what
+ * they cost in bytes; the cache frees them with the function given to
+ * cache_new() once neither the cache nor any reference holds them.
+ *
+ *  - A value is fresh for `ttl_ms` after its fetch finished.  cache_get()
+ *    returns a fresh value without fetching; otherwise the calling thread
+ *    fetches, and every other thread asking for the same key meanwhile waits
+ *    for that one fetch and gets its result (value or error).
+ *  - Errors are never cached: the next call after a failed fetch fetches.
+ *  - When the values held exceed `max_bytes`, the least recently used ones
+ *    are dropped.  References stay valid after their value is dropped.
+ *  - cache_invalidate() and cache_clear() drop values; a fetch under way at
+ *    that moment still answers its waiters but is not kept as fresh.
+ *
+ * All functions are thread-safe.  The fetch function runs without any cache
+ * lock held and may call the cache for other keys.
+ */
+#ifndef DSSFS_CACHE_H
+#define DSSFS_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cache;
+struct cache_ref;
+
+/* Monotonic milliseconds.  Tests pass a fake clock. */
+typedef int64_t (*cache_clock_fn)(void);
+int64_t cache_monotonic_ms(void);
+
+/* Makes a value for `key`.  Returns 0 with *value and *cost set, or -errno. */
+typedef int (*cache_fetch_fn)(void *ctx, const char *key, void **value, size_t *cost);
+
+struct cache *cache_new(size_t max_bytes, int64_t ttl_ms, void (*free_value)(void *value),
+			cache_clock_fn clock);
+/* NULL-safe.  No reference may be outstanding. */
+void cache_free(struct cache *c);
+
+/* Returns 0 and a reference in *ref (release with cache_ref_put), or the
+ * -errno of the fetch. */
+int cache_get(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
+	      struct cache_ref **ref);
+
+/* Returns 0 and a reference if a fresh value is held, else -ENOENT.  Never
+ * fetches or waits. */
+int cache_peek(struct cache *c, const char *key, struct cache_ref **ref);
+
+void *cache_ref_value(const struct cache_ref *ref);
+/* NULL-safe. */
+void cache_ref_put(struct cache_ref *ref);
+
+void cache_invalidate(struct cache *c, const char *key);
+void cache_clear(struct cache *c);
+
+struct cache_stats {
+	uint64_t hits;      /* answered from a fresh value */
+	uint64_t fetches;   /* fetch functions called */
+	uint64_t coalesced; /* calls that waited for another thread's fetch */
+	uint64_t evictions; /* values dropped to respect max_bytes */
+	size_t bytes;       /* cost of the values held */
+	size_t entries;
+};
+void cache_get_stats(struct cache *c, struct cache_stats *st);
+
+#endif

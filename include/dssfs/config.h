@@ -1,0 +1,50 @@
+/*
+ * config - where the DSS URL and API key come from.
+ *
+ * The sources, in order (design.md §6, as the official clients do):
+ *   1. mount options: `instance=NAME` picks an entry of config.json's
+ *      dss_instances; `api_key_file=PATH` reads the key from a file (first
+ *      line, surrounding white space removed); `url=URL` sets the URL;
+ *   2. the environment: DKU_DSS_URL and DKU_API_KEY (both needed),
+ *      DKU_NO_CHECK_CERTIFICATE;
+ *   3. ~/.dataiku/config.json: {"dss_instances": {NAME: {url, api_key,
+ *      no_check_certificate}}, "default_instance": NAME}.
+ * The URL and the key are taken from the first source that provides them.
+ * TLS verification is disabled if any chosen source asks for it
+ * (no_check_certificate option, DKU_NO_CHECK_CERTIFICATE=true/1/yes, or the
+ * instance's no_check_certificate).
+ *
+ * No message produced here contains the key.  Thread-safety: call once at
+ * start-up.
+ */
+#ifndef DSSFS_CONFIG_H
+#define DSSFS_CONFIG_H
+
+#include "dssfs/buf.h"
+
+struct config_sources {
+	const char *instance;	  /* -o instance= */
+	const char *api_key_file; /* -o api_key_file= */
+	const char *url;	  /* -o url= */
+	const char *config_path;  /* -o config=, default $HOME/.dataiku/config.json */
+	int no_check_certificate; /* -o no_check_certificate */
+	/* getenv replacement for tests; NULL means getenv */
+	const char *(*get_env)(const char *name);
+};
+
+struct config {
+	char *url;     /* normalised: no trailing '/' */
+	char *api_key; /* wiped by config_release */
+	int no_check_certificate;
+	char *origin;  /* human-readable: where the key came from */
+};
+
+/* Fills cfg.  Returns 0, or -errno with a one-paragraph explanation for the
+ * user appended to err. */
+int config_resolve(const struct config_sources *src, struct config *cfg, struct buf *err);
+void config_release(struct config *cfg);
+
+/* True for "true", "1", "yes", "on" (any case). */
+int config_truthy(const char *s);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * escape - object names <-> file names, and path segments in URLs.
+ *
+ * DSS object names are arbitrary strings; file names may not contain '/' or
+ * NUL, may not be "." or "..", and are at most 255 bytes.  dssfs shows an
+ * object named N under the file name escape_name(N):
+ *
+ *   '%'  -> "%25"     '/' -> "%2F"
+ *   "."  -> "%2E"     ".." -> "%2E%2E"
+ *   everything else unchanged (UTF-8 passes through).
+ *
+ * If the result is longer than NAME_MAX_BYTES it is cut at a character
+ * boundary to at most 200 bytes and "%~" plus 16 hex digits of a hash of the
+ * full object name are appended, so it is unique and stable.  Only these long
+ * names cannot be decoded by unescape_name(); dssfs resolves every file name
+ * by comparing it with the escaped names of the listed objects, so they still
+ * work.  A name escaped this way never contains '/', so a name sent by the
+ * server cannot leave its directory.
+ *
+ * All functions are pure and thread-safe.
+ */
+#ifndef DSSFS_ESCAPE_H
+#define DSSFS_ESCAPE_H
+
+#include <stdint.h>
+
+#include "dssfs/buf.h"
+
+#define NAME_MAX_BYTES 255
+
+/* Appends the file name for object name `name` to out.  Returns 0, or
+ * -EINVAL for an empty name (nothing can address it). */
+int escape_name(const char *name, struct buf *out);
+
+/* Appends the object name for file name `fname`.  Returns 0, or -EINVAL when
+ * `fname` is not the canonical escape of any name (a hashed long name, a bad
+ * '%' sequence, a name escape_name() would have written differently). */
+int unescape_name(const char *fname, struct buf *out);
+
+/* Appends `seg` percent-encoded for use as one URL path segment: every byte
+ * outside RFC 3986's unreserved set (A-Z a-z 0-9 - . _ ~) becomes %XX. */
+void url_encode_segment(const char *seg, struct buf *out);
+
+/* 64-bit FNV-1a hash of a NUL-terminated string. */
+uint64_t hash64(const char *s);
+
+#endif

@@ -1,0 +1,33 @@
+/*
+ * log - the daemon's log.
+ *
+ * Messages go to stderr while the daemon runs in the foreground, to syslog
+ * (ident "dssfs") once it has daemonised.  Every function is thread-safe; a
+ * message is written in one call so lines from several threads never mix.
+ *
+ * Never pass the API key, an Authorization header or a URL carrying
+ * credentials to these functions: nothing here can filter them out.
+ */
+#ifndef DSSFS_LOG_H
+#define DSSFS_LOG_H
+
+enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+/* Messages above `max` are dropped.  Default: LOG_LVL_INFO. */
+void log_set_level(enum log_level max);
+/* Switches output to syslog (after daemonising) or back to stderr. */
+void log_use_syslog(int on);
+int log_enabled(enum log_level lvl);
+
+void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define log_debug(...)                                                                             \
+	do {                                                                                       \
+		if (log_enabled(LOG_LVL_DEBUG))                                                    \
+			log_msg(LOG_LVL_DEBUG, __VA_ARGS__);                                       \
+	} while (0)
+
+#endif

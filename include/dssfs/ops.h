@@ -1,0 +1,32 @@
+/*
+ * ops - the FUSE low-level operations: translate kernel requests into tree
+ * calls and tree results into replies.  Nothing here knows DSS.
+ *
+ * Open files: open() takes a snapshot of the file's bytes into a handle, so
+ * a reader sees one consistent version however the server changes while it
+ * reads (tar, rsync), and the handle is where a later save will buffer.
+ * Directory handles likewise snapshot the whole listing at opendir().
+ *
+ * Kernel caching: attributes and entries are valid `attr_timeout` seconds;
+ * a name no table row can match gets a negative entry of
+ * `negative_timeout_permanent` seconds, any other missing name one of
+ * `attr_timeout` seconds.
+ */
+#ifndef DSSFS_OPS_H
+#define DSSFS_OPS_H
+
+#include <fuse_lowlevel.h>
+
+struct tree;
+
+struct ops_ctx {
+	struct tree *tree;
+	double attr_timeout;
+	double negative_timeout_permanent;
+	int read_only;
+};
+
+/* The operation table; the session's userdata must be a struct ops_ctx. */
+extern const struct fuse_lowlevel_ops dssfs_ops;
+
+#endif

@@ -1,0 +1,110 @@
+/*
+ * pathtab - the one table that knows how DSS objects map to the tree.
+ *
+ * Each row describes one kind of node by its path pattern, e.g.
+ * "/{project}/datasets/{dataset}/schema.json", and says what it is:
+ *
+ *  - a directory whose children are the objects of a list endpoint
+ *    (`list` + `list_key`: the field of each item that names a child);
+ *  - a fixed directory, whose children are the rows one level below it;
+ *  - a file, the projection `field` of the document at endpoint `get`,
+ *    rendered as JSON or as raw text; `put` is where a save goes (NULL for a
+ *    read-only file).
+ *
+ * A pattern segment is a literal ("schema.json"), an object variable
+ * ("{dataset}": any name listed by the parent), or a literal with a derived
+ * part ("payload.{ext}"), whose value `name_map` computes from the field
+ * `cond_field` of the document at `cond_get`.  `cond_equals`, when set, makes
+ * the row exist only where that field has that value (a scenario's script.py
+ * exists only for custom Python scenarios).
+ *
+ * Endpoint templates use the same {variables}; pathtab_expand() fills them
+ * with URL-encoded object names.  The FUSE layer and the tree engine read
+ * rows; they never test which object type they hold.  Adding a DSS object
+ * type is adding rows here.
+ *
+ * The table is static and immutable: every function is thread-safe.
+ */
+#ifndef DSSFS_PATHTAB_H
+#define DSSFS_PATHTAB_H
+
+#include <stddef.h>
+
+#include "dssfs/buf.h"
+
+enum pt_kind { PT_DIR, PT_FILE };
+enum pt_format { PT_JSON, PT_TEXT };
+enum pt_seg { PT_SEG_ROOT, PT_SEG_LITERAL, PT_SEG_VAR, PT_SEG_DERIVED };
+
+#define PT_MAX_VARS 6
+
+struct pt_map {
+	const char *from; /* NULL: default entry, last in the array */
+	const char *to;
+};
+
+struct pt_row {
+	const char *pattern;
+	enum pt_kind kind;
+	/* directories listing objects */
+	const char *list;
+	const char *list_key;
+	/* files */
+	const char *get;
+	const char *put;
+	const char *field;
+	enum pt_format format;
+	/* where the object's versionTag sits in the `get` document; NULL if
+	 * the document has none (the file then takes its directory's mtime) */
+	const char *version_at;
+	/* derived name / conditional presence */
+	const char *cond_get;
+	const char *cond_field;
+	const char *cond_equals;
+	const struct pt_map *name_map;
+};
+
+/* Captured variables, name -> object name (not escaped). */
+struct pt_vars {
+	int n;
+	const char *name[PT_MAX_VARS];
+	const char *value[PT_MAX_VARS];
+};
+
+/* Number of rows and row i; row 0 is the root "/". */
+size_t pathtab_count(void);
+const struct pt_row *pathtab_row(size_t i);
+const struct pt_row *pathtab_root(void);
+
+/* The row one level up (NULL for the root). */
+const struct pt_row *pathtab_parent(const struct pt_row *row);
+
+/* Kind of the row's last segment.  For PT_SEG_LITERAL *text is the literal;
+ * for PT_SEG_VAR the variable name; for PT_SEG_DERIVED the literal prefix
+ * and *suffix the literal after the {derived} part.  The strings point into
+ * static storage. */
+enum pt_seg pathtab_leaf(const struct pt_row *row, const char **text, const char **suffix);
+
+/* The rows whose parent is `row`, in table order; returns how many (at most
+ * `max`). */
+size_t pathtab_children(const struct pt_row *row, const struct pt_row **out, size_t max);
+
+/* Applies a row's name_map to a field value: returns the mapped string, or
+ * the default entry's. */
+const char *pathtab_map(const struct pt_map *map, const char *value);
+
+/* Appends `tmpl` with each {var} replaced by the URL-encoded value from
+ * vars.  Returns 0, or -EINVAL if a variable is not in vars. */
+int pathtab_expand(const char *tmpl, const struct pt_vars *vars, struct buf *out);
+
+/* Returns the value of variable `name`, or NULL. */
+const char *pt_vars_get(const struct pt_vars *vars, const char *name);
+
+/* Matches a tree path of unescaped names ("/SALES/datasets/orders") against
+ * the patterns of the table; derived segments match any value with the
+ * right prefix and suffix.  Returns the row, with variables pointing into
+ * `segs` (an array of `nseg` segments), or NULL.  Used to describe paths in
+ * tests and logs; the tree engine walks rows with pathtab_children(). */
+const struct pt_row *pathtab_match(const char *const *segs, size_t nseg, struct pt_vars *vars);
+
+#endif

@@ -1,0 +1,309 @@
+#include "dssfs/cache.h"
+#include "dssfs/buf.h"
+#include "dssfs/escape.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct cache_ref {
+	atomic_int refs;
+	void *value;
+	size_t cost;
+	void (*free_value)(void *);
+};
+
+struct entry {
+	char *key;
+	uint64_t hash;
+	struct entry *hnext;
+	struct entry *lprev, *lnext; /* LRU list, only while item != NULL */
+	struct cache_ref *item;      /* the held value, or NULL */
+	int64_t fetched_at;
+	int fresh_ok;      /* cleared by invalidation: item must be refetched */
+	int fetching;      /* a thread is fetching this key */
+	int waiters;       /* threads waiting for that fetch */
+	unsigned fetch_seq; /* bumped when a fetch finishes */
+	int result;        /* result of the last finished fetch */
+};
+
+struct cache {
+	pthread_mutex_t lock;
+	pthread_cond_t done; /* broadcast when any fetch finishes */
+	struct entry **table;
+	size_t nbuckets;
+	struct entry *lru_head, *lru_tail; /* head = most recently used */
+	size_t max_bytes;
+	int64_t ttl_ms;
+	void (*free_value)(void *);
+	cache_clock_fn clock;
+	struct cache_stats st;
+};
+
+int64_t cache_monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct cache *cache_new(size_t max_bytes, int64_t ttl_ms, void (*free_value)(void *),
+			cache_clock_fn clock)
+{
+	struct cache *c = xcalloc(1, sizeof(*c));
+
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->done, NULL);
+	c->nbuckets = 4096;
+	c->table = xcalloc(c->nbuckets, sizeof(*c->table));
+	c->max_bytes = max_bytes;
+	c->ttl_ms = ttl_ms;
+	c->free_value = free_value;
+	c->clock = clock ? clock : cache_monotonic_ms;
+	return c;
+}
+
+static void ref_put(struct cache_ref *r)
+{
+	if (r && atomic_fetch_sub(&r->refs, 1) == 1) {
+		if (r->free_value)
+			r->free_value(r->value);
+		free(r);
+	}
+}
+
+void cache_ref_put(struct cache_ref *ref)
+{
+	ref_put(ref);
+}
+
+void *cache_ref_value(const struct cache_ref *ref)
+{
+	return ref->value;
+}
+
+static struct cache_ref *ref_get(struct cache_ref *r)
+{
+	atomic_fetch_add(&r->refs, 1);
+	return r;
+}
+
+static void lru_unlink(struct cache *c, struct entry *e)
+{
+	if (e->lprev)
+		e->lprev->lnext = e->lnext;
+	else if (c->lru_head == e)
+		c->lru_head = e->lnext;
+	if (e->lnext)
+		e->lnext->lprev = e->lprev;
+	else if (c->lru_tail == e)
+		c->lru_tail = e->lprev;
+	e->lprev = e->lnext = NULL;
+}
+
+static void lru_push_front(struct cache *c, struct entry *e)
+{
+	e->lprev = NULL;
+	e->lnext = c->lru_head;
+	if (c->lru_head)
+		c->lru_head->lprev = e;
+	c->lru_head = e;
+	if (!c->lru_tail)
+		c->lru_tail = e;
+}
+
+/* Drops the held value of e (caller holds the lock). */
+static void drop_item(struct cache *c, struct entry *e)
+{
+	if (!e->item)
+		return;
+	lru_unlink(c, e);
+	c->st.bytes -= e->item->cost;
+	ref_put(e->item);
+	e->item = NULL;
+}
+
+static struct entry **find_slot(struct cache *c, const char *key, uint64_t h)
+{
+	struct entry **pp = &c->table[h % c->nbuckets];
+
+	while (*pp && ((*pp)->hash != h || strcmp((*pp)->key, key)))
+		pp = &(*pp)->hnext;
+	return pp;
+}
+
+/* Removes e from the table if nothing refers to it any more. */
+static void maybe_remove(struct cache *c, struct entry *e)
+{
+	if (e->item || e->fetching || e->waiters)
+		return;
+	struct entry **pp = find_slot(c, e->key, e->hash);
+	*pp = e->hnext;
+	c->st.entries--;
+	free(e->key);
+	free(e);
+}
+
+static void enforce_cap(struct cache *c)
+{
+	struct entry *e = c->lru_tail;
+
+	while (c->st.bytes > c->max_bytes && e) {
+		struct entry *prev = e->lprev;
+		drop_item(c, e);
+		c->st.evictions++;
+		maybe_remove(c, e);
+		e = prev;
+	}
+}
+
+static int is_fresh(struct cache *c, const struct entry *e)
+{
+	return e->item && e->fresh_ok && c->clock() - e->fetched_at < c->ttl_ms;
+}
+
+int cache_peek(struct cache *c, const char *key, struct cache_ref **ref)
+{
+	uint64_t h = hash64(key);
+	int ret = -ENOENT;
+
+	pthread_mutex_lock(&c->lock);
+	struct entry *e = *find_slot(c, key, h);
+	if (e && is_fresh(c, e)) {
+		*ref = ref_get(e->item);
+		ret = 0;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+int cache_get(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
+	      struct cache_ref **ref)
+{
+	uint64_t h = hash64(key);
+	struct entry *e;
+	void *value = NULL;
+	size_t cost = 0;
+	int ret;
+
+	*ref = NULL;
+	pthread_mutex_lock(&c->lock);
+retry:
+	e = *find_slot(c, key, h);
+	if (!e) {
+		e = xcalloc(1, sizeof(*e));
+		e->key = xstrdup(key);
+		e->hash = h;
+		e->hnext = c->table[h % c->nbuckets];
+		c->table[h % c->nbuckets] = e;
+		c->st.entries++;
+	}
+	if (is_fresh(c, e)) {
+		c->st.hits++;
+		lru_unlink(c, e);
+		lru_push_front(c, e);
+		*ref = ref_get(e->item);
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	if (e->fetching) {
+		unsigned seq = e->fetch_seq;
+		c->st.coalesced++;
+		e->waiters++;
+		while (e->fetch_seq == seq)
+			pthread_cond_wait(&c->done, &c->lock);
+		e->waiters--;
+		ret = e->result;
+		if (!ret && !e->item) {
+			/* Dropped between the fetch and our wake-up: ask again. */
+			maybe_remove(c, e);
+			goto retry;
+		}
+		if (!ret)
+			*ref = ref_get(e->item);
+		maybe_remove(c, e);
+		pthread_mutex_unlock(&c->lock);
+		return ret;
+	}
+	e->fetching = 1;
+	e->fresh_ok = 1;
+	c->st.fetches++;
+	pthread_mutex_unlock(&c->lock);
+
+	ret = fetch(ctx, key, &value, &cost);
+
+	pthread_mutex_lock(&c->lock);
+	e->fetching = 0;
+	e->result = ret;
+	e->fetch_seq++;
+	drop_item(c, e);
+	if (!ret) {
+		struct cache_ref *r = xcalloc(1, sizeof(*r));
+		atomic_init(&r->refs, 1);
+		r->value = value;
+		r->cost = cost;
+		r->free_value = c->free_value;
+		e->item = r;
+		e->fetched_at = c->clock();
+		c->st.bytes += cost;
+		lru_push_front(c, e);
+		*ref = ref_get(r);
+	}
+	pthread_cond_broadcast(&c->done);
+	if (e->item && e->waiters == 0)
+		enforce_cap(c);
+	else if (!e->item)
+		maybe_remove(c, e);
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+void cache_invalidate(struct cache *c, const char *key)
+{
+	pthread_mutex_lock(&c->lock);
+	struct entry *e = *find_slot(c, key, hash64(key));
+	if (e) {
+		e->fresh_ok = 0;
+		drop_item(c, e);
+		maybe_remove(c, e);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_clear(struct cache *c)
+{
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < c->nbuckets; i++) {
+		struct entry *e = c->table[i];
+		while (e) {
+			struct entry *next = e->hnext;
+			e->fresh_ok = 0;
+			drop_item(c, e);
+			maybe_remove(c, e);
+			e = next;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_get_stats(struct cache *c, struct cache_stats *st)
+{
+	pthread_mutex_lock(&c->lock);
+	*st = c->st;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_free(struct cache *c)
+{
+	if (!c)
+		return;
+	cache_clear(c);
+	free(c->table);
+	pthread_cond_destroy(&c->done);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}

@@ -1,0 +1,247 @@
+#include "dssfs/config.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_CONFIG_BYTES (1 << 20)
+
+int config_truthy(const char *s)
+{
+	return s && (!strcasecmp(s, "true") || !strcmp(s, "1") || !strcasecmp(s, "yes") ||
+		     !strcasecmp(s, "on"));
+}
+
+static const char *env(const struct config_sources *src, const char *name)
+{
+	const char *v = src->get_env ? src->get_env(name) : getenv(name);
+	return v && *v ? v : NULL;
+}
+
+/* Reads a small file whole.  Returns 0 or -errno. */
+static int read_small_file(const char *path, struct buf *out, int *loose_mode)
+{
+	struct stat st;
+	char chunk[4096];
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) == 0 && loose_mode)
+		*loose_mode = (st.st_mode & 077) != 0;
+	while ((n = read(fd, chunk, sizeof(chunk))) > 0) {
+		if (out->len + (size_t)n > MAX_CONFIG_BYTES) {
+			close(fd);
+			return -EFBIG;
+		}
+		buf_add(out, chunk, (size_t)n);
+	}
+	close(fd);
+	return n < 0 ? -errno : 0;
+}
+
+static char *trimmed_first_line(const char *s)
+{
+	while (*s && isspace((unsigned char)*s))
+		s++;
+	size_t n = strcspn(s, "\r\n");
+	while (n && isspace((unsigned char)s[n - 1]))
+		n--;
+	return xstrndup(s, n);
+}
+
+static int read_key_file(const char *path, struct config *cfg, struct buf *err)
+{
+	struct buf raw = BUF_INIT;
+	int loose = 0, ret = read_small_file(path, &raw, &loose);
+
+	if (ret) {
+		buf_addf(err, "cannot read the API key file %s: %s", path, strerror(-ret));
+		goto out;
+	}
+	cfg->api_key = trimmed_first_line(raw.data);
+	if (!*cfg->api_key) {
+		buf_addf(err, "the API key file %s is empty", path);
+		ret = -EINVAL;
+		goto out;
+	}
+	if (loose)
+		fprintf(stderr,
+			"dssfs: warning: the API key file %s is readable by other users; "
+			"chmod 600 it\n",
+			path);
+out:
+	explicit_bzero(raw.data, raw.len);
+	buf_release(&raw);
+	return ret;
+}
+
+/* Loads config.json (NULL root if it does not exist). */
+static int load_config_json(const char *path, cJSON **root, struct buf *err)
+{
+	struct buf raw = BUF_INIT;
+	int ret = read_small_file(path, &raw, NULL);
+
+	*root = NULL;
+	if (ret == -ENOENT) {
+		ret = 0;
+		goto out;
+	}
+	if (ret) {
+		buf_addf(err, "cannot read %s: %s", path, strerror(-ret));
+		goto out;
+	}
+	*root = cJSON_ParseWithLength(raw.data, raw.len);
+	if (!cJSON_IsObject(*root)) {
+		cJSON_Delete(*root);
+		*root = NULL;
+		buf_addf(err, "%s is not a JSON object", path);
+		ret = -EINVAL;
+	}
+out:
+	explicit_bzero(raw.data, raw.len);
+	buf_release(&raw);
+	return ret;
+}
+
+static const char *str_field(const cJSON *obj, const char *name)
+{
+	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+	return cJSON_IsString(it) && *it->valuestring ? it->valuestring : NULL;
+}
+
+static int set_url(struct config *cfg, const char *url, struct buf *err)
+{
+	size_t n = strlen(url);
+
+	if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) {
+		buf_addf(err, "the DSS URL must start with http:// or https://");
+		return -EINVAL;
+	}
+	while (n > 8 && url[n - 1] == '/')
+		n--;
+	free(cfg->url);
+	cfg->url = xstrndup(url, n);
+	return 0;
+}
+
+int config_resolve(const struct config_sources *src, struct config *cfg, struct buf *err)
+{
+	cJSON *root = NULL;
+	const cJSON *inst = NULL;
+	const char *inst_name = src->instance;
+	const char *url = NULL, *key = NULL;
+	char *home_path = NULL;
+	const char *cfg_path = src->config_path;
+	int ret;
+
+	memset(cfg, 0, sizeof(*cfg));
+	if (!cfg_path) {
+		const char *home = env(src, "HOME");
+		if (home)
+			cfg_path = home_path = xasprintf("%s/.dataiku/config.json", home);
+	}
+	if (cfg_path) {
+		ret = load_config_json(cfg_path, &root, err);
+		if (ret)
+			goto out;
+	}
+	if (!inst_name && root && !(env(src, "DKU_DSS_URL") && env(src, "DKU_API_KEY")))
+		inst_name = str_field(root, "default_instance");
+	if (inst_name) {
+		const cJSON *all = root ? cJSON_GetObjectItemCaseSensitive(root, "dss_instances")
+					: NULL;
+		inst = cJSON_IsObject(all) ? cJSON_GetObjectItemCaseSensitive(all, inst_name)
+					   : NULL;
+		if (!cJSON_IsObject(inst) && (src->instance || !src->api_key_file)) {
+			buf_addf(err, "instance \"%s\" is not defined in %s (dss_instances)",
+				 inst_name, cfg_path ? cfg_path : "~/.dataiku/config.json");
+			ret = -ENOENT;
+			goto out;
+		}
+	}
+
+	/* URL: option, then the instance picked by option, then environment,
+	 * then the config file's default instance. */
+	if (src->url)
+		url = src->url;
+	else if (src->instance && inst)
+		url = str_field(inst, "url");
+	else if (env(src, "DKU_DSS_URL"))
+		url = env(src, "DKU_DSS_URL");
+	else if (inst)
+		url = str_field(inst, "url");
+
+	if (src->api_key_file) {
+		ret = read_key_file(src->api_key_file, cfg, err);
+		if (ret)
+			goto out;
+		cfg->origin = xasprintf("key file %s", src->api_key_file);
+	} else {
+		const char *origin = NULL;
+		if (src->instance && inst) {
+			key = str_field(inst, "api_key");
+			origin = "instance";
+		} else if (env(src, "DKU_API_KEY") && env(src, "DKU_DSS_URL")) {
+			key = env(src, "DKU_API_KEY");
+			origin = "environment";
+		} else if (inst) {
+			key = str_field(inst, "api_key");
+			origin = "instance";
+		} else if (env(src, "DKU_API_KEY")) {
+			key = env(src, "DKU_API_KEY");
+			origin = "environment";
+		}
+		if (key) {
+			cfg->api_key = trimmed_first_line(key);
+			if (!strcmp(origin, "instance"))
+				cfg->origin = xasprintf("instance \"%s\" of %s", inst_name,
+							cfg_path);
+			else
+				cfg->origin = xstrdup("DKU_API_KEY");
+		}
+	}
+	if (!url || !cfg->api_key || !*cfg->api_key) {
+		buf_addf(err,
+			 "no DSS %s configured.  Set DKU_DSS_URL and DKU_API_KEY, or define "
+			 "an instance in ~/.dataiku/config.json "
+			 "({\"dss_instances\": {\"NAME\": {\"url\": ..., \"api_key\": ...}}, "
+			 "\"default_instance\": \"NAME\"}), or give -o api_key_file=PATH "
+			 "with -o url=URL",
+			 !url ? (cfg->api_key ? "URL" : "URL or API key") : "API key");
+		ret = -EINVAL;
+		goto out;
+	}
+	ret = set_url(cfg, url, err);
+	if (ret)
+		goto out;
+	cfg->no_check_certificate = src->no_check_certificate ||
+				    config_truthy(env(src, "DKU_NO_CHECK_CERTIFICATE"));
+	if (inst && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(inst, "no_check_certificate")))
+		cfg->no_check_certificate = 1;
+out:
+	if (ret)
+		config_release(cfg);
+	cJSON_Delete(root);
+	free(home_path);
+	return ret;
+}
+
+void config_release(struct config *cfg)
+{
+	if (cfg->api_key) {
+		explicit_bzero(cfg->api_key, strlen(cfg->api_key));
+		free(cfg->api_key);
+	}
+	free(cfg->url);
+	free(cfg->origin);
+	memset(cfg, 0, sizeof(*cfg));
+}

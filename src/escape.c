@@ -1,0 +1,129 @@
+#include "dssfs/escape.h"
+
+#include <errno.h>
+#include <string.h>
+
+uint64_t hash64(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/* Longest prefix of the escaped name kept before a hash suffix: at most
+ * `limit` bytes, not splitting a "%XX" sequence or a UTF-8 character. */
+static size_t cut_point(const char *s, size_t len, size_t limit)
+{
+	size_t i = 0, last = 0;
+
+	while (i < len) {
+		size_t step = 1;
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '%')
+			step = 3;
+		else if (c >= 0xF0)
+			step = 4;
+		else if (c >= 0xE0)
+			step = 3;
+		else if (c >= 0xC0)
+			step = 2;
+		if (i + step > limit || i + step > len)
+			break;
+		i += step;
+		last = i;
+	}
+	return last;
+}
+
+int escape_name(const char *name, struct buf *out)
+{
+	struct buf e = BUF_INIT;
+
+	if (!*name)
+		return -EINVAL;
+	if (!strcmp(name, ".")) {
+		buf_addstr(out, "%2E");
+		return 0;
+	}
+	if (!strcmp(name, "..")) {
+		buf_addstr(out, "%2E%2E");
+		return 0;
+	}
+	for (const char *p = name; *p; p++) {
+		if (*p == '%')
+			buf_addstr(&e, "%25");
+		else if (*p == '/')
+			buf_addstr(&e, "%2F");
+		else
+			buf_addch(&e, *p);
+	}
+	if (e.len > NAME_MAX_BYTES) {
+		size_t cut = cut_point(e.data, e.len, 200);
+		buf_setlen(&e, cut);
+		buf_addf(&e, "%%~%016llx", (unsigned long long)hash64(name));
+	}
+	buf_add(out, e.data, e.len);
+	buf_release(&e);
+	return 0;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int unescape_name(const char *fname, struct buf *out)
+{
+	struct buf dec = BUF_INIT, again = BUF_INIT;
+	int ret = -EINVAL;
+
+	for (const char *p = fname; *p; p++) {
+		if (*p != '%') {
+			buf_addch(&dec, *p);
+			continue;
+		}
+		int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+		if (hi < 0 || lo < 0)
+			goto out;
+		char c = (char)(hi * 16 + lo);
+		if (c == '\0')
+			goto out;
+		buf_addch(&dec, c);
+		p += 2;
+	}
+	/* Only the canonical spelling names an object, so that one object
+	 * never appears under two file names. */
+	if (escape_name(dec.data, &again) || strcmp(again.data, fname))
+		goto out;
+	buf_add(out, dec.data, dec.len);
+	ret = 0;
+out:
+	buf_release(&again);
+	buf_release(&dec);
+	return ret;
+}
+
+void url_encode_segment(const char *seg, struct buf *out)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (const unsigned char *p = (const unsigned char *)seg; *p; p++) {
+		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+		    (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+			buf_addch(out, (char)*p);
+		} else {
+			buf_addch(out, '%');
+			buf_addch(out, hex[*p >> 4]);
+			buf_addch(out, hex[*p & 15]);
+		}
+	}
+}

@@ -1,0 +1,327 @@
+#include "dssfs/http.h"
+#include "dssfs/errmap.h"
+#include "dssfs/log.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define API_PREFIX "/public/api/"
+
+struct pooled {
+	CURL *curl;
+	struct pooled *next;
+};
+
+struct http {
+	char *base_url;
+	char *api_key;
+	int verify_tls;
+	char *ca_file, *client_cert, *client_key;
+	long connect_timeout_ms, timeout_ms;
+	size_t max_body;
+	int retries;
+
+	pthread_mutex_t pool_lock;
+	struct pooled *idle;
+	CURLSH *share;
+	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+	struct curl_slist *headers;
+
+	atomic_uint_fast64_t requests, failures;
+};
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static int global_ok;
+
+static void global_init(void)
+{
+	global_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+}
+
+static void share_lock(CURL *c, curl_lock_data data, curl_lock_access access, void *ctx)
+{
+	struct http *h = ctx;
+	(void)c;
+	(void)access;
+	pthread_mutex_lock(&h->share_locks[data]);
+}
+
+static void share_unlock(CURL *c, curl_lock_data data, void *ctx)
+{
+	struct http *h = ctx;
+	(void)c;
+	pthread_mutex_unlock(&h->share_locks[data]);
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s && *s ? xstrdup(s) : NULL;
+}
+
+struct http *http_new(const struct http_config *cfg)
+{
+	struct http *h;
+
+	pthread_once(&global_once, global_init);
+	if (!global_ok) {
+		log_error("cannot initialise libcurl");
+		return NULL;
+	}
+	h = xcalloc(1, sizeof(*h));
+	h->base_url = xstrdup(cfg->base_url);
+	h->api_key = xstrdup(cfg->api_key);
+	h->verify_tls = cfg->verify_tls;
+	h->ca_file = dup_or_null(cfg->ca_file);
+	h->client_cert = dup_or_null(cfg->client_cert);
+	h->client_key = dup_or_null(cfg->client_key);
+	h->connect_timeout_ms = cfg->connect_timeout_ms;
+	h->timeout_ms = cfg->timeout_ms;
+	h->max_body = cfg->max_body;
+	h->retries = cfg->retries;
+	pthread_mutex_init(&h->pool_lock, NULL);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&h->share_locks[i], NULL);
+	h->share = curl_share_init();
+	if (h->share) {
+		curl_share_setopt(h->share, CURLSHOPT_LOCKFUNC, share_lock);
+		curl_share_setopt(h->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+		curl_share_setopt(h->share, CURLSHOPT_USERDATA, h);
+		curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+		curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	}
+	h->headers = curl_slist_append(NULL, "Accept: application/json");
+	h->headers = curl_slist_append(h->headers, "Content-Type: application/json");
+	/* Keep-alive connections must not wait for a 100-continue on PUT. */
+	h->headers = curl_slist_append(h->headers, "Expect:");
+	return h;
+}
+
+void http_free(struct http *h)
+{
+	if (!h)
+		return;
+	while (h->idle) {
+		struct pooled *p = h->idle;
+		h->idle = p->next;
+		curl_easy_cleanup(p->curl);
+		free(p);
+	}
+	if (h->share)
+		curl_share_cleanup(h->share);
+	curl_slist_free_all(h->headers);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&h->share_locks[i]);
+	pthread_mutex_destroy(&h->pool_lock);
+	explicit_bzero(h->api_key, strlen(h->api_key));
+	free(h->api_key);
+	free(h->base_url);
+	free(h->ca_file);
+	free(h->client_cert);
+	free(h->client_key);
+	free(h);
+}
+
+static struct pooled *pool_take(struct http *h)
+{
+	struct pooled *p;
+
+	pthread_mutex_lock(&h->pool_lock);
+	p = h->idle;
+	if (p)
+		h->idle = p->next;
+	pthread_mutex_unlock(&h->pool_lock);
+	if (p)
+		return p;
+	p = xcalloc(1, sizeof(*p));
+	p->curl = curl_easy_init();
+	if (!p->curl) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+static void pool_give(struct http *h, struct pooled *p)
+{
+	pthread_mutex_lock(&h->pool_lock);
+	p->next = h->idle;
+	h->idle = p;
+	pthread_mutex_unlock(&h->pool_lock);
+}
+
+struct sink {
+	struct buf *out;
+	size_t max;
+	int too_big;
+};
+
+static size_t on_data(char *data, size_t size, size_t nmemb, void *ctx)
+{
+	struct sink *s = ctx;
+	size_t n = size * nmemb;
+
+	if (s->out->len + n > s->max) {
+		s->too_big = 1;
+		return 0;
+	}
+	buf_add(s->out, data, n);
+	return n;
+}
+
+struct upload {
+	const char *data;
+	size_t len, off;
+};
+
+static size_t on_read(char *dst, size_t size, size_t nmemb, void *ctx)
+{
+	struct upload *u = ctx;
+	size_t n = size * nmemb;
+
+	if (n > u->len - u->off)
+		n = u->len - u->off;
+	memcpy(dst, u->data + u->off, n);
+	u->off += n;
+	return n;
+}
+
+static void setup(struct http *h, CURL *c, const char *method, const char *url,
+		  struct sink *sink, struct upload *up, char *errbuf)
+{
+	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "dssfs/" DSSFS_VERSION);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h->headers);
+	curl_easy_setopt(c, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+	curl_easy_setopt(c, CURLOPT_USERNAME, h->api_key);
+	curl_easy_setopt(c, CURLOPT_PASSWORD, "");
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->connect_timeout_ms);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->timeout_ms);
+	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, h->verify_tls ? 1L : 0L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, h->verify_tls ? 2L : 0L);
+	if (h->ca_file)
+		curl_easy_setopt(c, CURLOPT_CAINFO, h->ca_file);
+	if (h->client_cert)
+		curl_easy_setopt(c, CURLOPT_SSLCERT, h->client_cert);
+	if (h->client_key)
+		curl_easy_setopt(c, CURLOPT_SSLKEY, h->client_key);
+	if (h->share)
+		curl_easy_setopt(c, CURLOPT_SHARE, h->share);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
+	if (!strcmp(method, "GET")) {
+		curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+	} else if (!strcmp(method, "PUT")) {
+		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(c, CURLOPT_READDATA, up);
+		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)up->len);
+	} else {
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+		if (up->data) {
+			curl_easy_setopt(c, CURLOPT_POSTFIELDS, up->data);
+			curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)up->len);
+		}
+	}
+}
+
+/* Failures after which the server cannot have acted on a request. */
+static int retryable(CURLcode rc, long status)
+{
+	if (rc == CURLE_OK)
+		return status == 502 || status == 503 || status == 504;
+	return rc == CURLE_COULDNT_CONNECT || rc == CURLE_SEND_ERROR ||
+	       rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+int http_request(struct http *h, const char *method, const char *path, const char *body,
+		 size_t body_len, struct buf *resp)
+{
+	struct buf url = BUF_INIT, what = BUF_INIT;
+	char errbuf[CURL_ERROR_SIZE];
+	struct pooled *p = NULL;
+	CURLcode rc = CURLE_OK;
+	long status = 0;
+	int ret, idempotent = !strcmp(method, "GET");
+	struct sink sink = {resp, h->max_body, 0};
+
+	buf_reset(resp);
+	buf_addf(&url, "%s%s%s", h->base_url, API_PREFIX, path);
+	buf_addf(&what, "%s %s", method, path);
+	p = pool_take(h);
+	if (!p) {
+		log_error("%s: cannot create a libcurl handle", what.data);
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (int attempt = 0;; attempt++) {
+		struct upload up = {body, body_len, 0};
+
+		buf_reset(resp);
+		sink.too_big = 0;
+		errbuf[0] = '\0';
+		setup(h, p->curl, method, url.data, &sink, &up, errbuf);
+		rc = curl_easy_perform(p->curl);
+		status = 0;
+		curl_easy_getinfo(p->curl, CURLINFO_RESPONSE_CODE, &status);
+		atomic_fetch_add(&h->requests, 1);
+		log_debug("%s -> %ld (%s)", what.data, status, curl_easy_strerror(rc));
+		if (!idempotent || attempt >= h->retries || !retryable(rc, status))
+			break;
+		log_warn("%s: %s, retrying", what.data,
+			 rc != CURLE_OK ? curl_easy_strerror(rc) : "server unavailable");
+		sleep_ms(100L << (2 * attempt));
+	}
+	if (rc != CURLE_OK) {
+		if (sink.too_big) {
+			log_error("%s: response larger than %zu bytes, refused", what.data,
+				  h->max_body);
+			ret = -EFBIG;
+		} else {
+			ret = errmap_transport(what.data, rc, errbuf);
+		}
+	} else if (status < 200 || status >= 300) {
+		ret = errmap_response(what.data, status, resp->data, resp->len);
+	} else {
+		ret = 0;
+	}
+	if (ret) {
+		atomic_fetch_add(&h->failures, 1);
+		buf_release(resp);
+	}
+out:
+	if (p)
+		pool_give(h, p);
+	buf_release(&url);
+	buf_release(&what);
+	return ret;
+}
+
+void http_get_stats(struct http *h, struct http_stats *st)
+{
+	st->requests = atomic_load(&h->requests);
+	st->failures = atomic_load(&h->failures);
+}
+
+void http_global_cleanup(void)
+{
+	if (global_ok)
+		curl_global_cleanup();
+}

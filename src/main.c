@@ -1,0 +1,351 @@
+/*
+ * dssfs - mount a Dataiku DSS instance as a directory tree.
+ *
+ * main only parses options, resolves credentials, checks that DSS answers,
+ * and runs the FUSE session.
+ */
+#include "dssfs/cache.h"
+#include "dssfs/config.h"
+#include "dssfs/http.h"
+#include "dssfs/log.h"
+#include "dssfs/ops.h"
+#include "dssfs/tree.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+struct options {
+	char *instance;
+	char *api_key_file;
+	char *url;
+	char *config;
+	char *cafile;
+	char *client_cert;
+	char *client_key;
+	int no_check_certificate;
+	int cache_ttl;	  /* seconds */
+	int cache_max_mb; /* MiB */
+	double attr_timeout;
+	double negative_timeout;
+	int timeout;	     /* seconds */
+	int connect_timeout; /* seconds */
+	int retries;
+	int max_response_mb;
+	int read_only;
+	int secret_on_cmdline;
+};
+
+enum { KEY_SECRET, KEY_RO };
+
+#define OPT(t, field, v) {t, offsetof(struct options, field), v}
+
+static const struct fuse_opt option_spec[] = {
+	OPT("instance=%s", instance, 0),
+	OPT("api_key_file=%s", api_key_file, 0),
+	OPT("url=%s", url, 0),
+	OPT("config=%s", config, 0),
+	OPT("cafile=%s", cafile, 0),
+	OPT("client_cert=%s", client_cert, 0),
+	OPT("client_key=%s", client_key, 0),
+	OPT("no_check_certificate", no_check_certificate, 1),
+	OPT("cache_ttl=%d", cache_ttl, 0),
+	OPT("cache_max=%d", cache_max_mb, 0),
+	OPT("attr_timeout=%lf", attr_timeout, 0),
+	OPT("negative_timeout=%lf", negative_timeout, 0),
+	OPT("timeout=%d", timeout, 0),
+	OPT("connect_timeout=%d", connect_timeout, 0),
+	OPT("retries=%d", retries, 0),
+	OPT("max_response=%d", max_response_mb, 0),
+	FUSE_OPT_KEY("api_key=", KEY_SECRET),
+	FUSE_OPT_KEY("apikey=", KEY_SECRET),
+	FUSE_OPT_KEY("key=", KEY_SECRET),
+	FUSE_OPT_KEY("--api-key", KEY_SECRET),
+	FUSE_OPT_KEY("--api-key=", KEY_SECRET),
+	FUSE_OPT_KEY("--api-key ", KEY_SECRET),
+	FUSE_OPT_KEY("--api_key=", KEY_SECRET),
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_END,
+};
+
+static int option_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct options *o = data;
+
+	(void)arg;
+	(void)outargs;
+	switch (key) {
+	case KEY_SECRET:
+		/* Do not echo arg: it is the secret. */
+		o->secret_on_cmdline = 1;
+		return 0;
+	case KEY_RO:
+		o->read_only = 1;
+		return 1; /* keep: the kernel mounts read-only too */
+	default:
+		return 1;
+	}
+}
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] MOUNTPOINT\n\n"
+	       "Mounts a Dataiku DSS instance as a directory tree.\n\n"
+	       "Credentials (first source that has them wins):\n"
+	       "    -o instance=NAME        an instance of ~/.dataiku/config.json\n"
+	       "    -o api_key_file=PATH    read the API key from PATH (chmod 600)\n"
+	       "    -o url=URL              the DSS URL (e.g. https://dss:11200)\n"
+	       "    -o config=PATH          config file instead of ~/.dataiku/config.json\n"
+	       "    environment             DKU_DSS_URL, DKU_API_KEY, DKU_NO_CHECK_CERTIFICATE\n"
+	       "    An API key is never accepted on the command line.\n\n"
+	       "TLS:\n"
+	       "    -o no_check_certificate do not verify the server certificate\n"
+	       "    -o cafile=PATH          CA bundle to verify the server with\n"
+	       "    -o client_cert=PATH     client certificate (PEM)\n"
+	       "    -o client_key=PATH      client certificate's key (PEM)\n\n"
+	       "Caching and timeouts:\n"
+	       "    -o cache_ttl=SECONDS    keep fetched objects this long (default 30)\n"
+	       "    -o cache_max=MIB        memory for cached objects (default 32)\n"
+	       "    -o attr_timeout=SECONDS kernel attribute/entry cache (default 1)\n"
+	       "    -o negative_timeout=SECONDS  kernel cache of names that cannot\n"
+	       "                            exist (default 30)\n"
+	       "    -o timeout=SECONDS      limit for one HTTP request (default 30)\n"
+	       "    -o connect_timeout=SECONDS  limit for connecting (default 10)\n"
+	       "    -o retries=N            retries of failed reads (default 2)\n"
+	       "    -o max_response=MIB     largest response accepted (default 256)\n\n"
+	       "Signals: SIGHUP drops every cached object.\n\n",
+	       prog);
+}
+
+static sem_t hup_sem;
+static volatile sig_atomic_t hup_pending, stopping;
+
+static void on_sighup(int sig)
+{
+	(void)sig;
+	hup_pending = 1;
+	sem_post(&hup_sem);
+}
+
+static void *hup_thread(void *arg)
+{
+	struct tree *t = arg;
+
+	for (;;) {
+		while (sem_wait(&hup_sem) && errno == EINTR)
+			;
+		if (stopping)
+			return NULL;
+		if (hup_pending) {
+			hup_pending = 0;
+			tree_drop_caches(t);
+			log_info("SIGHUP: dropped all cached objects");
+		}
+	}
+}
+
+static int64_t now_epoch_ms(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct options o = {.cache_ttl = 30,
+			    .cache_max_mb = 32,
+			    .attr_timeout = 1.0,
+			    .negative_timeout = 30.0,
+			    .timeout = 30,
+			    .connect_timeout = 10,
+			    .retries = 2,
+			    .max_response_mb = 256};
+	struct fuse_cmdline_opts cmd = {0};
+	struct config cfg = {0};
+	struct buf err = BUF_INIT;
+	struct http *http = NULL;
+	struct cache *cache = NULL;
+	struct tree *tree = NULL;
+	struct fuse_session *se = NULL;
+	struct ops_ctx ctx;
+	struct fuse_loop_config *loop = NULL;
+	pthread_t hup_tid;
+	int hup_started = 0, mounted = 0, handlers = 0;
+	int ret = 1;
+
+	if (fuse_opt_parse(&args, &o, option_spec, option_proc) == -1)
+		goto out;
+	if (o.secret_on_cmdline) {
+		fprintf(stderr,
+			"dssfs: refusing an API key on the command line: every user could "
+			"read it in ps and it would stay in your shell history.\n"
+			"Put it in DKU_API_KEY, in ~/.dataiku/config.json (dss_instances), "
+			"or in a file (chmod 600) named with -o api_key_file=PATH.\n");
+		goto out;
+	}
+	if (fuse_parse_cmdline(&args, &cmd) != 0)
+		goto out;
+	if (cmd.show_help) {
+		usage(argv[0]);
+		fuse_cmdline_help();
+		fuse_lowlevel_help();
+		ret = 0;
+		goto out;
+	}
+	if (cmd.show_version) {
+		printf("dssfs version %s\n", DSSFS_VERSION);
+		fflush(stdout);
+		fuse_lowlevel_version();
+		ret = 0;
+		goto out;
+	}
+	if (!cmd.mountpoint) {
+		fprintf(stderr, "usage: %s [options] MOUNTPOINT (see --help)\n", argv[0]);
+		goto out;
+	}
+	if (o.cache_ttl < 0 || o.cache_max_mb < 1 || o.attr_timeout <= 0 ||
+	    o.negative_timeout <= 0 || o.timeout < 1 || o.connect_timeout < 1 || o.retries < 0 ||
+	    o.max_response_mb < 1) {
+		fprintf(stderr, "dssfs: invalid option value (see --help for the ranges)\n");
+		goto out;
+	}
+	if (cmd.debug)
+		log_set_level(LOG_LVL_DEBUG);
+
+	struct config_sources src = {
+		.instance = o.instance,
+		.api_key_file = o.api_key_file,
+		.url = o.url,
+		.config_path = o.config,
+		.no_check_certificate = o.no_check_certificate,
+	};
+	if (config_resolve(&src, &cfg, &err)) {
+		fprintf(stderr, "dssfs: %s\n", err.data);
+		goto out;
+	}
+	if (cfg.no_check_certificate)
+		log_warn("TLS certificate verification is disabled");
+
+	struct http_config hc = {
+		.base_url = cfg.url,
+		.api_key = cfg.api_key,
+		.verify_tls = !cfg.no_check_certificate,
+		.ca_file = o.cafile,
+		.client_cert = o.client_cert,
+		.client_key = o.client_key,
+		.connect_timeout_ms = o.connect_timeout * 1000L,
+		.timeout_ms = o.timeout * 1000L,
+		.max_body = (size_t)o.max_response_mb << 20,
+		.retries = o.retries,
+	};
+	http = http_new(&hc);
+	if (!http)
+		goto out;
+	cache = tree_cache_new((size_t)o.cache_max_mb << 20, (int64_t)o.cache_ttl * 1000);
+	struct tree_options to = {
+		.mount_time_ms = now_epoch_ms(),
+		.uid = getuid(),
+		.gid = getgid(),
+		.read_only = o.read_only,
+	};
+	tree = tree_new(http, cache, &to);
+
+	/* Fail now, with a clear message, rather than mount something that
+	 * answers every request with an error.  The listing stays cached. */
+	struct tree_dir probe;
+	int pr = tree_readdir(tree, TREE_ROOT_INO, &probe);
+	if (pr) {
+		fprintf(stderr, "dssfs: cannot list the projects of %s (key from %s): %s\n",
+			cfg.url, cfg.origin, strerror(-pr));
+		goto out;
+	}
+	tree_dir_release(&probe);
+
+	ctx.tree = tree;
+	ctx.attr_timeout = o.attr_timeout;
+	ctx.negative_timeout_permanent = o.negative_timeout;
+	ctx.read_only = o.read_only;
+
+	fuse_opt_add_arg(&args, "-osubtype=dssfs,fsname=dssfs");
+	se = fuse_session_new(&args, &dssfs_ops, sizeof(dssfs_ops), &ctx);
+	if (!se)
+		goto out;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out;
+	handlers = 1;
+	sem_init(&hup_sem, 0, 0);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sighup;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGHUP, &sa, NULL);
+
+	if (fuse_session_mount(se, cmd.mountpoint) != 0)
+		goto out;
+	mounted = 1;
+	if (fuse_daemonize(cmd.foreground) != 0)
+		goto out;
+	if (!cmd.foreground)
+		log_use_syslog(1);
+	if (pthread_create(&hup_tid, NULL, hup_thread, tree) == 0)
+		hup_started = 1;
+	log_info("mounted %s at %s (key from %s)", cfg.url, cmd.mountpoint, cfg.origin);
+
+	if (cmd.singlethread) {
+		ret = fuse_session_loop(se);
+	} else {
+		loop = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(loop, (unsigned)cmd.clone_fd);
+		/* -1 (unset) means libfuse's defaults; passing it on only
+		 * makes libfuse print a warning. */
+		if (cmd.max_idle_threads != UINT_MAX)
+			fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
+		if (cmd.max_threads > 0 && cmd.max_threads <= 100000)
+			fuse_loop_cfg_set_max_threads(loop, cmd.max_threads);
+		ret = fuse_session_loop_mt(se, loop);
+	}
+	ret = ret ? 1 : 0;
+out:
+	if (hup_started) {
+		stopping = 1;
+		sem_post(&hup_sem);
+		pthread_join(hup_tid, NULL);
+	}
+	if (loop)
+		fuse_loop_cfg_destroy(loop);
+	if (se) {
+		if (mounted)
+			fuse_session_unmount(se);
+		if (handlers)
+			fuse_remove_signal_handlers(se);
+		fuse_session_destroy(se);
+	}
+	tree_free(tree);
+	cache_free(cache);
+	http_free(http);
+	http_global_cleanup();
+	config_release(&cfg);
+	buf_release(&err);
+	free(cmd.mountpoint);
+	free(o.instance);
+	free(o.api_key_file);
+	free(o.url);
+	free(o.config);
+	free(o.cafile);
+	free(o.client_cert);
+	free(o.client_key);
+	fuse_opt_free_args(&args);
+	return ret;
+}

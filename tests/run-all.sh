@@ -1,0 +1,39 @@
+#!/bin/sh
+# The whole test suite, as CI runs it: installs the dependencies, builds
+# dssfs twice (plain with -Werror, and with ASan+UBSan), and runs the unit
+# tests (CTest) and the mount tests (pytest, through a real FUSE mount
+# against the DSS emulator) on both builds.
+set -eu
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+./packaging/install-deps.sh
+
+# Debian's interpreter has pytest; another python3 may come first on PATH.
+PY=/usr/bin/python3
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+build() { # dir, extra cmake args
+	dir=$1
+	shift
+	cmake -S . -B "$dir" -DDSSFS_WERROR=ON "$@" >/dev/null
+	cmake --build "$dir" -j "$JOBS"
+}
+
+run_suite() { # build dir, label
+	echo "== $2: unit tests"
+	(cd "$1" && ctest --output-on-failure)
+	echo "== $2: emulator and mount tests"
+	DSSFS_BIN="$ROOT/$1/dssfs" "$PY" -m pytest -q -p no:cacheprovider tests/emulator tests/integration
+}
+
+build build
+run_suite build "plain build"
+
+# halt_on_error: any sanitizer report fails the test that caused it.
+export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+build build-asan -DDSSFS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+run_suite build-asan "ASan+UBSan build"
+
+echo "== all tests passed"

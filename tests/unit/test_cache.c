@@ -1,0 +1,176 @@
+#include "check.h"
+#include "dssfs/cache.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static int64_t fake_now;
+static int64_t fake_clock(void)
+{
+	return fake_now;
+}
+
+static atomic_int fetches, frees;
+static int fail_next;
+static useconds_t fetch_delay;
+
+struct val {
+	char key[64];
+	int serial;
+};
+
+static void free_val(void *v)
+{
+	atomic_fetch_add(&frees, 1);
+	free(v);
+}
+
+static int fetch(void *ctx, const char *key, void **value, size_t *cost)
+{
+	(void)ctx;
+	int n = atomic_fetch_add(&fetches, 1) + 1;
+	if (fetch_delay)
+		usleep(fetch_delay);
+	if (fail_next) {
+		fail_next--;
+		return -EIO;
+	}
+	struct val *v = calloc(1, sizeof(*v));
+	snprintf(v->key, sizeof(v->key), "%s", key);
+	v->serial = n;
+	*value = v;
+	*cost = 100;
+	return 0;
+}
+
+static int get_serial(struct cache *c, const char *key)
+{
+	struct cache_ref *r;
+	int ret = cache_get(c, key, fetch, NULL, &r);
+	if (ret)
+		return ret;
+	int s = ((struct val *)cache_ref_value(r))->serial;
+	cache_ref_put(r);
+	return s;
+}
+
+struct thread_arg {
+	struct cache *c;
+	int serial;
+};
+
+static void *reader(void *p)
+{
+	struct thread_arg *a = p;
+	a->serial = get_serial(a->c, "same");
+	return NULL;
+}
+
+int main(void)
+{
+	struct cache *c = cache_new(1000, 5000, free_val, fake_clock);
+	struct cache_ref *r;
+	struct cache_stats st;
+
+	/* Fresh within the TTL, refetched after it. */
+	CHECK_INT(get_serial(c, "a"), 1);
+	CHECK_INT(get_serial(c, "a"), 1);
+	fake_now += 4999;
+	CHECK_INT(get_serial(c, "a"), 1);
+	fake_now += 1;
+	CHECK_INT(get_serial(c, "a"), 2);
+	CHECK_INT(fetches, 2);
+
+	/* Errors are not cached. */
+	fail_next = 1;
+	CHECK_INT(get_serial(c, "b"), -EIO);
+	CHECK_INT(get_serial(c, "b"), 4);
+	CHECK_INT(get_serial(c, "b"), 4);
+
+	/* Peek never fetches. */
+	CHECK_INT(cache_peek(c, "zzz", &r), -ENOENT);
+	CHECK_INT(cache_peek(c, "b", &r), 0);
+	cache_ref_put(r);
+	CHECK_INT(fetches, 4);
+
+	/* Invalidate one key; clear all. */
+	cache_invalidate(c, "b");
+	CHECK_INT(cache_peek(c, "b", &r), -ENOENT);
+	CHECK_INT(get_serial(c, "b"), 5);
+	cache_clear(c);
+	CHECK_INT(get_serial(c, "a"), 6);
+	CHECK_INT(get_serial(c, "b"), 7);
+
+	/* References outlive invalidation. */
+	CHECK_INT(cache_get(c, "a", fetch, NULL, &r), 0);
+	cache_invalidate(c, "a");
+	CHECK_STR(((struct val *)cache_ref_value(r))->key, "a");
+	int before = frees;
+	cache_ref_put(r);
+	CHECK_INT(frees, before + 1);
+
+	/* The cap: 1000 bytes = 10 values of 100; the least recently used go. */
+	cache_clear(c);
+	atomic_store(&fetches, 0);
+	char key[16];
+	for (int i = 0; i < 12; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		get_serial(c, key);
+		if (i == 5) /* touch k0 so that it stays */
+			get_serial(c, "k0");
+	}
+	cache_get_stats(c, &st);
+	CHECK(st.bytes <= 1000);
+	CHECK_INT(st.evictions, 2);
+	CHECK_INT(cache_peek(c, "k0", &r), 0);
+	cache_ref_put(r);
+	CHECK_INT(cache_peek(c, "k1", &r), -ENOENT);
+	CHECK_INT(cache_peek(c, "k11", &r), 0);
+	cache_ref_put(r);
+
+	/* 20 concurrent first gets of one key: one fetch, same value. */
+	atomic_store(&fetches, 0);
+	fetch_delay = 100000;
+	pthread_t th[20];
+	struct thread_arg args[20];
+	for (int i = 0; i < 20; i++) {
+		args[i].c = c;
+		pthread_create(&th[i], NULL, reader, &args[i]);
+	}
+	for (int i = 0; i < 20; i++)
+		pthread_join(th[i], NULL);
+	CHECK_INT(fetches, 1);
+	for (int i = 0; i < 20; i++)
+		CHECK_INT(args[i].serial, 1);
+	cache_get_stats(c, &st);
+	CHECK(st.coalesced >= 1);
+
+	/* A failed fetch answers its waiters with the error too. */
+	cache_clear(c);
+	atomic_store(&fetches, 0);
+	fail_next = 1;
+	for (int i = 0; i < 5; i++)
+		pthread_create(&th[i], NULL, reader, &args[i]);
+	for (int i = 0; i < 5; i++)
+		pthread_join(th[i], NULL);
+	int errs = 0;
+	for (int i = 0; i < 5; i++)
+		errs += args[i].serial == -EIO;
+	CHECK(errs >= 1);
+	fetch_delay = 0;
+
+	/* TTL 0: nothing is fresh, every get fetches. */
+	struct cache *z = cache_new(1000, 0, free_val, fake_clock);
+	atomic_store(&fetches, 0);
+	get_serial(z, "x");
+	get_serial(z, "x");
+	CHECK_INT(fetches, 2);
+	cache_free(z);
+
+	cache_free(c);
+	cache_free(NULL);
+	CHECK_DONE();
+}
