@@ -21,13 +21,13 @@ struct entry {
 	uint64_t hash;
 	struct entry *hnext;
 	struct entry *lprev, *lnext; /* LRU list, only while item != NULL */
-	struct cache_ref *item;      /* the held value, or NULL */
+	struct cache_ref *item;	     /* the held value, or NULL */
 	int64_t fetched_at;
-	int fresh_ok;      /* cleared by invalidation: item must be refetched */
-	int fetching;      /* a thread is fetching this key */
-	int waiters;       /* threads waiting for that fetch */
+	int fresh_ok;	    /* cleared by invalidation: item must be refetched */
+	int fetching;	    /* a thread is fetching this key */
+	int waiters;	    /* threads waiting for that fetch */
 	unsigned fetch_seq; /* bumped when a fetch finishes */
-	int result;        /* result of the last finished fetch */
+	int result;	    /* result of the last finished fetch */
 };
 
 struct cache {

@@ -157,10 +157,10 @@ int config_resolve(const struct config_sources *src, struct config *cfg, struct 
 	if (!inst_name && root && !(env(src, "DKU_DSS_URL") && env(src, "DKU_API_KEY")))
 		inst_name = str_field(root, "default_instance");
 	if (inst_name) {
-		const cJSON *all = root ? cJSON_GetObjectItemCaseSensitive(root, "dss_instances")
-					: NULL;
-		inst = cJSON_IsObject(all) ? cJSON_GetObjectItemCaseSensitive(all, inst_name)
-					   : NULL;
+		const cJSON *all =
+		    root ? cJSON_GetObjectItemCaseSensitive(root, "dss_instances") : NULL;
+		inst =
+		    cJSON_IsObject(all) ? cJSON_GetObjectItemCaseSensitive(all, inst_name) : NULL;
 		if (!cJSON_IsObject(inst) && (src->instance || !src->api_key_file)) {
 			buf_addf(err, "instance \"%s\" is not defined in %s (dss_instances)",
 				 inst_name, cfg_path ? cfg_path : "~/.dataiku/config.json");
@@ -203,8 +203,8 @@ int config_resolve(const struct config_sources *src, struct config *cfg, struct 
 		if (key) {
 			cfg->api_key = trimmed_first_line(key);
 			if (!strcmp(origin, "instance"))
-				cfg->origin = xasprintf("instance \"%s\" of %s", inst_name,
-							cfg_path);
+				cfg->origin =
+				    xasprintf("instance \"%s\" of %s", inst_name, cfg_path);
 			else
 				cfg->origin = xstrdup("DKU_API_KEY");
 		}
@@ -223,8 +223,8 @@ int config_resolve(const struct config_sources *src, struct config *cfg, struct 
 	ret = set_url(cfg, url, err);
 	if (ret)
 		goto out;
-	cfg->no_check_certificate = src->no_check_certificate ||
-				    config_truthy(env(src, "DKU_NO_CHECK_CERTIFICATE"));
+	cfg->no_check_certificate =
+	    src->no_check_certificate || config_truthy(env(src, "DKU_NO_CHECK_CERTIFICATE"));
 	if (inst && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(inst, "no_check_certificate")))
 		cfg->no_check_certificate = 1;
 out:

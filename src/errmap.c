@@ -11,34 +11,34 @@ static const struct {
 	const char *suffix; /* matched against the end of errorType */
 	int err;
 } type_map[] = {
-	{"NotFoundException", ENOENT},
-	{"SecurityException", EACCES},
-	{"UnauthorizedException", EACCES},
-	{"IllegalArgumentException", EINVAL},
+    {"NotFoundException", ENOENT},
+    {"SecurityException", EACCES},
+    {"UnauthorizedException", EACCES},
+    {"IllegalArgumentException", EINVAL},
 };
 
 static const struct {
 	long lo, hi;
 	int err;
 } status_map[] = {
-	{400, 400, EINVAL}, {401, 401, EACCES}, {403, 403, EACCES}, {404, 404, ENOENT},
-	{408, 408, ETIMEDOUT}, {409, 409, EBUSY}, {410, 410, ENOENT}, {413, 413, EFBIG},
-	{429, 429, EAGAIN}, {504, 504, ETIMEDOUT}, {400, 599, EIO},
+    {400, 400, EINVAL},	   {401, 401, EACCES},	  {403, 403, EACCES}, {404, 404, ENOENT},
+    {408, 408, ETIMEDOUT}, {409, 409, EBUSY},	  {410, 410, ENOENT}, {413, 413, EFBIG},
+    {429, 429, EAGAIN},	   {504, 504, ETIMEDOUT}, {400, 599, EIO},
 };
 
 static const struct {
 	int code;
 	int err;
 } curl_map[] = {
-	{CURLE_OPERATION_TIMEDOUT, ETIMEDOUT},
-	{CURLE_COULDNT_CONNECT, ECONNREFUSED},
-	{CURLE_COULDNT_RESOLVE_HOST, EHOSTUNREACH},
-	{CURLE_COULDNT_RESOLVE_PROXY, EHOSTUNREACH},
-	{CURLE_WRITE_ERROR, EFBIG}, /* our size cap aborts the transfer */
-	{CURLE_FILESIZE_EXCEEDED, EFBIG},
-	{CURLE_OUT_OF_MEMORY, ENOMEM},
-	{CURLE_UNSUPPORTED_PROTOCOL, EPROTONOSUPPORT},
-	{CURLE_URL_MALFORMAT, EINVAL},
+    {CURLE_OPERATION_TIMEDOUT, ETIMEDOUT},
+    {CURLE_COULDNT_CONNECT, ECONNREFUSED},
+    {CURLE_COULDNT_RESOLVE_HOST, EHOSTUNREACH},
+    {CURLE_COULDNT_RESOLVE_PROXY, EHOSTUNREACH},
+    {CURLE_WRITE_ERROR, EFBIG}, /* our size cap aborts the transfer */
+    {CURLE_FILESIZE_EXCEEDED, EFBIG},
+    {CURLE_OUT_OF_MEMORY, ENOMEM},
+    {CURLE_UNSUPPORTED_PROTOCOL, EPROTONOSUPPORT},
+    {CURLE_URL_MALFORMAT, EINVAL},
 };
 
 int errmap_status(long status, const char *error_type)
@@ -96,7 +96,7 @@ int errmap_response(const char *what, long status, const char *body, size_t len)
 		const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "message");
 		type = cJSON_IsString(t) ? t->valuestring : NULL;
 		msg = cJSON_IsString(d) && *d->valuestring ? d->valuestring
-		      : cJSON_IsString(m)                  ? m->valuestring
+		      : cJSON_IsString(m)		   ? m->valuestring
 							   : NULL;
 	}
 	err = errmap_status(status, type);

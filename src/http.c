@@ -190,8 +190,8 @@ static size_t on_read(char *dst, size_t size, size_t nmemb, void *ctx)
 	return n;
 }
 
-static void setup(struct http *h, CURL *c, const char *method, const char *url,
-		  struct sink *sink, struct upload *up, char *errbuf)
+static void setup(struct http *h, CURL *c, const char *method, const char *url, struct sink *sink,
+		  struct upload *up, char *errbuf)
 {
 	curl_easy_reset(c);
 	curl_easy_setopt(c, CURLOPT_URL, url);
@@ -241,8 +241,8 @@ static int retryable(CURLcode rc, long status)
 {
 	if (rc == CURLE_OK)
 		return status == 502 || status == 503 || status == 504;
-	return rc == CURLE_COULDNT_CONNECT || rc == CURLE_SEND_ERROR ||
-	       rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING;
+	return rc == CURLE_COULDNT_CONNECT || rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR ||
+	       rc == CURLE_GOT_NOTHING;
 }
 
 static void sleep_ms(long ms)

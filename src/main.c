@@ -12,8 +12,8 @@
 #include "dssfs/tree.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <fuse_lowlevel.h>
+#include <limits.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -47,34 +47,37 @@ struct options {
 
 enum { KEY_SECRET, KEY_RO };
 
-#define OPT(t, field, v) {t, offsetof(struct options, field), v}
+#define OPT(t, field, v)                              \
+	{                                             \
+		t, offsetof(struct options, field), v \
+	}
 
 static const struct fuse_opt option_spec[] = {
-	OPT("instance=%s", instance, 0),
-	OPT("api_key_file=%s", api_key_file, 0),
-	OPT("url=%s", url, 0),
-	OPT("config=%s", config, 0),
-	OPT("cafile=%s", cafile, 0),
-	OPT("client_cert=%s", client_cert, 0),
-	OPT("client_key=%s", client_key, 0),
-	OPT("no_check_certificate", no_check_certificate, 1),
-	OPT("cache_ttl=%d", cache_ttl, 0),
-	OPT("cache_max=%d", cache_max_mb, 0),
-	OPT("attr_timeout=%lf", attr_timeout, 0),
-	OPT("negative_timeout=%lf", negative_timeout, 0),
-	OPT("timeout=%d", timeout, 0),
-	OPT("connect_timeout=%d", connect_timeout, 0),
-	OPT("retries=%d", retries, 0),
-	OPT("max_response=%d", max_response_mb, 0),
-	FUSE_OPT_KEY("api_key=", KEY_SECRET),
-	FUSE_OPT_KEY("apikey=", KEY_SECRET),
-	FUSE_OPT_KEY("key=", KEY_SECRET),
-	FUSE_OPT_KEY("--api-key", KEY_SECRET),
-	FUSE_OPT_KEY("--api-key=", KEY_SECRET),
-	FUSE_OPT_KEY("--api-key ", KEY_SECRET),
-	FUSE_OPT_KEY("--api_key=", KEY_SECRET),
-	FUSE_OPT_KEY("ro", KEY_RO),
-	FUSE_OPT_END,
+    OPT("instance=%s", instance, 0),
+    OPT("api_key_file=%s", api_key_file, 0),
+    OPT("url=%s", url, 0),
+    OPT("config=%s", config, 0),
+    OPT("cafile=%s", cafile, 0),
+    OPT("client_cert=%s", client_cert, 0),
+    OPT("client_key=%s", client_key, 0),
+    OPT("no_check_certificate", no_check_certificate, 1),
+    OPT("cache_ttl=%d", cache_ttl, 0),
+    OPT("cache_max=%d", cache_max_mb, 0),
+    OPT("attr_timeout=%lf", attr_timeout, 0),
+    OPT("negative_timeout=%lf", negative_timeout, 0),
+    OPT("timeout=%d", timeout, 0),
+    OPT("connect_timeout=%d", connect_timeout, 0),
+    OPT("retries=%d", retries, 0),
+    OPT("max_response=%d", max_response_mb, 0),
+    FUSE_OPT_KEY("api_key=", KEY_SECRET),
+    FUSE_OPT_KEY("apikey=", KEY_SECRET),
+    FUSE_OPT_KEY("key=", KEY_SECRET),
+    FUSE_OPT_KEY("--api-key", KEY_SECRET),
+    FUSE_OPT_KEY("--api-key=", KEY_SECRET),
+    FUSE_OPT_KEY("--api-key ", KEY_SECRET),
+    FUSE_OPT_KEY("--api_key=", KEY_SECRET),
+    FUSE_OPT_KEY("ro", KEY_RO),
+    FUSE_OPT_END,
 };
 
 static int option_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
@@ -188,11 +191,10 @@ int main(int argc, char *argv[])
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) == -1)
 		goto out;
 	if (o.secret_on_cmdline) {
-		fprintf(stderr,
-			"dssfs: refusing an API key on the command line: every user could "
-			"read it in ps and it would stay in your shell history.\n"
-			"Put it in DKU_API_KEY, in ~/.dataiku/config.json (dss_instances), "
-			"or in a file (chmod 600) named with -o api_key_file=PATH.\n");
+		fprintf(stderr, "dssfs: refusing an API key on the command line: every user could "
+				"read it in ps and it would stay in your shell history.\n"
+				"Put it in DKU_API_KEY, in ~/.dataiku/config.json (dss_instances), "
+				"or in a file (chmod 600) named with -o api_key_file=PATH.\n");
 		goto out;
 	}
 	if (fuse_parse_cmdline(&args, &cmd) != 0)
@@ -225,11 +227,11 @@ int main(int argc, char *argv[])
 		log_set_level(LOG_LVL_DEBUG);
 
 	struct config_sources src = {
-		.instance = o.instance,
-		.api_key_file = o.api_key_file,
-		.url = o.url,
-		.config_path = o.config,
-		.no_check_certificate = o.no_check_certificate,
+	    .instance = o.instance,
+	    .api_key_file = o.api_key_file,
+	    .url = o.url,
+	    .config_path = o.config,
+	    .no_check_certificate = o.no_check_certificate,
 	};
 	if (config_resolve(&src, &cfg, &err)) {
 		fprintf(stderr, "dssfs: %s\n", err.data);
@@ -239,26 +241,26 @@ int main(int argc, char *argv[])
 		log_warn("TLS certificate verification is disabled");
 
 	struct http_config hc = {
-		.base_url = cfg.url,
-		.api_key = cfg.api_key,
-		.verify_tls = !cfg.no_check_certificate,
-		.ca_file = o.cafile,
-		.client_cert = o.client_cert,
-		.client_key = o.client_key,
-		.connect_timeout_ms = o.connect_timeout * 1000L,
-		.timeout_ms = o.timeout * 1000L,
-		.max_body = (size_t)o.max_response_mb << 20,
-		.retries = o.retries,
+	    .base_url = cfg.url,
+	    .api_key = cfg.api_key,
+	    .verify_tls = !cfg.no_check_certificate,
+	    .ca_file = o.cafile,
+	    .client_cert = o.client_cert,
+	    .client_key = o.client_key,
+	    .connect_timeout_ms = o.connect_timeout * 1000L,
+	    .timeout_ms = o.timeout * 1000L,
+	    .max_body = (size_t)o.max_response_mb << 20,
+	    .retries = o.retries,
 	};
 	http = http_new(&hc);
 	if (!http)
 		goto out;
 	cache = tree_cache_new((size_t)o.cache_max_mb << 20, (int64_t)o.cache_ttl * 1000);
 	struct tree_options to = {
-		.mount_time_ms = now_epoch_ms(),
-		.uid = getuid(),
-		.gid = getgid(),
-		.read_only = o.read_only,
+	    .mount_time_ms = now_epoch_ms(),
+	    .uid = getuid(),
+	    .gid = getgid(),
+	    .read_only = o.read_only,
 	};
 	tree = tree_new(http, cache, &to);
 

@@ -178,8 +178,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
 		/* Read-only files and read-only mounts refuse writers; saving
 		 * writable files arrives with the write path. */
-		fuse_reply_err(req, c->read_only || !tree_is_writable(c->tree, ino) ? EACCES
-										  : EROFS);
+		fuse_reply_err(req,
+			       c->read_only || !tree_is_writable(c->tree, ino) ? EACCES : EROFS);
 		return;
 	}
 	h = handle_new();
@@ -234,17 +234,17 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 }
 
 const struct fuse_lowlevel_ops dssfs_ops = {
-	.init = op_init,
-	.lookup = op_lookup,
-	.forget = op_forget,
-	.forget_multi = op_forget_multi,
-	.getattr = op_getattr,
-	.setattr = op_setattr,
-	.opendir = op_opendir,
-	.readdir = op_readdir,
-	.releasedir = op_releasedir,
-	.open = op_open,
-	.read = op_read,
-	.release = op_release,
-	.statfs = op_statfs,
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .releasedir = op_releasedir,
+    .open = op_open,
+    .read = op_read,
+    .release = op_release,
+    .statfs = op_statfs,
 };

@@ -354,7 +354,7 @@ struct child {
 	const struct pt_row *row;
 	struct pt_vars vars; /* values borrowed */
 	int64_t mtime_ms;
-	struct buf name;     /* escaped file name */
+	struct buf name; /* escaped file name */
 };
 
 /* Calls fn for each child of directory n, stopping when fn returns nonzero
@@ -384,13 +384,13 @@ static int for_each_listed(struct tree *t, const struct node *dir, child_fn fn, 
 	}
 	cJSON_ArrayForEach(item, list)
 	{
-		const char *name = cJSON_IsObject(list) ? item->string
-							: json_get_string(item, dir->row->list_key);
+		const char *name =
+		    cJSON_IsObject(list) ? item->string : json_get_string(item, dir->row->list_key);
 		struct child c = {.row = kids[0], .name = BUF_INIT};
 
 		if (!name || escape_name(name, &c.name)) {
-			log_warn("%s: skipping a listed object without a usable \"%s\"",
-				 dir->path, dir->row->list_key);
+			log_warn("%s: skipping a listed object without a usable \"%s\"", dir->path,
+				 dir->row->list_key);
 			continue;
 		}
 		c.vars = dir->vars;
@@ -445,8 +445,8 @@ static int for_each_fixed(struct tree *t, const struct node *dir, child_fn fn, v
 	int ret = 0;
 
 	for (size_t i = 0; i < nk && !ret; i++) {
-		struct child c = {.row = kids[i], .vars = dir->vars, .mtime_ms = dir->mtime_ms,
-				  .name = BUF_INIT};
+		struct child c = {
+		    .row = kids[i], .vars = dir->vars, .mtime_ms = dir->mtime_ms, .name = BUF_INIT};
 		ret = fixed_child_name(t, dir, kids[i], &c.name);
 		if (ret == -ENOENT)
 			ret = 0;
@@ -534,8 +534,8 @@ static int name_possible(const struct node *dir, const char *name)
 	return 0;
 }
 
-int tree_lookup(struct tree *t, uint64_t parent, const char *name, uint64_t *ino,
-		struct stat *st, int *permanent)
+int tree_lookup(struct tree *t, uint64_t parent, const char *name, uint64_t *ino, struct stat *st,
+		int *permanent)
 {
 	struct node *dir = node_of(t, parent);
 	struct lookup_ctx lc = {t, dir, name, 0, st, -ENOENT};

@@ -33,7 +33,10 @@ struct buf {
 };
 
 extern char buf_empty[];
-#define BUF_INIT {buf_empty, 0, 0}
+#define BUF_INIT                \
+	{                       \
+		buf_empty, 0, 0 \
+	}
 
 void buf_init(struct buf *b);
 /* Frees the storage and leaves an empty, reusable buffer. */

@@ -58,11 +58,11 @@ void cache_invalidate(struct cache *c, const char *key);
 void cache_clear(struct cache *c);
 
 struct cache_stats {
-	uint64_t hits;      /* answered from a fresh value */
+	uint64_t hits;	    /* answered from a fresh value */
 	uint64_t fetches;   /* fetch functions called */
 	uint64_t coalesced; /* calls that waited for another thread's fetch */
 	uint64_t evictions; /* values dropped to respect max_bytes */
-	size_t bytes;       /* cost of the values held */
+	size_t bytes;	    /* cost of the values held */
 	size_t entries;
 };
 void cache_get_stats(struct cache *c, struct cache_stats *st);

@@ -36,7 +36,7 @@ struct config {
 	char *url;     /* normalised: no trailing '/' */
 	char *api_key; /* wiped by config_release */
 	int no_check_certificate;
-	char *origin;  /* human-readable: where the key came from */
+	char *origin; /* human-readable: where the key came from */
 };
 
 /* Fills cfg.  Returns 0, or -errno with a one-paragraph explanation for the

@@ -29,10 +29,10 @@
 struct http_config {
 	const char *base_url; /* "https://dss.example.com:11200", no trailing '/' */
 	const char *api_key;
-	int verify_tls;		  /* 1 unless the user opted out */
-	const char *ca_file;	  /* NULL: system CAs */
-	const char *client_cert;  /* PEM client certificate, or NULL */
-	const char *client_key;	  /* its key, or NULL */
+	int verify_tls;		 /* 1 unless the user opted out */
+	const char *ca_file;	 /* NULL: system CAs */
+	const char *client_cert; /* PEM client certificate, or NULL */
+	const char *client_key;	 /* its key, or NULL */
 	long connect_timeout_ms;
 	long timeout_ms;
 	size_t max_body;

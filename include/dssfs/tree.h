@@ -59,8 +59,8 @@ struct cache *tree_cache_new(size_t max_bytes, int64_t ttl_ms);
  * reference on the child and fills *ino and *st.  On -ENOENT, *permanent
  * says whether the name can never exist there (no table row can match it),
  * so a negative entry may be cached longer. */
-int tree_lookup(struct tree *t, uint64_t parent, const char *name, uint64_t *ino,
-		struct stat *st, int *permanent);
+int tree_lookup(struct tree *t, uint64_t parent, const char *name, uint64_t *ino, struct stat *st,
+		int *permanent);
 
 /* Drops n lookup references. */
 void tree_forget(struct tree *t, uint64_t ino, uint64_t n);

@@ -10,41 +10,41 @@ static const struct {
 	const char *type;
 	int err;
 } cases[] = {
-	{200, NULL, 0},
-	{204, NULL, 0},
-	{400, NULL, -EINVAL},
-	{401, NULL, -EACCES},
-	{403, NULL, -EACCES},
-	{404, NULL, -ENOENT},
-	{408, NULL, -ETIMEDOUT},
-	{409, NULL, -EBUSY},
-	{413, NULL, -EFBIG},
-	{429, NULL, -EAGAIN},
-	{418, NULL, -EIO},
-	{500, NULL, -EIO},
-	{502, NULL, -EIO},
-	{504, NULL, -ETIMEDOUT},
-	/* DSS answers some not-found and forbidden cases with a 500. */
-	{500, "com.dataiku.dip.server.controllers.NotFoundException", -ENOENT},
-	{500, "com.dataiku.dip.security.model.SecurityException", -EACCES},
-	{500, "com.dataiku.dip.exceptions.UnauthorizedException", -EACCES},
-	{500, "java.lang.IllegalArgumentException", -EINVAL},
-	{404, "com.dataiku.dip.exceptions.CodedIOException", -ENOENT},
-	{500, "com.dataiku.dip.exceptions.CodedIOException", -EIO},
-	{500, "NotFoundExceptionX", -EIO},
+    {200, NULL, 0},
+    {204, NULL, 0},
+    {400, NULL, -EINVAL},
+    {401, NULL, -EACCES},
+    {403, NULL, -EACCES},
+    {404, NULL, -ENOENT},
+    {408, NULL, -ETIMEDOUT},
+    {409, NULL, -EBUSY},
+    {413, NULL, -EFBIG},
+    {429, NULL, -EAGAIN},
+    {418, NULL, -EIO},
+    {500, NULL, -EIO},
+    {502, NULL, -EIO},
+    {504, NULL, -ETIMEDOUT},
+    /* DSS answers some not-found and forbidden cases with a 500. */
+    {500, "com.dataiku.dip.server.controllers.NotFoundException", -ENOENT},
+    {500, "com.dataiku.dip.security.model.SecurityException", -EACCES},
+    {500, "com.dataiku.dip.exceptions.UnauthorizedException", -EACCES},
+    {500, "java.lang.IllegalArgumentException", -EINVAL},
+    {404, "com.dataiku.dip.exceptions.CodedIOException", -ENOENT},
+    {500, "com.dataiku.dip.exceptions.CodedIOException", -EIO},
+    {500, "NotFoundExceptionX", -EIO},
 };
 
 static const struct {
 	int code;
 	int err;
 } curl_cases[] = {
-	{CURLE_OK, 0},
-	{CURLE_OPERATION_TIMEDOUT, -ETIMEDOUT},
-	{CURLE_COULDNT_CONNECT, -ECONNREFUSED},
-	{CURLE_COULDNT_RESOLVE_HOST, -EHOSTUNREACH},
-	{CURLE_WRITE_ERROR, -EFBIG},
-	{CURLE_PEER_FAILED_VERIFICATION, -EIO},
-	{CURLE_RECV_ERROR, -EIO},
+    {CURLE_OK, 0},
+    {CURLE_OPERATION_TIMEDOUT, -ETIMEDOUT},
+    {CURLE_COULDNT_CONNECT, -ECONNREFUSED},
+    {CURLE_COULDNT_RESOLVE_HOST, -EHOSTUNREACH},
+    {CURLE_WRITE_ERROR, -EFBIG},
+    {CURLE_PEER_FAILED_VERIFICATION, -EIO},
+    {CURLE_RECV_ERROR, -EIO},
 };
 
 int main(void)

@@ -6,27 +6,18 @@
 static const struct {
 	const char *name, *file;
 } cases[] = {
-	{"orders", "orders"},
-	{"my ds", "my ds"},
-	{"ventes é 2024", "ventes é 2024"},
-	{"a/b", "a%2Fb"},
-	{"100%", "100%25"},
-	{"%2F", "%252F"},
-	{".", "%2E"},
-	{"..", "%2E%2E"},
-	{"...", "..."},
-	{".hidden", ".hidden"},
-	{"/", "%2F"},
+    {"orders", "orders"},   {"my ds", "my ds"}, {"ventes é 2024", "ventes é 2024"},
+    {"a/b", "a%2Fb"},	    {"100%", "100%25"}, {"%2F", "%252F"},
+    {".", "%2E"},	    {"..", "%2E%2E"},	{"...", "..."},
+    {".hidden", ".hidden"}, {"/", "%2F"},
 };
 
 static const struct {
 	const char *seg, *url;
 } url_cases[] = {
-	{"orders", "orders"},
-	{"my ds/é?", "my%20ds%2F%C3%A9%3F"},
-	{"a.b_c-d~e", "a.b_c-d~e"},
-	{"100%", "100%25"},
-	{"#&+=", "%23%26%2B%3D"},
+    {"orders", "orders"},	{"my ds/é?", "my%20ds%2F%C3%A9%3F"},
+    {"a.b_c-d~e", "a.b_c-d~e"}, {"100%", "100%25"},
+    {"#&+=", "%23%26%2B%3D"},
 };
 
 int main(void)

@@ -23,30 +23,30 @@ static int template_bound(const char *tmpl, const char *pattern)
 }
 
 static const struct {
-	const char *path;  /* segments separated by '|' */
+	const char *path; /* segments separated by '|' */
 	const char *pattern;
-	const char *get;   /* expected expansion of `get` (or list for dirs) */
+	const char *get; /* expected expansion of `get` (or list for dirs) */
 } match_cases[] = {
-	{"", "/", "projects/"},
-	{"SALES", "/{project}", NULL},
-	{"SALES|variables.json", "/{project}/variables.json", "projects/SALES/variables/"},
-	{"SALES|datasets", "/{project}/datasets", "projects/SALES/datasets/"},
-	{"SALES|datasets|my ds/é", "/{project}/datasets/{dataset}", NULL},
-	{"SALES|datasets|my ds/é|schema.json", "/{project}/datasets/{dataset}/schema.json",
-	 "projects/SALES/datasets/my%20ds%2F%C3%A9/schema"},
-	{"SALES|datasets|o|metrics.json", "/{project}/datasets/{dataset}/metrics.json",
-	 "projects/SALES/datasets/o/metrics/last/NP"},
-	{"SALES|recipes|r1|payload.py", "/{project}/recipes/{recipe}/payload.{ext}",
-	 "projects/SALES/recipes/r1"},
-	{"SALES|recipes|r1|recipe.json", "/{project}/recipes/{recipe}/recipe.json",
-	 "projects/SALES/recipes/r1"},
-	{"SALES|scenarios|S1|script.py", "/{project}/scenarios/{scenario}/script.py",
-	 "projects/SALES/scenarios/S1/payload"},
-	{"SALES|scenarios|S1|last-runs.json", "/{project}/scenarios/{scenario}/last-runs.json",
-	 "projects/SALES/scenarios/S1/get-last-runs"},
-	{"SALES|nothing.json", NULL, NULL},
-	{"SALES|recipes|r1|payload", NULL, NULL},
-	{"SALES|datasets|d|schema.json|x", NULL, NULL},
+    {"", "/", "projects/"},
+    {"SALES", "/{project}", NULL},
+    {"SALES|variables.json", "/{project}/variables.json", "projects/SALES/variables/"},
+    {"SALES|datasets", "/{project}/datasets", "projects/SALES/datasets/"},
+    {"SALES|datasets|my ds/é", "/{project}/datasets/{dataset}", NULL},
+    {"SALES|datasets|my ds/é|schema.json", "/{project}/datasets/{dataset}/schema.json",
+     "projects/SALES/datasets/my%20ds%2F%C3%A9/schema"},
+    {"SALES|datasets|o|metrics.json", "/{project}/datasets/{dataset}/metrics.json",
+     "projects/SALES/datasets/o/metrics/last/NP"},
+    {"SALES|recipes|r1|payload.py", "/{project}/recipes/{recipe}/payload.{ext}",
+     "projects/SALES/recipes/r1"},
+    {"SALES|recipes|r1|recipe.json", "/{project}/recipes/{recipe}/recipe.json",
+     "projects/SALES/recipes/r1"},
+    {"SALES|scenarios|S1|script.py", "/{project}/scenarios/{scenario}/script.py",
+     "projects/SALES/scenarios/S1/payload"},
+    {"SALES|scenarios|S1|last-runs.json", "/{project}/scenarios/{scenario}/last-runs.json",
+     "projects/SALES/scenarios/S1/get-last-runs"},
+    {"SALES|nothing.json", NULL, NULL},
+    {"SALES|recipes|r1|payload", NULL, NULL},
+    {"SALES|datasets|d|schema.json|x", NULL, NULL},
 };
 
 int main(void)
