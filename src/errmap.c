@@ -14,6 +14,7 @@ static const struct {
     {"NotFoundException", ENOENT},
     {"SecurityException", EACCES},
     {"UnauthorizedException", EACCES},
+    {"NotAuthenticatedException", EACCES},
     {"IllegalArgumentException", EINVAL},
 };
 

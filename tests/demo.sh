@@ -12,6 +12,7 @@ MNT=${DSSFS_DEMO_DIR:-$HOME/dss-demo}
 STATE=${XDG_RUNTIME_DIR:-/tmp}/dssfs-demo-$(id -u)
 
 stop() {
+	[ -f "$STATE/mountpoint" ] && MNT=$(cat "$STATE/mountpoint")
 	if grep -qs " $MNT fuse" /proc/mounts; then
 		fusermount3 -u "$MNT" && echo "unmounted $MNT"
 	fi
@@ -19,6 +20,7 @@ stop() {
 		kill "$(cat "$STATE/emulator.pid")" 2>/dev/null && echo "stopped the emulator"
 		rm -f "$STATE/emulator.pid"
 	fi
+	rm -f "$STATE/mountpoint"
 }
 
 if [ "${1:-}" = stop ]; then
@@ -59,6 +61,7 @@ done
 PORT=$(cat "$STATE/port")
 
 DKU_DSS_URL="http://127.0.0.1:$PORT" DKU_API_KEY="$(cat "$STATE/key")" ./build/dssfs "$MNT"
+echo "$MNT" >"$STATE/mountpoint"
 
 cat <<MSG
 

@@ -29,6 +29,7 @@ static const struct {
     {500, "com.dataiku.dip.security.model.SecurityException", -EACCES},
     {500, "com.dataiku.dip.exceptions.UnauthorizedException", -EACCES},
     {500, "java.lang.IllegalArgumentException", -EINVAL},
+    {401, "com.dataiku.dip.exceptions.NotAuthenticatedException", -EACCES},
     {404, "com.dataiku.dip.exceptions.CodedIOException", -ENOENT},
     {500, "com.dataiku.dip.exceptions.CodedIOException", -EIO},
     {500, "NotFoundExceptionX", -EIO},
