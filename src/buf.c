@@ -165,3 +165,24 @@ void buf_setlen(struct buf *b, size_t len)
 	b->len = len < b->len ? len : b->len;
 	b->data[b->len] = '\0';
 }
+
+void buf_resize(struct buf *b, size_t len)
+{
+	if (len <= b->len) {
+		buf_setlen(b, len);
+		return;
+	}
+	buf_grow(b, len - b->len);
+	memset(b->data + b->len, 0, len - b->len);
+	b->len = len;
+	b->data[len] = '\0';
+}
+
+void buf_write_at(struct buf *b, size_t off, const void *data, size_t len)
+{
+	if (off > b->len)
+		buf_resize(b, off);
+	if (off + len > b->len)
+		buf_resize(b, off + len);
+	memcpy(b->data + off, data, len);
+}

@@ -11,6 +11,7 @@
 
 struct cache_ref {
 	atomic_int refs;
+	uint64_t seq;
 	void *value;
 	size_t cost;
 	void (*free_value)(void *);
@@ -40,6 +41,7 @@ struct cache {
 	int64_t ttl_ms;
 	void (*free_value)(void *);
 	cache_clock_fn clock;
+	uint64_t seq; /* fetches stored so far */
 	struct cache_stats st;
 };
 
@@ -84,6 +86,11 @@ void cache_ref_put(struct cache_ref *ref)
 void *cache_ref_value(const struct cache_ref *ref)
 {
 	return ref->value;
+}
+
+uint64_t cache_ref_seq(const struct cache_ref *ref)
+{
+	return ref->seq;
 }
 
 static struct cache_ref *ref_get(struct cache_ref *r)
@@ -245,6 +252,7 @@ retry:
 		struct cache_ref *r = xcalloc(1, sizeof(*r));
 		atomic_init(&r->refs, 1);
 		r->value = value;
+		r->seq = ++c->seq;
 		r->cost = cost;
 		r->free_value = c->free_value;
 		e->item = r;

@@ -42,6 +42,8 @@ struct options {
 	int retries;
 	int max_response_mb;
 	int read_only;
+	int last_writer_wins;
+	int scratch_max_mb;
 	int secret_on_cmdline;
 };
 
@@ -69,6 +71,8 @@ static const struct fuse_opt option_spec[] = {
     OPT("connect_timeout=%d", connect_timeout, 0),
     OPT("retries=%d", retries, 0),
     OPT("max_response=%d", max_response_mb, 0),
+    OPT("last_writer_wins", last_writer_wins, 1),
+    OPT("scratch_max=%d", scratch_max_mb, 0),
     FUSE_OPT_KEY("api_key=", KEY_SECRET),
     FUSE_OPT_KEY("apikey=", KEY_SECRET),
     FUSE_OPT_KEY("key=", KEY_SECRET),
@@ -124,7 +128,12 @@ static void usage(const char *prog)
 	       "    -o timeout=SECONDS      limit for one HTTP request (default 30)\n"
 	       "    -o connect_timeout=SECONDS  limit for connecting (default 10)\n"
 	       "    -o retries=N            retries of failed reads (default 2)\n"
-	       "    -o max_response=MIB     largest response accepted (default 256)\n\n"
+	       "    -o max_response=MIB     largest response accepted, and largest file\n"
+	       "                            saved (default 256)\n\n"
+	       "Saving:\n"
+	       "    -o last_writer_wins     save even if the object changed on DSS since\n"
+	       "                            it was read (default: refuse with ESTALE)\n"
+	       "    -o scratch_max=MIB      memory for editors' temporary files (default 64)\n\n"
 	       "Signals: SIGHUP drops every cached object.\n\n",
 	       prog);
 }
@@ -174,7 +183,8 @@ int main(int argc, char *argv[])
 			    .timeout = 30,
 			    .connect_timeout = 10,
 			    .retries = 2,
-			    .max_response_mb = 256};
+			    .max_response_mb = 256,
+			    .scratch_max_mb = 64};
 	struct fuse_cmdline_opts cmd = {0};
 	struct config cfg = {0};
 	struct buf err = BUF_INIT;
@@ -219,7 +229,7 @@ int main(int argc, char *argv[])
 	}
 	if (o.cache_ttl < 0 || o.cache_max_mb < 1 || o.attr_timeout <= 0 ||
 	    o.negative_timeout <= 0 || o.timeout < 1 || o.connect_timeout < 1 || o.retries < 0 ||
-	    o.max_response_mb < 1) {
+	    o.max_response_mb < 1 || o.scratch_max_mb < 1) {
 		fprintf(stderr, "dssfs: invalid option value (see --help for the ranges)\n");
 		goto out;
 	}
@@ -261,6 +271,8 @@ int main(int argc, char *argv[])
 	    .uid = getuid(),
 	    .gid = getgid(),
 	    .read_only = o.read_only,
+	    .last_writer_wins = o.last_writer_wins,
+	    .scratch_max = (size_t)o.scratch_max_mb << 20,
 	};
 	tree = tree_new(http, cache, &to);
 
@@ -279,11 +291,13 @@ int main(int argc, char *argv[])
 	ctx.attr_timeout = o.attr_timeout;
 	ctx.negative_timeout_permanent = o.negative_timeout;
 	ctx.read_only = o.read_only;
+	ctx.max_file = (size_t)o.max_response_mb << 20;
 
 	fuse_opt_add_arg(&args, "-osubtype=dssfs,fsname=dssfs");
 	se = fuse_session_new(&args, &dssfs_ops, sizeof(dssfs_ops), &ctx);
 	if (!se)
 		goto out;
+	ctx.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	handlers = 1;

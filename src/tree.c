@@ -5,12 +5,16 @@
 #include "dssfs/json.h"
 #include "dssfs/log.h"
 #include "dssfs/pathtab.h"
+#include "dssfs/scratch.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 /* A fetched REST resource: the parsed document and the renderings of its
  * files, made on first use. */
@@ -28,17 +32,26 @@ struct resource {
 	size_t nr;
 };
 
-/* Nodes are immutable after creation except nlookup (under the tree lock),
- * so an operation may read the node the kernel is asking about without the
- * lock: the kernel does not forget an inode while an operation on it runs. */
+/* A node's path, row and variables never change, so an operation may read
+ * the node the kernel is asking about without the lock: the kernel does not
+ * forget an inode while an operation on it runs.  nlookup changes under the
+ * tree lock; mtime_ms and read_version are atomic. */
 struct node {
 	uint64_t ino;
-	char *path; /* file names (escaped), "/" for the root */
-	const struct pt_row *row;
-	struct pt_vars vars; /* values owned */
-	int64_t mtime_ms;    /* see tree.h: inherited time */
+	char *path;		  /* file names (escaped), "/" for the root */
+	const struct pt_row *row; /* NULL: a scratch file */
+	struct pt_vars vars;	  /* values owned */
+	_Atomic int64_t mtime_ms; /* see tree.h: inherited time */
+	/* versionNumber of the guarding object when this file was last read
+	 * through the mount, -1 if unknown: what a later save is checked
+	 * against */
+	_Atomic int64_t read_version;
 	uint64_t nlookup;
 	struct node *hnext;
+	/* Set once, under the lock, when a rename moved this scratch file: the
+	 * kernel keeps using this inode under the new name until it looks the
+	 * name up again, so the inode answers for what now lives there. */
+	struct node *moved;
 };
 
 struct tree {
@@ -49,6 +62,7 @@ struct tree {
 	struct node **table;
 	size_t nbuckets, nnodes;
 	struct node *root;
+	struct scratch *scratch;
 };
 
 /* ---- resources ---------------------------------------------------------- */
@@ -164,6 +178,8 @@ static void vars_copy(struct pt_vars *dst, const struct pt_vars *src)
 
 static void node_free(struct node *n)
 {
+	if (n->moved)
+		node_free(n->moved);
 	for (int i = 0; i < n->vars.n; i++)
 		free((char *)n->vars.value[i]);
 	free(n->path);
@@ -193,10 +209,14 @@ static struct node *node_get(struct tree *t, const char *path, const struct pt_r
 		n = find_ino(t, ino);
 		if (!n)
 			break;
-		if (!strcmp(n->path, path))
+		if (!strcmp(n->path, path)) {
+			/* The listing it came from may be newer. */
+			n->mtime_ms = mtime_ms;
 			return n;
+		}
 	}
 	n = xcalloc(1, sizeof(*n));
+	n->read_version = -1;
 	n->ino = ino;
 	n->path = xstrdup(path);
 	n->row = row;
@@ -225,14 +245,42 @@ static uint64_t ino_for_path(struct tree *t, const char *path)
 	return ino;
 }
 
+/* The node an operation on ino acts on (following a rename's move). */
 static struct node *node_of(struct tree *t, uint64_t ino)
 {
 	struct node *n;
 
 	pthread_mutex_lock(&t->lock);
 	n = find_ino(t, ino);
+	if (n && n->moved)
+		n = n->moved;
 	pthread_mutex_unlock(&t->lock);
 	return n;
+}
+
+/* Records that the scratch file at `from` now answers as `to` (see
+ * struct node's `moved`). */
+static void node_moved(struct tree *t, const char *from, const char *to, const struct pt_row *row,
+		       const struct pt_vars *vars, int64_t mtime_ms, int64_t read_version)
+{
+	pthread_mutex_lock(&t->lock);
+	for (uint64_t ino = hash64(from);; ino++) {
+		struct node *n = find_ino(t, ino);
+		if (!n)
+			break;
+		if (strcmp(n->path, from) || n->row || n->moved)
+			continue;
+		struct node *m = xcalloc(1, sizeof(*m));
+		m->ino = n->ino;
+		m->path = xstrdup(to);
+		m->row = row;
+		vars_copy(&m->vars, vars);
+		m->mtime_ms = mtime_ms;
+		m->read_version = read_version;
+		n->moved = m;
+		break;
+	}
+	pthread_mutex_unlock(&t->lock);
 }
 
 struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options *o)
@@ -255,6 +303,7 @@ struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options
 	t->root->nlookup = 1;
 	t->table[TREE_ROOT_INO % t->nbuckets] = t->root;
 	t->nnodes = 1;
+	t->scratch = scratch_new(o->scratch_max);
 	return t;
 }
 
@@ -271,6 +320,7 @@ void tree_free(struct tree *t)
 		}
 	}
 	free(t->table);
+	scratch_free(t->scratch);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
@@ -338,8 +388,25 @@ out:
 	return ret;
 }
 
+static int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st)
+{
+	struct scratch_attr sa;
+	int ret = scratch_stat(t->scratch, path, &sa);
+
+	if (ret)
+		return ret;
+	fill_common(t, st, ino, sa.mtime_ms);
+	st->st_mode = S_IFREG | sa.mode;
+	st->st_nlink = 1;
+	st->st_size = (off_t)sa.size;
+	st->st_blocks = (blkcnt_t)((sa.size + 511) / 512);
+	return 0;
+}
+
 static int node_attr(struct tree *t, const struct node *n, struct stat *st)
 {
+	if (!n->row)
+		return scratch_attr(t, n->ino, n->path, st);
 	if (n->row->kind == PT_DIR) {
 		dir_attr(t, n->ino, n->mtime_ms, st);
 		return 0;
@@ -534,6 +601,35 @@ static int name_possible(const struct node *dir, const char *name)
 	return 0;
 }
 
+/* Takes a lookup reference on the node of path (caller holds no lock). */
+static uint64_t node_ref(struct tree *t, const char *path, const struct pt_row *row,
+			 const struct pt_vars *vars, int64_t mtime_ms)
+{
+	pthread_mutex_lock(&t->lock);
+	struct node *n = node_get(t, path, row, vars, mtime_ms);
+	n->nlookup++;
+	uint64_t ino = n->ino;
+	pthread_mutex_unlock(&t->lock);
+	return ino;
+}
+
+static int lookup_scratch(struct tree *t, const struct node *dir, const char *name, uint64_t *ino,
+			  struct stat *st)
+{
+	struct buf path = BUF_INIT;
+	struct scratch_attr sa;
+	int ret;
+
+	child_path(dir, name, &path);
+	ret = scratch_stat(t->scratch, path.data, &sa);
+	if (!ret) {
+		*ino = node_ref(t, path.data, NULL, &dir->vars, sa.mtime_ms);
+		ret = scratch_attr(t, *ino, path.data, st);
+	}
+	buf_release(&path);
+	return ret;
+}
+
 int tree_lookup(struct tree *t, uint64_t parent, const char *name, uint64_t *ino, struct stat *st,
 		int *permanent)
 {
@@ -548,7 +644,12 @@ int tree_lookup(struct tree *t, uint64_t parent, const char *name, uint64_t *ino
 		return -ENOTDIR;
 	if (strlen(name) > NAME_MAX_BYTES)
 		return -ENAMETOOLONG;
+	ret = lookup_scratch(t, dir, name, ino, st);
+	if (ret != -ENOENT)
+		return ret;
 	if (!name_possible(dir, name)) {
+		/* Only a scratch file could have this name: a negative
+		 * entry lasts until one is created (which replaces it). */
 		*permanent = 1;
 		return -ENOENT;
 	}
@@ -626,6 +727,23 @@ static int list_cb(struct child *c, void *vctx)
 	return 0;
 }
 
+/* Called with the scratch store locked: must not look anything up in it. */
+static void list_scratch_cb(const char *name, void *vctx)
+{
+	struct list_ctx *lc = vctx;
+
+	struct buf path = BUF_INIT;
+
+	for (size_t i = 2; i < lc->out->n; i++)
+		if (!strcmp(lc->out->ents[i].name, name))
+			return;
+	child_path(lc->dir, name, &path);
+	/* The number lookup will give unless another path holds it; d_ino is
+	 * advisory and the tree lock may not be taken here. */
+	dir_add(lc, name, hash64(path.data), S_IFREG);
+	buf_release(&path);
+}
+
 int tree_readdir(struct tree *t, uint64_t ino, struct tree_dir *out)
 {
 	struct node *dir = node_of(t, ino);
@@ -641,9 +759,12 @@ int tree_readdir(struct tree *t, uint64_t ino, struct tree_dir *out)
 	dir_add(&lc, ".", ino, S_IFDIR);
 	dir_add(&lc, "..", ino, S_IFDIR); /* the kernel fills in the real parent */
 	ret = for_each_child(t, dir, list_cb, &lc);
-	if (ret < 0)
+	if (ret < 0) {
 		tree_dir_release(out);
-	return ret < 0 ? ret : 0;
+		return ret;
+	}
+	scratch_list(t->scratch, dir->path, list_scratch_cb, &lc);
+	return 0;
 }
 
 void tree_dir_release(struct tree_dir *d)
@@ -657,19 +778,48 @@ void tree_dir_release(struct tree_dir *d)
 
 /* ---- content ------------------------------------------------------------ */
 
-int tree_read_file(struct tree *t, uint64_t ino, struct buf *out)
+static int64_t now_epoch_ms(void)
 {
-	struct node *n = node_of(t, ino);
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static int saves_allowed(struct tree *t, const struct pt_row *row)
+{
+	return row && row->kind == PT_FILE && row->put && !t->opt.read_only;
+}
+
+/* Appends the cache key of an endpoint template. */
+static int key_of(const char *tmpl, const struct pt_vars *vars, struct buf *key)
+{
+	return pathtab_expand(tmpl, vars, key);
+}
+
+/* The current versionNumber of the object guarding a writable file. */
+static int owner_version(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
+			 int64_t *version)
+{
+	struct cache_ref *ref = NULL;
+	struct buf p = BUF_INIT;
+	int ret = get_resource(t, row->owner_get, vars, &ref);
+
+	if (ret)
+		return ret;
+	buf_addf(&p, "%s.versionNumber", row->owner_at);
+	*version = json_get_int64(((struct resource *)cache_ref_value(ref))->json, p.data, -1);
+	buf_release(&p);
+	cache_ref_put(ref);
+	return 0;
+}
+
+static int file_bytes(struct tree *t, const struct node *n, struct buf *out)
+{
 	struct cache_ref *ref = NULL;
 	const struct buf *bytes;
-	int ret;
+	int ret = get_resource(t, n->row->get, &n->vars, &ref);
 
-	buf_reset(out);
-	if (!n)
-		return -ESTALE;
-	if (n->row->kind != PT_FILE)
-		return -EISDIR;
-	ret = get_resource(t, n->row->get, &n->vars, &ref);
 	if (ret)
 		return ret;
 	ret = render(cache_ref_value(ref), n->row, &bytes);
@@ -679,9 +829,614 @@ int tree_read_file(struct tree *t, uint64_t ino, struct buf *out)
 	return ret;
 }
 
-int tree_is_writable(struct tree *t, uint64_t ino)
+/* Reads a writable file together with the version of its guarding object,
+ * so that the pair is consistent: the content is fetched no earlier than
+ * the version, else a save could overwrite a change it never showed. */
+static int read_versioned(struct tree *t, const struct node *n, struct buf *content,
+			  int64_t *version)
+{
+	struct cache_ref *owner = NULL, *ref = NULL;
+	struct buf p = BUF_INIT, key = BUF_INIT;
+	const struct buf *bytes;
+	int ret = get_resource(t, n->row->owner_get, &n->vars, &owner);
+
+	if (ret)
+		return ret;
+	buf_addf(&p, "%s.versionNumber", n->row->owner_at);
+	*version = json_get_int64(((struct resource *)cache_ref_value(owner))->json, p.data, -1);
+	ret = key_of(n->row->get, &n->vars, &key);
+	if (!ret)
+		ret = cache_get(t->cache, key.data, fetch_resource, t, &ref);
+	if (!ret && cache_ref_seq(ref) < cache_ref_seq(owner)) {
+		cache_ref_put(ref);
+		ref = NULL;
+		cache_invalidate(t->cache, key.data);
+		ret = cache_get(t->cache, key.data, fetch_resource, t, &ref);
+	}
+	if (!ret)
+		ret = render(cache_ref_value(ref), n->row, &bytes);
+	if (!ret)
+		buf_add(content, bytes->data, bytes->len);
+	cache_ref_put(ref);
+	cache_ref_put(owner);
+	buf_release(&p);
+	buf_release(&key);
+	return ret;
+}
+
+int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, int64_t *base)
+{
+	struct node *n = node_of(t, ino);
+	int ret;
+
+	buf_reset(content);
+	*base = -1;
+	if (!n)
+		return -ESTALE;
+	if (!n->row)
+		return flags & TREE_OPEN_TRUNC
+			   ? scratch_stat(t->scratch, n->path, &(struct scratch_attr){0})
+			   : scratch_read(t->scratch, n->path, content);
+	if (n->row->kind != PT_FILE)
+		return -EISDIR;
+	if ((flags & TREE_OPEN_WRITE) && !saves_allowed(t, n->row))
+		return t->opt.read_only ? -EROFS : -EACCES;
+	if (!saves_allowed(t, n->row))
+		return file_bytes(t, n, content);
+	if (!(flags & TREE_OPEN_TRUNC)) {
+		/* Remember which version the user read, so that a save can
+		 * tell whether someone else changed the object since. */
+		ret = read_versioned(t, n, content, base);
+		if (ret)
+			buf_reset(content);
+		else
+			n->read_version = *base;
+		return ret;
+	}
+	if (n->read_version >= 0) {
+		*base = n->read_version;
+		return 0;
+	}
+	return owner_version(t, n->row, &n->vars, base);
+}
+
+int tree_file_kind(struct tree *t, uint64_t ino)
 {
 	struct node *n = node_of(t, ino);
 
-	return n && n->row->kind == PT_FILE && n->row->put && !t->opt.read_only;
+	if (!n)
+		return -ESTALE;
+	if (!n->row)
+		return TREE_SCRATCH;
+	if (n->row->kind != PT_FILE)
+		return -EISDIR;
+	return saves_allowed(t, n->row) ? TREE_API_RW : TREE_API_RO;
+}
+
+/* ---- saving ------------------------------------------------------------- */
+
+static int valid_utf8(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned char c = s[i];
+		size_t n = c < 0x80	    ? 1
+			   : (c >> 5) == 6  ? 2
+			   : (c >> 4) == 14 ? 3
+			   : (c >> 3) == 30 ? 4
+					    : 0;
+		if (!n || i + n > len)
+			return 0;
+		for (size_t k = 1; k < n; k++)
+			if ((s[i + k] & 0xC0) != 0x80)
+				return 0;
+		/* overlong forms and surrogates */
+		if ((n == 2 && c < 0xC2) || (n == 3 && c == 0xE0 && s[i + 1] < 0xA0) ||
+		    (n == 3 && c == 0xED && s[i + 1] >= 0xA0) ||
+		    (n == 4 && c == 0xF0 && s[i + 1] < 0x90) || (n == 4 && c > 0xF4) ||
+		    (n == 4 && c == 0xF4 && s[i + 1] >= 0x90))
+			return 0;
+		i += n;
+	}
+	return 1;
+}
+
+static size_t line_of(const char *data, size_t off)
+{
+	size_t line = 1;
+
+	for (size_t i = 0; i < off; i++)
+		line += data[i] == '\n';
+	return line;
+}
+
+/* Parses a whole JSON document; logs why it is not one. */
+static int parse_json_doc(const char *path, const char *data, size_t len, cJSON **out)
+{
+	const char *end = NULL;
+	cJSON *j;
+
+	*out = NULL;
+	if (memchr(data, '\0', len)) {
+		log_error("%s: not saved: the file contains a NUL byte", path);
+		return -EINVAL;
+	}
+	j = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+	if (!j) {
+		size_t off = end && end >= data && end <= data + len ? (size_t)(end - data) : 0;
+		log_error("%s: not saved: invalid JSON near line %zu", path, line_of(data, off));
+		return -EINVAL;
+	}
+	for (; end < data + len; end++) {
+		if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+			log_error("%s: not saved: text after the JSON document, line %zu", path,
+				  line_of(data, (size_t)(end - data)));
+			cJSON_Delete(j);
+			return -EINVAL;
+		}
+	}
+	*out = j;
+	return 0;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t sl = strlen(s), xl = strlen(suffix);
+	return sl >= xl && !strcmp(s + sl - xl, suffix);
+}
+
+/* Checks the content of a save before anything is sent.  For JSON files
+ * *parsed gets the document. */
+static int validate(const struct pt_row *row, const char *path, const char *data, size_t len,
+		    cJSON **parsed)
+{
+	int ret;
+
+	*parsed = NULL;
+	if (row->format == PT_JSON) {
+		ret = parse_json_doc(path, data, len, parsed);
+		if (ret)
+			return ret;
+		if (!cJSON_IsObject(*parsed)) {
+			log_error("%s: not saved: the content must be a JSON object", path);
+			goto invalid;
+		}
+		for (const char *k = row->require; k && *k;) {
+			size_t n = strcspn(k, ",");
+			char key[64];
+			snprintf(key, sizeof(key), "%.*s", (int)n, k);
+			if (!cJSON_HasObjectItem(*parsed, key)) {
+				log_error("%s: not saved: the object must keep its \"%s\" key",
+					  path, key);
+				goto invalid;
+			}
+			k += n + (k[n] == ',');
+		}
+		return 0;
+	}
+	if (memchr(data, '\0', len) || !valid_utf8((const unsigned char *)data, len)) {
+		log_error("%s: not saved: the text is not valid UTF-8", path);
+		return -EINVAL;
+	}
+	/* JSON kept as text (visual recipes' payloads) must stay JSON. */
+	if (ends_with(path, ".json") && strspn(data, " \t\r\n") < len) {
+		cJSON *j;
+		ret = parse_json_doc(path, data, len, &j);
+		cJSON_Delete(j);
+		return ret;
+	}
+	return 0;
+invalid:
+	cJSON_Delete(*parsed);
+	*parsed = NULL;
+	return -EINVAL;
+}
+
+/* After a save: forget what changed, including the listings above it, whose
+ * items carry versionTags. */
+static void invalidate_after_save(struct tree *t, const struct pt_row *row,
+				  const struct pt_vars *vars)
+{
+	const char *keys[] = {row->get, row->owner_get, row->cond_get};
+	struct buf key = BUF_INIT;
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (!keys[i])
+			continue;
+		buf_reset(&key);
+		if (!key_of(keys[i], vars, &key))
+			cache_invalidate(t->cache, key.data);
+	}
+	for (const struct pt_row *up = pathtab_parent(row); up; up = pathtab_parent(up)) {
+		buf_reset(&key);
+		if (up->list && !key_of(up->list, vars, &key))
+			cache_invalidate(t->cache, key.data);
+	}
+	buf_release(&key);
+}
+
+/* Saves `data` as the file of `row`.  *base is the version the user read (-1:
+ * unknown); on success it becomes the version DSS now has. */
+static int save_file(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
+		     const char *path, const char *data, size_t len, int64_t *base)
+{
+	struct buf get_key = BUF_INIT, owner_key = BUF_INIT, put_key = BUF_INIT, resp = BUF_INIT;
+	struct cache_ref *ref = NULL;
+	cJSON *parsed = NULL, *env = NULL;
+	char *body = NULL;
+	const struct buf *current;
+	int64_t now = -1;
+	int ret;
+
+	if (!saves_allowed(t, row))
+		return t->opt.read_only ? -EROFS : -EACCES;
+	ret = validate(row, path, data, len, &parsed);
+	if (ret)
+		return ret;
+	if ((ret = key_of(row->get, vars, &get_key)) ||
+	    (ret = key_of(row->owner_get, vars, &owner_key)) ||
+	    (ret = key_of(row->put, vars, &put_key)))
+		goto out;
+
+	/* The conflict check and the read-modify-write need what DSS holds
+	 * now, not what the cache remembers. */
+	cache_invalidate(t->cache, owner_key.data);
+	ret = owner_version(t, row, vars, &now);
+	if (ret)
+		goto out;
+	if (*base >= 0 && now != *base && !t->opt.last_writer_wins) {
+		log_error("%s: not saved: it was changed on DSS since you read it (version %lld, "
+			  "now %lld); read it again, or mount with -o last_writer_wins",
+			  path, (long long)*base, (long long)now);
+		ret = -ESTALE;
+		goto out;
+	}
+	if (strcmp(get_key.data, owner_key.data))
+		cache_invalidate(t->cache, get_key.data);
+	ret = cache_get(t->cache, get_key.data, fetch_resource, t, &ref);
+	if (ret)
+		goto out;
+	struct resource *res = cache_ref_value(ref);
+	if (!render(res, row, &current) && current->len == len &&
+	    !memcmp(current->data, data, len)) {
+		/* Nothing to change: editors rewrite unchanged files. */
+		*base = now;
+		goto out;
+	}
+	if (row->field) {
+		/* A projection: send the whole document with the part replaced. */
+		cJSON *part = parsed;
+		env = cJSON_Duplicate(res->json, 1);
+		if (!part) {
+			char *text = xstrndup(data, len);
+			part = cJSON_CreateString(text);
+			free(text);
+		}
+		parsed = NULL;
+		if (!cJSON_IsObject(env) || !part) {
+			cJSON_Delete(part);
+			log_error("%s: not saved: DSS's document has an unexpected shape", path);
+			ret = -EIO;
+			goto out;
+		}
+		if (cJSON_HasObjectItem(env, row->field))
+			cJSON_ReplaceItemInObjectCaseSensitive(env, row->field, part);
+		else
+			cJSON_AddItemToObject(env, row->field, part);
+		body = cJSON_PrintUnformatted(env);
+		if (!body) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		ret = http_request(t->http, "PUT", put_key.data, body, strlen(body), &resp);
+	} else {
+		ret = http_request(t->http, "PUT", put_key.data, data, len, &resp);
+	}
+	cache_ref_put(ref);
+	ref = NULL;
+	if (ret)
+		goto out;
+	invalidate_after_save(t, row, vars);
+	log_info("%s: saved", path);
+	/* The new version, so that the next save of this file is checked
+	 * against it; the reads that follow reuse this fetch. */
+	if (owner_version(t, row, vars, &now) == 0)
+		*base = now;
+	else
+		*base = -1;
+out:
+	cache_ref_put(ref);
+	cJSON_Delete(parsed);
+	cJSON_Delete(env);
+	free(body);
+	buf_release(&resp);
+	buf_release(&get_key);
+	buf_release(&owner_key);
+	buf_release(&put_key);
+	return ret;
+}
+
+int tree_save(struct tree *t, uint64_t ino, const char *data, size_t len, int64_t *base)
+{
+	struct node *n = node_of(t, ino);
+	int ret;
+
+	if (!n)
+		return -ESTALE;
+	if (!n->row)
+		return scratch_store(t->scratch, n->path, data, len, now_epoch_ms());
+	if (n->row->kind != PT_FILE)
+		return -EISDIR;
+	ret = save_file(t, n->row, &n->vars, n->path, data, len, base);
+	if (!ret)
+		n->read_version = *base;
+	return ret;
+}
+
+/* ---- scratch files, unlink, rename, setattr ----------------------------- */
+
+/* An API object found by name, with its own copy of the variables. */
+struct found {
+	const struct pt_row *row;
+	struct pt_vars vars;
+	int64_t mtime_ms;
+};
+
+static void found_release(struct found *f)
+{
+	for (int i = 0; i < f->vars.n; i++)
+		free((char *)f->vars.value[i]);
+	f->vars.n = 0;
+	f->row = NULL;
+}
+
+struct find_ctx {
+	const char *name;
+	struct found *out;
+};
+
+static int find_cb(struct child *c, void *vctx)
+{
+	struct find_ctx *fc = vctx;
+
+	if (strcmp(c->name.data, fc->name))
+		return 0;
+	fc->out->row = c->row;
+	fc->out->mtime_ms = c->mtime_ms;
+	vars_copy(&fc->out->vars, &c->vars);
+	return 1;
+}
+
+/* Finds the API object `name` in dir: 0 (filled), -ENOENT, or an error. */
+static int find_api_child(struct tree *t, const struct node *dir, const char *name,
+			  struct found *out)
+{
+	struct find_ctx fc = {name, out};
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	if (!name_possible(dir, name))
+		return -ENOENT;
+	ret = for_each_child(t, dir, find_cb, &fc);
+	if (ret < 0)
+		return ret;
+	return out->row ? 0 : -ENOENT;
+}
+
+static int dir_node(struct tree *t, uint64_t ino, struct node **dir)
+{
+	*dir = node_of(t, ino);
+	if (!*dir)
+		return -ESTALE;
+	if (!(*dir)->row || (*dir)->row->kind != PT_DIR)
+		return -ENOTDIR;
+	return 0;
+}
+
+int tree_create(struct tree *t, uint64_t parent, const char *name, mode_t mode, uint64_t *ino,
+		struct stat *st)
+{
+	struct node *dir;
+	struct buf path = BUF_INIT;
+	int ret = dir_node(t, parent, &dir);
+
+	if (ret)
+		return ret;
+	if (t->opt.read_only)
+		return -EROFS;
+	if (strlen(name) > NAME_MAX_BYTES)
+		return -ENAMETOOLONG;
+	/* A name DSS objects can have here is not a scratch name: making a
+	 * file there would look like creating a DSS object. */
+	if (name_possible(dir, name))
+		return -EPERM;
+	child_path(dir, name, &path);
+	ret = scratch_create(t->scratch, path.data, mode, now_epoch_ms());
+	if (!ret) {
+		*ino = node_ref(t, path.data, NULL, &dir->vars, 0);
+		ret = scratch_attr(t, *ino, path.data, st);
+	}
+	buf_release(&path);
+	return ret;
+}
+
+int tree_unlink(struct tree *t, uint64_t parent, const char *name)
+{
+	struct node *dir;
+	struct buf path = BUF_INIT;
+	struct found f;
+	int ret = dir_node(t, parent, &dir);
+
+	if (ret)
+		return ret;
+	child_path(dir, name, &path);
+	ret = scratch_unlink(t->scratch, path.data);
+	buf_release(&path);
+	if (ret != -ENOENT)
+		return ret;
+	ret = find_api_child(t, dir, name, &f);
+	found_release(&f);
+	/* DSS objects are never deleted through the mount. */
+	return ret ? ret : -EPERM;
+}
+
+static int64_t read_version_of(struct tree *t, const char *path)
+{
+	int64_t v = -1;
+
+	pthread_mutex_lock(&t->lock);
+	for (uint64_t ino = hash64(path);; ino++) {
+		struct node *n = find_ino(t, ino);
+		if (!n)
+			break;
+		if (!strcmp(n->path, path)) {
+			v = n->read_version;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return v;
+}
+
+static void set_read_version(struct tree *t, const char *path, int64_t v)
+{
+	pthread_mutex_lock(&t->lock);
+	for (uint64_t ino = hash64(path);; ino++) {
+		struct node *n = find_ino(t, ino);
+		if (!n)
+			break;
+		if (!strcmp(n->path, path)) {
+			n->read_version = v;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+int tree_rename(struct tree *t, uint64_t parent, const char *name, uint64_t newparent,
+		const char *newname, unsigned flags, uint64_t *saved_ino)
+{
+	struct node *from, *to;
+	struct buf src = BUF_INIT, dst = BUF_INIT, data = BUF_INIT;
+	struct found target = {0}, source = {0};
+	int ret;
+
+	*saved_ino = 0;
+	if ((ret = dir_node(t, parent, &from)) || (ret = dir_node(t, newparent, &to)))
+		return ret;
+	if (flags & ~(unsigned)RENAME_NOREPLACE)
+		return -EINVAL;
+	if (t->opt.read_only)
+		return -EROFS;
+	child_path(from, name, &src);
+	child_path(to, newname, &dst);
+
+	ret = scratch_read(t->scratch, src.data, &data);
+	if (!ret) {
+		/* scratch -> API file: that is a save. */
+		ret = find_api_child(t, to, newname, &target);
+		if (!ret) {
+			int64_t base = read_version_of(t, dst.data);
+			if (flags & RENAME_NOREPLACE) {
+				ret = -EEXIST;
+				goto out;
+			}
+			ret = save_file(t, target.row, &target.vars, dst.data, data.data, data.len,
+					&base);
+			if (!ret) {
+				set_read_version(t, dst.data, base);
+				node_moved(t, src.data, dst.data, target.row, &target.vars,
+					   target.mtime_ms, base);
+				scratch_unlink(t->scratch, src.data);
+				*saved_ino = ino_for_path(t, dst.data);
+			}
+			goto out;
+		}
+		if (ret != -ENOENT)
+			goto out;
+		/* scratch -> scratch */
+		if (name_possible(to, newname)) {
+			ret = -EPERM;
+			goto out;
+		}
+		if ((flags & RENAME_NOREPLACE) &&
+		    !scratch_stat(t->scratch, dst.data, &(struct scratch_attr){0})) {
+			ret = -EEXIST;
+			goto out;
+		}
+		ret = scratch_rename(t->scratch, src.data, dst.data);
+		if (!ret)
+			node_moved(t, src.data, dst.data, NULL, &to->vars, 0, -1);
+		goto out;
+	}
+
+	/* API file -> scratch name: a copy; nothing changes on DSS. */
+	ret = find_api_child(t, from, name, &source);
+	if (ret)
+		goto out;
+	if (source.row->kind != PT_FILE || name_possible(to, newname)) {
+		ret = -EPERM;
+		goto out;
+	}
+	buf_reset(&data);
+	struct node tmp = {.row = source.row, .vars = source.vars};
+	ret = file_bytes(t, &tmp, &data);
+	if (ret)
+		goto out;
+	ret = scratch_create(t->scratch, dst.data, 0644, now_epoch_ms());
+	if (ret == -EEXIST && !(flags & RENAME_NOREPLACE))
+		ret = 0;
+	if (!ret)
+		ret = scratch_store(t->scratch, dst.data, data.data, data.len, now_epoch_ms());
+out:
+	found_release(&target);
+	found_release(&source);
+	buf_release(&src);
+	buf_release(&dst);
+	buf_release(&data);
+	return ret;
+}
+
+int tree_setattr(struct tree *t, uint64_t ino, const struct stat *attr, int to_set,
+		 struct stat *out)
+{
+	struct node *n = node_of(t, ino);
+	struct buf data = BUF_INIT;
+	int ret = 0;
+
+	if (!n)
+		return -ESTALE;
+	if (t->opt.read_only && (to_set & (TREE_SET_SIZE | TREE_SET_MODE | TREE_SET_MTIME)))
+		return -EROFS;
+	if (!n->row) {
+		int64_t mtime = -1;
+		if (to_set & TREE_SET_MTIME)
+			mtime =
+			    (int64_t)attr->st_mtim.tv_sec * 1000 + attr->st_mtim.tv_nsec / 1000000;
+		ret = scratch_set(t->scratch, n->path,
+				  to_set & TREE_SET_MODE ? attr->st_mode : (mode_t)-1, mtime);
+		if (!ret && (to_set & TREE_SET_SIZE)) {
+			ret = scratch_read(t->scratch, n->path, &data);
+			if (!ret) {
+				buf_resize(&data, (size_t)attr->st_size);
+				ret = scratch_store(t->scratch, n->path, data.data, data.len,
+						    now_epoch_ms());
+			}
+		}
+	} else if ((to_set & TREE_SET_SIZE) && n->row->kind == PT_FILE) {
+		/* truncate(2) without an open file: change and save at once. */
+		int64_t base = n->read_version;
+		ret = saves_allowed(t, n->row) ? file_bytes(t, n, &data) : -EACCES;
+		if (!ret) {
+			buf_resize(&data, (size_t)attr->st_size);
+			ret = save_file(t, n->row, &n->vars, n->path, data.data, data.len, &base);
+			if (!ret)
+				n->read_version = base;
+		}
+	}
+	/* Modes, owners and times of DSS objects are not stored: accepted and
+	 * ignored, as tools like rsync and cp -p expect them to work. */
+	buf_release(&data);
+	return ret ? ret : node_attr(t, n, out);
 }

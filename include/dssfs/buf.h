@@ -52,5 +52,9 @@ void buf_addf(struct buf *b, const char *fmt, ...) __attribute__((format(printf,
 void buf_vaddf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void buf_reset(struct buf *b);
 void buf_setlen(struct buf *b, size_t len);
+/* Sets the length to `len`, filling new bytes with zeros (ftruncate). */
+void buf_resize(struct buf *b, size_t len);
+/* Writes `len` bytes at offset `off`, zero-filling any gap (pwrite). */
+void buf_write_at(struct buf *b, size_t off, const void *data, size_t len);
 
 #endif

@@ -51,6 +51,9 @@ int cache_get(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
 int cache_peek(struct cache *c, const char *key, struct cache_ref **ref);
 
 void *cache_ref_value(const struct cache_ref *ref);
+/* Order of the fetch that made this value: a value with a higher number
+ * was fetched later (within one cache). */
+uint64_t cache_ref_seq(const struct cache_ref *ref);
 /* NULL-safe. */
 void cache_ref_put(struct cache_ref *ref);
 

@@ -4,7 +4,8 @@
  *
  * Open files: open() takes a snapshot of the file's bytes into a handle, so
  * a reader sees one consistent version however the server changes while it
- * reads (tar, rsync), and the handle is where a later save will buffer.
+ * reads (tar, rsync).  Writes change only that buffer; flush() and fsync()
+ * save it (tree_save) and return DSS's verdict to close()/fsync().
  * Directory handles likewise snapshot the whole listing at opendir().
  *
  * Kernel caching: attributes and entries are valid `attr_timeout` seconds;
@@ -21,6 +22,8 @@ struct tree;
 
 struct ops_ctx {
 	struct tree *tree;
+	struct fuse_session *se; /* for kernel cache invalidation */
+	size_t max_file;	 /* largest file a handle buffers */
 	double attr_timeout;
 	double negative_timeout_permanent;
 	int read_only;

@@ -21,6 +21,21 @@
  * its own document when the table says where it is, else its directory's
  * time.
  *
+ * Saving.  A writable file (its row has a PUT endpoint) is saved whole:
+ * tree_save() validates the bytes (JSON files must parse as an object with
+ * the keys the endpoint needs; text must be UTF-8), checks that the object's
+ * versionNumber has not moved since the file was read through the mount
+ * (-ESTALE otherwise, unless last_writer_wins), and sends the whole object
+ * (for a projection, the freshly read document with that part replaced).
+ * Content equal to what DSS holds sends nothing.  Afterwards the cached
+ * resources it touched, and the listings above it, are dropped.
+ *
+ * Scratch files.  Names that no DSS object can have in a directory (vim's
+ * .x.swp and 4913, x~, #x#, temp files of sed -i and rsync) are local files
+ * kept in memory (scratch.h), listed with the directory, never sent to DSS.
+ * rename(scratch -> DSS file) saves; rename(DSS file -> scratch name) copies;
+ * DSS objects are never created or deleted through the mount (EPERM).
+ *
  * Errors.  Every function returns 0 or -errno.  A listing that cannot be
  * fetched is an error, never an empty directory.
  *
@@ -43,7 +58,9 @@ struct tree_options {
 	int64_t mount_time_ms; /* epoch ms, the root's time */
 	uid_t uid;
 	gid_t gid;
-	int read_only; /* shows every file without write permission */
+	int read_only;	      /* shows every file without write permission */
+	int last_writer_wins; /* save even if the object changed since read */
+	size_t scratch_max;   /* bytes of scratch files held at most */
 };
 
 /* Uses (does not own) h and c; c must be made with tree_cache_new(). */
@@ -82,11 +99,39 @@ struct tree_dir {
 int tree_readdir(struct tree *t, uint64_t ino, struct tree_dir *out);
 void tree_dir_release(struct tree_dir *d);
 
-/* Copies a file's current bytes into *out (which it resets first). */
-int tree_read_file(struct tree *t, uint64_t ino, struct buf *out);
+enum { TREE_OPEN_WRITE = 1, TREE_OPEN_TRUNC = 2 };
 
-/* Whether ino is a file that can be saved (table row with a PUT endpoint). */
-int tree_is_writable(struct tree *t, uint64_t ino);
+/* Opens a file: copies its bytes into *content (reset first; left empty with
+ * TREE_OPEN_TRUNC) and sets *base to the version a save will be checked
+ * against (-1 if none).  Opening a read-only file for writing fails with
+ * -EACCES (-EROFS on a read-only mount). */
+int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, int64_t *base);
+
+enum { TREE_API_RO, TREE_API_RW, TREE_SCRATCH };
+/* What kind of file ino is (or -errno). */
+int tree_file_kind(struct tree *t, uint64_t ino);
+
+/* Saves a file's whole content; see above.  *base: in, the version read;
+ * out, the version DSS now holds. */
+int tree_save(struct tree *t, uint64_t ino, const char *data, size_t len, int64_t *base);
+
+/* Creates a scratch file and takes a lookup reference on it.  -EPERM for a
+ * name a DSS object could have there. */
+int tree_create(struct tree *t, uint64_t parent, const char *name, mode_t mode, uint64_t *ino,
+		struct stat *st);
+/* Removes a scratch file; -EPERM for a DSS object. */
+int tree_unlink(struct tree *t, uint64_t parent, const char *name);
+/* See "Scratch files" above.  flags: 0 or RENAME_NOREPLACE.  When the rename
+ * saved a DSS file, *saved_ino is its inode (else 0). */
+int tree_rename(struct tree *t, uint64_t parent, const char *name, uint64_t newparent,
+		const char *newname, unsigned flags, uint64_t *saved_ino);
+
+enum { TREE_SET_MODE = 1, TREE_SET_SIZE = 2, TREE_SET_MTIME = 4 };
+/* chmod/truncate/utimens.  A size change of a DSS file without an open
+ * handle saves at once; modes, owners and times of DSS files are accepted
+ * and not stored.  Fills *out with the attributes after the change. */
+int tree_setattr(struct tree *t, uint64_t ino, const struct stat *attr, int to_set,
+		 struct stat *out);
 
 /* Forgets every cached resource (SIGHUP). */
 void tree_drop_caches(struct tree *t);
