@@ -11,10 +11,8 @@ static const struct {
 	const char *suffix; /* matched against the end of errorType */
 	int err;
 } type_map[] = {
-    {"NotFoundException", ENOENT},
-    {"SecurityException", EACCES},
-    {"UnauthorizedException", EACCES},
-    {"NotAuthenticatedException", EACCES},
+    {"NotFoundException", ENOENT},	  {"SecurityException", EACCES},
+    {"UnauthorizedException", EACCES},	  {"NotAuthenticatedException", EACCES},
     {"IllegalArgumentException", EINVAL},
 };
 

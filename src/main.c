@@ -182,7 +182,7 @@ int main(int argc, char *argv[])
 	struct cache *cache = NULL;
 	struct tree *tree = NULL;
 	struct fuse_session *se = NULL;
-	struct ops_ctx ctx;
+	struct ops_ctx ctx = {.open_lock = PTHREAD_MUTEX_INITIALIZER};
 	struct fuse_loop_config *loop = NULL;
 	pthread_t hup_tid;
 	int hup_started = 0, mounted = 0, handlers = 0;
@@ -284,6 +284,7 @@ int main(int argc, char *argv[])
 	se = fuse_session_new(&args, &dssfs_ops, sizeof(dssfs_ops), &ctx);
 	if (!se)
 		goto out;
+	ctx.se = se;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	handlers = 1;
@@ -318,7 +319,9 @@ int main(int argc, char *argv[])
 			fuse_loop_cfg_set_max_threads(loop, cmd.max_threads);
 		ret = fuse_session_loop_mt(se, loop);
 	}
-	ret = ret ? 1 : 0;
+	/* The loop returns the number of the signal that stopped it (SIGTERM,
+	 * SIGINT: a clean stop) or -errno. */
+	ret = ret < 0 ? 1 : 0;
 out:
 	if (hup_started) {
 		stopping = 1;
@@ -327,6 +330,7 @@ out:
 	}
 	if (loop)
 		fuse_loop_cfg_destroy(loop);
+	ops_release_all(&ctx);
 	if (se) {
 		if (mounted)
 			fuse_session_unmount(se);

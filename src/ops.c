@@ -15,17 +15,40 @@
  * RELEASE that a second thread handles, while the thread that replied is
  * still returning from writev(2) on our buffer. */
 struct handle {
+	struct open_item item; /* first: registered while open */
 	atomic_int refs;
 	struct buf data;
 };
 
-static struct handle *handle_new(void)
-{
-	struct handle *h = xcalloc(1, sizeof(*h));
+struct dir_handle {
+	struct open_item item;
+	struct tree_dir dir;
+};
 
-	atomic_init(&h->refs, 1);
-	buf_init(&h->data);
-	return h;
+/* Open handles are registered so that those the kernel never releases
+ * (the session ends while files are open) are freed at exit. */
+static void track(struct ops_ctx *c, struct open_item *it, void (*free_fn)(struct open_item *))
+{
+	it->free_fn = free_fn;
+	pthread_mutex_lock(&c->open_lock);
+	it->prev = NULL;
+	it->next = c->open_items;
+	if (it->next)
+		it->next->prev = it;
+	c->open_items = it;
+	pthread_mutex_unlock(&c->open_lock);
+}
+
+static void untrack(struct ops_ctx *c, struct open_item *it)
+{
+	pthread_mutex_lock(&c->open_lock);
+	if (it->prev)
+		it->prev->next = it->next;
+	else
+		c->open_items = it->next;
+	if (it->next)
+		it->next->prev = it->prev;
+	pthread_mutex_unlock(&c->open_lock);
 }
 
 static void handle_put(struct handle *h)
@@ -34,6 +57,46 @@ static void handle_put(struct handle *h)
 		buf_release(&h->data);
 		free(h);
 	}
+}
+
+static void handle_free_item(struct open_item *it)
+{
+	handle_put((struct handle *)it);
+}
+
+static struct handle *handle_new(struct ops_ctx *c)
+{
+	struct handle *h = xcalloc(1, sizeof(*h));
+
+	atomic_init(&h->refs, 1);
+	buf_init(&h->data);
+	track(c, &h->item, handle_free_item);
+	return h;
+}
+
+static void handle_close(struct ops_ctx *c, struct handle *h)
+{
+	untrack(c, &h->item);
+	handle_put(h);
+}
+
+static void dir_free_item(struct open_item *it)
+{
+	struct dir_handle *d = (struct dir_handle *)it;
+
+	tree_dir_release(&d->dir);
+	free(d);
+}
+
+void ops_release_all(struct ops_ctx *c)
+{
+	pthread_mutex_lock(&c->open_lock);
+	while (c->open_items) {
+		struct open_item *it = c->open_items;
+		c->open_items = it->next;
+		it->free_fn(it);
+	}
+	pthread_mutex_unlock(&c->open_lock);
 }
 
 static struct ops_ctx *ctx_of(fuse_req_t req)
@@ -119,27 +182,33 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	fuse_reply_err(req, EROFS);
 }
 
+static void dir_close(struct ops_ctx *c, struct dir_handle *d)
+{
+	untrack(c, &d->item);
+	dir_free_item(&d->item);
+}
+
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct tree_dir *d = xcalloc(1, sizeof(*d));
-	int ret = tree_readdir(ctx_of(req)->tree, ino, d);
+	struct ops_ctx *c = ctx_of(req);
+	struct dir_handle *d = xcalloc(1, sizeof(*d));
+	int ret = tree_readdir(c->tree, ino, &d->dir);
 
 	if (ret) {
 		free(d);
 		fuse_reply_err(req, -ret);
 		return;
 	}
+	track(c, &d->item, dir_free_item);
 	fi->fh = (uint64_t)(uintptr_t)d;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		tree_dir_release(d);
-		free(d);
-	}
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		dir_close(c, d);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	struct tree_dir *d = (struct tree_dir *)(uintptr_t)fi->fh;
+	struct tree_dir *d = &((struct dir_handle *)(uintptr_t)fi->fh)->dir;
 	char *buf = xmalloc(size);
 	size_t used = 0;
 
@@ -161,11 +230,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct tree_dir *d = (struct tree_dir *)(uintptr_t)fi->fh;
-
 	(void)ino;
-	tree_dir_release(d);
-	free(d);
+	dir_close(ctx_of(req), (struct dir_handle *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -173,7 +239,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ops_ctx *c = ctx_of(req);
 	struct handle *h;
-	int ret;
+	int ret, size_changed = 0;
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
 		/* Read-only files and read-only mounts refuse writers; saving
@@ -182,17 +248,22 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			       c->read_only || !tree_is_writable(c->tree, ino) ? EACCES : EROFS);
 		return;
 	}
-	h = handle_new();
-	ret = tree_read_file(c->tree, ino, &h->data);
+	h = handle_new(c);
+	ret = tree_read_file(c->tree, ino, &h->data, &size_changed);
 	if (ret) {
-		handle_put(h);
+		handle_close(c, h);
 		fuse_reply_err(req, -ret);
 		return;
 	}
+	/* The document changed since the kernel last asked for its size:
+	 * make it ask again, or reads would stop at the old size.  Safe
+	 * before the reply: the kernel holds no lock that this waits for. */
+	if (size_changed)
+		fuse_lowlevel_notify_inval_inode(c->se, ino, 0, 0);
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->keep_cache = 0;
 	if (fuse_reply_open(req, fi) == -ENOENT)
-		handle_put(h);
+		handle_close(c, h);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -214,10 +285,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-
 	(void)ino;
-	handle_put(h);
+	handle_close(ctx_of(req), (struct handle *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +29,8 @@ struct resource {
 	size_t nr;
 };
 
-/* Nodes are immutable after creation except nlookup (under the tree lock),
+/* Nodes are immutable after creation except nlookup (under the tree lock)
+ * and shown_size (atomic),
  * so an operation may read the node the kernel is asking about without the
  * lock: the kernel does not forget an inode while an operation on it runs. */
 struct node {
@@ -37,6 +39,8 @@ struct node {
 	const struct pt_row *row;
 	struct pt_vars vars; /* values owned */
 	int64_t mtime_ms;    /* see tree.h: inherited time */
+	/* st_size last reported to the kernel, -1 if none */
+	_Atomic int64_t shown_size;
 	uint64_t nlookup;
 	struct node *hnext;
 };
@@ -197,6 +201,7 @@ static struct node *node_get(struct tree *t, const char *path, const struct pt_r
 			return n;
 	}
 	n = xcalloc(1, sizeof(*n));
+	n->shown_size = -1;
 	n->ino = ino;
 	n->path = xstrdup(path);
 	n->row = row;
@@ -505,6 +510,8 @@ static int lookup_cb(struct child *c, void *vctx)
 		n->nlookup++;
 		lc->ino = n->ino;
 		lc->st->st_ino = n->ino;
+		if (c->row->kind == PT_FILE)
+			n->shown_size = lc->st->st_size;
 		pthread_mutex_unlock(&lc->t->lock);
 	}
 	buf_release(&path);
@@ -583,8 +590,11 @@ void tree_forget(struct tree *t, uint64_t ino, uint64_t n)
 int tree_getattr(struct tree *t, uint64_t ino, struct stat *st)
 {
 	struct node *n = node_of(t, ino);
+	int ret = n ? node_attr(t, n, st) : -ESTALE;
 
-	return n ? node_attr(t, n, st) : -ESTALE;
+	if (!ret && n->row->kind == PT_FILE)
+		n->shown_size = st->st_size;
+	return ret;
 }
 
 /* ---- readdir ------------------------------------------------------------ */
@@ -657,7 +667,7 @@ void tree_dir_release(struct tree_dir *d)
 
 /* ---- content ------------------------------------------------------------ */
 
-int tree_read_file(struct tree *t, uint64_t ino, struct buf *out)
+int tree_read_file(struct tree *t, uint64_t ino, struct buf *out, int *size_changed)
 {
 	struct node *n = node_of(t, ino);
 	struct cache_ref *ref = NULL;
@@ -673,8 +683,11 @@ int tree_read_file(struct tree *t, uint64_t ino, struct buf *out)
 	if (ret)
 		return ret;
 	ret = render(cache_ref_value(ref), n->row, &bytes);
-	if (!ret)
+	if (!ret) {
 		buf_add(out, bytes->data, bytes->len);
+		int64_t shown = atomic_exchange(&n->shown_size, (int64_t)bytes->len);
+		*size_changed = shown >= 0 && shown != (int64_t)bytes->len;
+	}
 	cache_ref_put(ref);
 	return ret;
 }

@@ -82,8 +82,11 @@ struct tree_dir {
 int tree_readdir(struct tree *t, uint64_t ino, struct tree_dir *out);
 void tree_dir_release(struct tree_dir *d);
 
-/* Copies a file's current bytes into *out (which it resets first). */
-int tree_read_file(struct tree *t, uint64_t ino, struct buf *out);
+/* Copies a file's current bytes into *out (which it resets first).
+ * *size_changed is set when their length differs from the st_size last
+ * reported for ino: the kernel's cached size must then be dropped, or it
+ * would cut reads at the old size. */
+int tree_read_file(struct tree *t, uint64_t ino, struct buf *out, int *size_changed);
 
 /* Whether ino is a file that can be saved (table row with a PUT endpoint). */
 int tree_is_writable(struct tree *t, uint64_t ino);
