@@ -116,6 +116,11 @@ void url_encode_segment(const char *seg, struct buf *out)
 {
 	static const char hex[] = "0123456789ABCDEF";
 
+	/* "." and ".." would be removed from the path as dot segments. */
+	if (!strcmp(seg, ".") || !strcmp(seg, "..")) {
+		buf_addstr(out, seg[1] ? "%2E%2E" : "%2E");
+		return;
+	}
 	for (const unsigned char *p = (const unsigned char *)seg; *p; p++) {
 		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
 		    (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~') {

@@ -195,6 +195,8 @@ static void setup(struct http *h, CURL *c, const char *method, const char *url, 
 {
 	curl_easy_reset(c);
 	curl_easy_setopt(c, CURLOPT_URL, url);
+	/* Paths are already encoded segment by segment: no normalisation. */
+	curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "dssfs/" DSSFS_VERSION);

@@ -192,7 +192,7 @@ int main(int argc, char *argv[])
 	struct cache *cache = NULL;
 	struct tree *tree = NULL;
 	struct fuse_session *se = NULL;
-	struct ops_ctx ctx;
+	struct ops_ctx ctx = {.open_lock = PTHREAD_MUTEX_INITIALIZER};
 	struct fuse_loop_config *loop = NULL;
 	pthread_t hup_tid;
 	int hup_started = 0, mounted = 0, handlers = 0;
@@ -332,7 +332,9 @@ int main(int argc, char *argv[])
 			fuse_loop_cfg_set_max_threads(loop, cmd.max_threads);
 		ret = fuse_session_loop_mt(se, loop);
 	}
-	ret = ret ? 1 : 0;
+	/* The loop returns the number of the signal that stopped it (SIGTERM,
+	 * SIGINT: a clean stop) or -errno. */
+	ret = ret < 0 ? 1 : 0;
 out:
 	if (hup_started) {
 		stopping = 1;
@@ -341,6 +343,7 @@ out:
 	}
 	if (loop)
 		fuse_loop_cfg_destroy(loop);
+	ops_release_all(&ctx);
 	if (se) {
 		if (mounted)
 			fuse_session_unmount(se);

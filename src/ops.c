@@ -22,6 +22,7 @@
  * RELEASE that a second thread handles, while the thread that replied is
  * still returning from writev(2) on our buffer. */
 struct handle {
+	struct open_item item; /* first: registered while open */
 	atomic_int refs;
 	pthread_mutex_t lock; /* guards everything below */
 	struct buf data;
@@ -31,7 +32,45 @@ struct handle {
 	int64_t base;  /* version read, for the conflict check */
 };
 
-static struct handle *handle_new(void)
+struct dir_handle {
+	struct open_item item;
+	struct tree_dir dir;
+};
+
+/* Open handles are registered so that those the kernel never releases
+ * (the session ends while files are open) are freed at exit. */
+static void track(struct ops_ctx *c, struct open_item *it, void (*free_fn)(struct open_item *))
+{
+	it->free_fn = free_fn;
+	pthread_mutex_lock(&c->open_lock);
+	it->prev = NULL;
+	it->next = c->open_items;
+	if (it->next)
+		it->next->prev = it;
+	c->open_items = it;
+	pthread_mutex_unlock(&c->open_lock);
+}
+
+static void untrack(struct ops_ctx *c, struct open_item *it)
+{
+	pthread_mutex_lock(&c->open_lock);
+	if (it->prev)
+		it->prev->next = it->next;
+	else
+		c->open_items = it->next;
+	if (it->next)
+		it->next->prev = it->prev;
+	pthread_mutex_unlock(&c->open_lock);
+}
+
+static void handle_put(struct handle *h);
+
+static void handle_free_item(struct open_item *it)
+{
+	handle_put((struct handle *)it);
+}
+
+static struct handle *handle_new(struct ops_ctx *c)
 {
 	struct handle *h = xcalloc(1, sizeof(*h));
 
@@ -39,6 +78,7 @@ static struct handle *handle_new(void)
 	pthread_mutex_init(&h->lock, NULL);
 	buf_init(&h->data);
 	h->base = -1;
+	track(c, &h->item, handle_free_item);
 	return h;
 }
 
@@ -57,6 +97,37 @@ static void handle_put(struct handle *h)
 		pthread_mutex_destroy(&h->lock);
 		free(h);
 	}
+}
+
+static void handle_close(struct ops_ctx *c, struct handle *h)
+{
+	untrack(c, &h->item);
+	handle_put(h);
+}
+
+static void dir_free_item(struct open_item *it)
+{
+	struct dir_handle *d = (struct dir_handle *)it;
+
+	tree_dir_release(&d->dir);
+	free(d);
+}
+
+static void dir_close(struct ops_ctx *c, struct dir_handle *d)
+{
+	untrack(c, &d->item);
+	dir_free_item(&d->item);
+}
+
+void ops_release_all(struct ops_ctx *c)
+{
+	pthread_mutex_lock(&c->open_lock);
+	while (c->open_items) {
+		struct open_item *it = c->open_items;
+		c->open_items = it->next;
+		it->free_fn(it);
+	}
+	pthread_mutex_unlock(&c->open_lock);
 }
 
 static struct ops_ctx *ctx_of(fuse_req_t req)
@@ -250,25 +321,25 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct tree_dir *d = xcalloc(1, sizeof(*d));
-	int ret = tree_readdir(ctx_of(req)->tree, ino, d);
+	struct ops_ctx *c = ctx_of(req);
+	struct dir_handle *d = xcalloc(1, sizeof(*d));
+	int ret = tree_readdir(c->tree, ino, &d->dir);
 
 	if (ret) {
 		free(d);
 		fuse_reply_err(req, -ret);
 		return;
 	}
+	track(c, &d->item, dir_free_item);
 	fi->fh = (uint64_t)(uintptr_t)d;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		tree_dir_release(d);
-		free(d);
-	}
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		dir_close(c, d);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
-	struct tree_dir *d = (struct tree_dir *)(uintptr_t)fi->fh;
+	struct tree_dir *d = &((struct dir_handle *)(uintptr_t)fi->fh)->dir;
 	char *buf = xmalloc(size);
 	size_t used = 0;
 
@@ -290,11 +361,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct tree_dir *d = (struct tree_dir *)(uintptr_t)fi->fh;
-
 	(void)ino;
-	tree_dir_release(d);
-	free(d);
+	dir_close(ctx_of(req), (struct dir_handle *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -312,14 +380,19 @@ static int open_flags(const struct fuse_file_info *fi)
 /* Makes the handle of an open() or create(). */
 static int open_handle(struct ops_ctx *c, uint64_t ino, struct fuse_file_info *fi)
 {
-	struct handle *h = handle_new();
-	int flags = open_flags(fi);
-	int ret = tree_open(c->tree, ino, flags, &h->data, &h->base);
+	struct handle *h = handle_new(c);
+	int flags = open_flags(fi), size_changed;
+	int ret = tree_open(c->tree, ino, flags, &h->data, &h->base, &size_changed);
 
 	if (ret) {
-		handle_put(h);
+		handle_close(c, h);
 		return ret;
 	}
+	/* The document changed since the kernel last asked for its size:
+	 * make it ask again, or reads would stop at the old size.  Safe
+	 * before the reply: the kernel holds no lock that this waits for. */
+	if (size_changed)
+		fuse_lowlevel_notify_inval_inode(c->se, ino, 0, 0);
 	/* Truncating is a change even if nothing is written after it. */
 	h->dirty = (flags & TREE_OPEN_TRUNC) != 0;
 	fi->fh = (uint64_t)(uintptr_t)h;
@@ -342,7 +415,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	if (fuse_reply_open(req, fi) == -ENOENT)
-		handle_put((struct handle *)(uintptr_t)fi->fh);
+		handle_close(c, (struct handle *)(uintptr_t)fi->fh);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -368,7 +441,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	e.attr_timeout = c->attr_timeout;
 	e.entry_timeout = c->attr_timeout;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-		handle_put((struct handle *)(uintptr_t)fi->fh);
+		handle_close(c, (struct handle *)(uintptr_t)fi->fh);
 		tree_forget(c->tree, ino, 1);
 	}
 }
@@ -447,7 +520,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int ret = handle_save(c, ino, h, SAVE_RELEASE, &saved);
 	if (ret)
 		log_error("a file closed without flush could not be saved: %s", strerror(-ret));
-	handle_put(h);
+	handle_close(c, h);
 	fuse_reply_err(req, 0);
 	if (saved)
 		invalidate_kernel(c, ino);

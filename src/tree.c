@@ -35,7 +35,7 @@ struct resource {
 /* A node's path, row and variables never change, so an operation may read
  * the node the kernel is asking about without the lock: the kernel does not
  * forget an inode while an operation on it runs.  nlookup changes under the
- * tree lock; mtime_ms and read_version are atomic. */
+ * tree lock; mtime_ms, read_version and shown_size are atomic. */
 struct node {
 	uint64_t ino;
 	char *path;		  /* file names (escaped), "/" for the root */
@@ -46,6 +46,8 @@ struct node {
 	 * through the mount, -1 if unknown: what a later save is checked
 	 * against */
 	_Atomic int64_t read_version;
+	/* st_size last reported to the kernel, -1 if none */
+	_Atomic int64_t shown_size;
 	uint64_t nlookup;
 	struct node *hnext;
 	/* Set once, under the lock, when a rename moved this scratch file: the
@@ -217,6 +219,7 @@ static struct node *node_get(struct tree *t, const char *path, const struct pt_r
 	}
 	n = xcalloc(1, sizeof(*n));
 	n->read_version = -1;
+	n->shown_size = -1;
 	n->ino = ino;
 	n->path = xstrdup(path);
 	n->row = row;
@@ -572,6 +575,8 @@ static int lookup_cb(struct child *c, void *vctx)
 		n->nlookup++;
 		lc->ino = n->ino;
 		lc->st->st_ino = n->ino;
+		if (c->row->kind == PT_FILE)
+			n->shown_size = lc->st->st_size;
 		pthread_mutex_unlock(&lc->t->lock);
 	}
 	buf_release(&path);
@@ -684,8 +689,11 @@ void tree_forget(struct tree *t, uint64_t ino, uint64_t n)
 int tree_getattr(struct tree *t, uint64_t ino, struct stat *st)
 {
 	struct node *n = node_of(t, ino);
+	int ret = n ? node_attr(t, n, st) : -ESTALE;
 
-	return n ? node_attr(t, n, st) : -ESTALE;
+	if (!ret && S_ISREG(st->st_mode))
+		n->shown_size = st->st_size;
+	return ret;
 }
 
 /* ---- readdir ------------------------------------------------------------ */
@@ -864,15 +872,10 @@ static int read_versioned(struct tree *t, const struct node *n, struct buf *cont
 	return ret;
 }
 
-int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, int64_t *base)
+static int open_file(struct tree *t, struct node *n, int flags, struct buf *content, int64_t *base)
 {
-	struct node *n = node_of(t, ino);
 	int ret;
 
-	buf_reset(content);
-	*base = -1;
-	if (!n)
-		return -ESTALE;
 	if (!n->row)
 		return flags & TREE_OPEN_TRUNC
 			   ? scratch_stat(t->scratch, n->path, &(struct scratch_attr){0})
@@ -898,6 +901,25 @@ int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, int6
 		return 0;
 	}
 	return owner_version(t, n->row, &n->vars, base);
+}
+
+int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, int64_t *base,
+	      int *size_changed)
+{
+	struct node *n = node_of(t, ino);
+	int ret;
+
+	buf_reset(content);
+	*base = -1;
+	*size_changed = 0;
+	if (!n)
+		return -ESTALE;
+	ret = open_file(t, n, flags, content, base);
+	if (!ret && !(flags & TREE_OPEN_TRUNC)) {
+		int64_t shown = atomic_exchange(&n->shown_size, (int64_t)content->len);
+		*size_changed = shown >= 0 && shown != (int64_t)content->len;
+	}
+	return ret;
 }
 
 int tree_file_kind(struct tree *t, uint64_t ino)

@@ -38,7 +38,9 @@ int escape_name(const char *name, struct buf *out);
 int unescape_name(const char *fname, struct buf *out);
 
 /* Appends `seg` percent-encoded for use as one URL path segment: every byte
- * outside RFC 3986's unreserved set (A-Z a-z 0-9 - . _ ~) becomes %XX. */
+ * outside RFC 3986's unreserved set (A-Z a-z 0-9 - . _ ~) becomes %XX, and
+ * so do the dots of a segment "." or "..", which would otherwise be removed
+ * from the path as dot segments. */
 void url_encode_segment(const char *seg, struct buf *out);
 
 /* 64-bit FNV-1a hash of a NUL-terminated string. */

@@ -17,13 +17,22 @@
 #define DSSFS_OPS_H
 
 #include <fuse_lowlevel.h>
+#include <pthread.h>
 
 struct tree;
+
+/* An open file or directory, registered in the context while open. */
+struct open_item {
+	struct open_item *prev, *next;
+	void (*free_fn)(struct open_item *it);
+};
 
 struct ops_ctx {
 	struct tree *tree;
 	struct fuse_session *se; /* for kernel cache invalidation */
 	size_t max_file;	 /* largest file a handle buffers */
+	pthread_mutex_t open_lock;
+	struct open_item *open_items;
 	double attr_timeout;
 	double negative_timeout_permanent;
 	int read_only;
@@ -31,5 +40,9 @@ struct ops_ctx {
 
 /* The operation table; the session's userdata must be a struct ops_ctx. */
 extern const struct fuse_lowlevel_ops dssfs_ops;
+
+/* Frees the handles the kernel never released (the session ended while
+ * files were open).  Call after the session loop has returned. */
+void ops_release_all(struct ops_ctx *c);
 
 #endif

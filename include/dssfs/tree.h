@@ -104,8 +104,12 @@ enum { TREE_OPEN_WRITE = 1, TREE_OPEN_TRUNC = 2 };
 /* Opens a file: copies its bytes into *content (reset first; left empty with
  * TREE_OPEN_TRUNC) and sets *base to the version a save will be checked
  * against (-1 if none).  Opening a read-only file for writing fails with
- * -EACCES (-EROFS on a read-only mount). */
-int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, int64_t *base);
+ * -EACCES (-EROFS on a read-only mount).  *size_changed is set when the
+ * bytes have another length than the st_size last reported for ino: the
+ * kernel's cached size must then be dropped, or it would cut reads at the
+ * old size. */
+int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, int64_t *base,
+	      int *size_changed);
 
 enum { TREE_API_RO, TREE_API_RW, TREE_SCRATCH };
 /* What kind of file ino is (or -errno). */

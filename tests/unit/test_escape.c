@@ -15,9 +15,15 @@ static const struct {
 static const struct {
 	const char *seg, *url;
 } url_cases[] = {
-    {"orders", "orders"},	{"my ds/é?", "my%20ds%2F%C3%A9%3F"},
-    {"a.b_c-d~e", "a.b_c-d~e"}, {"100%", "100%25"},
+    {"orders", "orders"},
+    {"my ds/é?", "my%20ds%2F%C3%A9%3F"},
+    {"a.b_c-d~e", "a.b_c-d~e"},
+    {"100%", "100%25"},
     {"#&+=", "%23%26%2B%3D"},
+    {".", "%2E"},
+    {"..", "%2E%2E"},
+    {"...", "..."},
+    {".x", ".x"},
 };
 
 int main(void)
