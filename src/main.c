@@ -44,6 +44,7 @@ struct options {
 	int read_only;
 	int last_writer_wins;
 	int scratch_max_mb;
+	int prefetch;
 	int secret_on_cmdline;
 };
 
@@ -73,6 +74,7 @@ static const struct fuse_opt option_spec[] = {
     OPT("max_response=%d", max_response_mb, 0),
     OPT("last_writer_wins", last_writer_wins, 1),
     OPT("scratch_max=%d", scratch_max_mb, 0),
+    OPT("prefetch=%d", prefetch, 0),
     FUSE_OPT_KEY("api_key=", KEY_SECRET),
     FUSE_OPT_KEY("apikey=", KEY_SECRET),
     FUSE_OPT_KEY("key=", KEY_SECRET),
@@ -128,6 +130,8 @@ static void usage(const char *prog)
 	       "    -o timeout=SECONDS      limit for one HTTP request (default 30)\n"
 	       "    -o connect_timeout=SECONDS  limit for connecting (default 10)\n"
 	       "    -o retries=N            retries of failed reads (default 2)\n"
+	       "    -o prefetch=N           parallel fetches after a listing (default 16,\n"
+	       "                            0: none)\n"
 	       "    -o max_response=MIB     largest response accepted, and largest file\n"
 	       "                            saved (default 256)\n\n"
 	       "Saving:\n"
@@ -184,7 +188,8 @@ int main(int argc, char *argv[])
 			    .connect_timeout = 10,
 			    .retries = 2,
 			    .max_response_mb = 256,
-			    .scratch_max_mb = 64};
+			    .scratch_max_mb = 64,
+			    .prefetch = 16};
 	struct fuse_cmdline_opts cmd = {0};
 	struct config cfg = {0};
 	struct buf err = BUF_INIT;
@@ -229,7 +234,7 @@ int main(int argc, char *argv[])
 	}
 	if (o.cache_ttl < 0 || o.cache_max_mb < 1 || o.attr_timeout <= 0 ||
 	    o.negative_timeout <= 0 || o.timeout < 1 || o.connect_timeout < 1 || o.retries < 0 ||
-	    o.max_response_mb < 1 || o.scratch_max_mb < 1) {
+	    o.max_response_mb < 1 || o.scratch_max_mb < 1 || o.prefetch < 0 || o.prefetch > 256) {
 		fprintf(stderr, "dssfs: invalid option value (see --help for the ranges)\n");
 		goto out;
 	}
@@ -273,6 +278,7 @@ int main(int argc, char *argv[])
 	    .read_only = o.read_only,
 	    .last_writer_wins = o.last_writer_wins,
 	    .scratch_max = (size_t)o.scratch_max_mb << 20,
+	    .prefetch_threads = o.prefetch,
 	};
 	tree = tree_new(http, cache, &to);
 
@@ -315,6 +321,7 @@ int main(int argc, char *argv[])
 		goto out;
 	if (!cmd.foreground)
 		log_use_syslog(1);
+	tree_start(tree);
 	if (pthread_create(&hup_tid, NULL, hup_thread, tree) == 0)
 		hup_started = 1;
 	log_info("mounted %s at %s (key from %s)", cfg.url, cmd.mountpoint, cfg.origin);

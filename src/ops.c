@@ -26,10 +26,10 @@ struct handle {
 	atomic_int refs;
 	pthread_mutex_t lock; /* guards everything below */
 	struct buf data;
-	int dirty;     /* differs from what DSS (or the scratch store) holds */
-	int written;   /* write() or ftruncate() since open */
-	int attempted; /* a flush tried to save the current content */
-	int64_t base;  /* version read, for the conflict check */
+	int dirty;	       /* differs from what DSS (or the scratch store) holds */
+	int written;	       /* write() or ftruncate() since open */
+	int attempted;	       /* a flush tried to save the current content */
+	struct tree_base base; /* what was read, for the conflict check */
 };
 
 struct dir_handle {
@@ -77,7 +77,7 @@ static struct handle *handle_new(struct ops_ctx *c)
 	atomic_init(&h->refs, 1);
 	pthread_mutex_init(&h->lock, NULL);
 	buf_init(&h->data);
-	h->base = -1;
+	h->base.version = -1;
 	track(c, &h->item, handle_free_item);
 	return h;
 }

@@ -5,6 +5,7 @@
 #include "dssfs/json.h"
 #include "dssfs/log.h"
 #include "dssfs/pathtab.h"
+#include "dssfs/prefetch.h"
 #include "dssfs/scratch.h"
 
 #include <cjson/cJSON.h>
@@ -35,17 +36,16 @@ struct resource {
 /* A node's path, row and variables never change, so an operation may read
  * the node the kernel is asking about without the lock: the kernel does not
  * forget an inode while an operation on it runs.  nlookup changes under the
- * tree lock; mtime_ms, read_version and shown_size are atomic. */
+ * tree lock; mtime_ms and shown_size are atomic. */
 struct node {
 	uint64_t ino;
 	char *path;		  /* file names (escaped), "/" for the root */
 	const struct pt_row *row; /* NULL: a scratch file */
 	struct pt_vars vars;	  /* values owned */
 	_Atomic int64_t mtime_ms; /* see tree.h: inherited time */
-	/* versionNumber of the guarding object when this file was last read
-	 * through the mount, -1 if unknown: what a later save is checked
-	 * against */
-	_Atomic int64_t read_version;
+	/* what this file was when last read through the mount (under the
+	 * tree lock): what a later save is checked against */
+	struct tree_base read_base;
 	/* st_size last reported to the kernel, -1 if none */
 	_Atomic int64_t shown_size;
 	uint64_t nlookup;
@@ -65,6 +65,7 @@ struct tree {
 	size_t nbuckets, nnodes;
 	struct node *root;
 	struct scratch *scratch;
+	struct prefetch *prefetch; /* NULL: disabled */
 };
 
 /* ---- resources ---------------------------------------------------------- */
@@ -218,7 +219,7 @@ static struct node *node_get(struct tree *t, const char *path, const struct pt_r
 		}
 	}
 	n = xcalloc(1, sizeof(*n));
-	n->read_version = -1;
+	n->read_base.version = -1;
 	n->shown_size = -1;
 	n->ino = ino;
 	n->path = xstrdup(path);
@@ -248,6 +249,33 @@ static uint64_t ino_for_path(struct tree *t, const char *path)
 	return ino;
 }
 
+static struct tree_base base_of(struct tree *t, const struct node *n)
+{
+	pthread_mutex_lock(&t->lock);
+	struct tree_base b = n->read_base;
+	pthread_mutex_unlock(&t->lock);
+	return b;
+}
+
+static void set_base(struct tree *t, struct node *n, const struct tree_base *b)
+{
+	pthread_mutex_lock(&t->lock);
+	n->read_base = *b;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* 64-bit FNV-1a of a byte string; 0 is kept for "unknown". */
+static uint64_t content_hash(const char *data, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)data[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h ? h : 1;
+}
+
 /* The node an operation on ino acts on (following a rename's move). */
 static struct node *node_of(struct tree *t, uint64_t ino)
 {
@@ -264,7 +292,8 @@ static struct node *node_of(struct tree *t, uint64_t ino)
 /* Records that the scratch file at `from` now answers as `to` (see
  * struct node's `moved`). */
 static void node_moved(struct tree *t, const char *from, const char *to, const struct pt_row *row,
-		       const struct pt_vars *vars, int64_t mtime_ms, int64_t read_version)
+		       const struct pt_vars *vars, int64_t mtime_ms,
+		       const struct tree_base *read_base)
 {
 	pthread_mutex_lock(&t->lock);
 	for (uint64_t ino = hash64(from);; ino++) {
@@ -279,11 +308,22 @@ static void node_moved(struct tree *t, const char *from, const char *to, const s
 		m->row = row;
 		vars_copy(&m->vars, vars);
 		m->mtime_ms = mtime_ms;
-		m->read_version = read_version;
+		m->read_base = *read_base;
 		n->moved = m;
 		break;
 	}
 	pthread_mutex_unlock(&t->lock);
+}
+
+/* A prefetch job: fetch into the cache unless it is there already. */
+static void prefetch_run(void *ctx, const char *key)
+{
+	struct tree *t = ctx;
+	struct cache_ref *ref = NULL;
+
+	if (cache_peek(t->cache, key, &ref) && !cache_get(t->cache, key, fetch_resource, t, &ref))
+		log_debug("prefetched %s", key);
+	cache_ref_put(ref);
 }
 
 struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options *o)
@@ -323,13 +363,22 @@ void tree_free(struct tree *t)
 		}
 	}
 	free(t->table);
+	prefetch_free(t->prefetch);
 	scratch_free(t->scratch);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
 
+void tree_start(struct tree *t)
+{
+	if (t->opt.prefetch_threads > 0 && !t->prefetch)
+		t->prefetch = prefetch_new(t->opt.prefetch_threads, 100000, prefetch_run, t);
+}
+
 void tree_drop_caches(struct tree *t)
 {
+	if (t->prefetch)
+		prefetch_clear(t->prefetch);
 	cache_clear(t->cache);
 }
 
@@ -361,13 +410,65 @@ static mode_t file_mode(struct tree *t, const struct pt_row *row)
 }
 
 /* Attributes of a file: fetches its document to know its exact size. */
+/* Appends the cache key of an endpoint template. */
+static int key_of(const char *tmpl, const struct pt_vars *vars, struct buf *key)
+{
+	return pathtab_expand(tmpl, vars, key);
+}
+
+static int saves_allowed(struct tree *t, const struct pt_row *row);
+
+static int64_t version_in(const struct cache_ref *ref, const char *at)
+{
+	struct buf p = BUF_INIT;
+	int64_t v;
+
+	buf_addf(&p, "%s.versionNumber", at);
+	v = json_get_int64(((struct resource *)cache_ref_value(ref))->json, p.data, -1);
+	buf_release(&p);
+	return v;
+}
+
+/* The resource a file shows and, for a file that can be saved, the
+ * versionNumber of the object guarding it (else -1).  The two may come from
+ * fetches made at different times; the save checks the content as well
+ * (see save_file), so that does not let a change go unseen. */
+static int get_file_resource(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
+			     struct cache_ref **ref, int64_t *version)
+{
+	struct cache_ref *owner = NULL;
+	struct buf key = BUF_INIT, okey = BUF_INIT;
+	int ret = key_of(row->get, vars, &key);
+
+	*ref = NULL;
+	*version = -1;
+	if (!ret && saves_allowed(t, row))
+		ret = key_of(row->owner_get, vars, &okey);
+	if (ret)
+		goto out;
+	if (okey.len && strcmp(okey.data, key.data)) {
+		ret = cache_get(t->cache, okey.data, fetch_resource, t, &owner);
+		if (ret)
+			goto out;
+		*version = version_in(owner, row->owner_at);
+	}
+	ret = cache_get(t->cache, key.data, fetch_resource, t, ref);
+	if (!ret && okey.len && !owner)
+		*version = version_in(*ref, row->owner_at);
+out:
+	cache_ref_put(owner);
+	buf_release(&key);
+	buf_release(&okey);
+	return ret;
+}
+
 static int file_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
 		     const struct pt_vars *vars, int64_t dir_mtime, struct stat *st)
 {
 	struct cache_ref *ref = NULL;
 	const struct buf *bytes;
-	int64_t mtime = dir_mtime;
-	int ret = get_resource(t, row->get, vars, &ref);
+	int64_t mtime = dir_mtime, version;
+	int ret = get_file_resource(t, row, vars, &ref, &version);
 
 	if (ret)
 		return ret;
@@ -719,6 +820,51 @@ static void dir_add(struct list_ctx *lc, const char *name, uint64_t ino, mode_t 
 	d->n++;
 }
 
+static int saves_allowed(struct tree *t, const struct pt_row *row);
+
+static void queue_key(struct tree *t, const char *tmpl, const struct pt_vars *vars)
+{
+	struct buf key = BUF_INIT;
+	struct cache_ref *ref;
+
+	if (tmpl && !pathtab_expand(tmpl, vars, &key)) {
+		if (!cache_peek(t->cache, key.data, &ref))
+			cache_ref_put(ref);
+		else
+			prefetch_add(t->prefetch, key.data);
+	}
+	buf_release(&key);
+}
+
+/* The resources that reading a node of this row takes. */
+static void queue_row(struct tree *t, const struct pt_row *row, const struct pt_vars *vars)
+{
+	if (row->kind == PT_FILE) {
+		if (saves_allowed(t, row))
+			queue_key(t, row->owner_get, vars);
+		queue_key(t, row->cond_get, vars);
+		queue_key(t, row->get, vars);
+	} else if (row->list) {
+		queue_key(t, row->list, vars);
+	}
+}
+
+/* What `ls -l`, tar and rsync will need after this listing: each child's
+ * resources and, for a folder, those of what it holds that need no further
+ * listing (a dataset's files, a project's files and lists). */
+static void prefetch_child(struct tree *t, const struct child *c)
+{
+	if (!t->prefetch)
+		return;
+	queue_row(t, c->row, &c->vars);
+	if (c->row->kind == PT_DIR && !c->row->list) {
+		const struct pt_row *kids[32];
+		size_t nk = pathtab_children(c->row, kids, 32);
+		for (size_t i = 0; i < nk; i++)
+			queue_row(t, kids[i], &c->vars);
+	}
+}
+
 static int list_cb(struct child *c, void *vctx)
 {
 	struct list_ctx *lc = vctx;
@@ -728,6 +874,7 @@ static int list_cb(struct child *c, void *vctx)
 	for (size_t i = 2; i < lc->out->n; i++)
 		if (!strcmp(lc->out->ents[i].name, c->name.data))
 			return 0;
+	prefetch_child(lc->t, c);
 	child_path(lc->dir, c->name.data, &path);
 	dir_add(lc, c->name.data, ino_for_path(lc->t, path.data),
 		c->row->kind == PT_DIR ? S_IFDIR : S_IFREG);
@@ -799,12 +946,6 @@ static int saves_allowed(struct tree *t, const struct pt_row *row)
 	return row && row->kind == PT_FILE && row->put && !t->opt.read_only;
 }
 
-/* Appends the cache key of an endpoint template. */
-static int key_of(const char *tmpl, const struct pt_vars *vars, struct buf *key)
-{
-	return pathtab_expand(tmpl, vars, key);
-}
-
 /* The current versionNumber of the object guarding a writable file. */
 static int owner_version(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
 			 int64_t *version)
@@ -822,57 +963,27 @@ static int owner_version(struct tree *t, const struct pt_row *row, const struct 
 	return 0;
 }
 
-static int file_bytes(struct tree *t, const struct node *n, struct buf *out)
+/* A file's bytes, and the version they go with (see get_file_resource). */
+static int file_bytes(struct tree *t, const struct node *n, struct buf *out, int64_t *version)
 {
 	struct cache_ref *ref = NULL;
 	const struct buf *bytes;
-	int ret = get_resource(t, n->row->get, &n->vars, &ref);
+	int64_t v;
+	int ret = get_file_resource(t, n->row, &n->vars, &ref, &v);
 
 	if (ret)
 		return ret;
 	ret = render(cache_ref_value(ref), n->row, &bytes);
 	if (!ret)
 		buf_add(out, bytes->data, bytes->len);
+	if (version)
+		*version = v;
 	cache_ref_put(ref);
 	return ret;
 }
 
-/* Reads a writable file together with the version of its guarding object,
- * so that the pair is consistent: the content is fetched no earlier than
- * the version, else a save could overwrite a change it never showed. */
-static int read_versioned(struct tree *t, const struct node *n, struct buf *content,
-			  int64_t *version)
-{
-	struct cache_ref *owner = NULL, *ref = NULL;
-	struct buf p = BUF_INIT, key = BUF_INIT;
-	const struct buf *bytes;
-	int ret = get_resource(t, n->row->owner_get, &n->vars, &owner);
-
-	if (ret)
-		return ret;
-	buf_addf(&p, "%s.versionNumber", n->row->owner_at);
-	*version = json_get_int64(((struct resource *)cache_ref_value(owner))->json, p.data, -1);
-	ret = key_of(n->row->get, &n->vars, &key);
-	if (!ret)
-		ret = cache_get(t->cache, key.data, fetch_resource, t, &ref);
-	if (!ret && cache_ref_seq(ref) < cache_ref_seq(owner)) {
-		cache_ref_put(ref);
-		ref = NULL;
-		cache_invalidate(t->cache, key.data);
-		ret = cache_get(t->cache, key.data, fetch_resource, t, &ref);
-	}
-	if (!ret)
-		ret = render(cache_ref_value(ref), n->row, &bytes);
-	if (!ret)
-		buf_add(content, bytes->data, bytes->len);
-	cache_ref_put(ref);
-	cache_ref_put(owner);
-	buf_release(&p);
-	buf_release(&key);
-	return ret;
-}
-
-static int open_file(struct tree *t, struct node *n, int flags, struct buf *content, int64_t *base)
+static int open_file(struct tree *t, struct node *n, int flags, struct buf *content,
+		     struct tree_base *base)
 {
 	int ret;
 
@@ -885,32 +996,34 @@ static int open_file(struct tree *t, struct node *n, int flags, struct buf *cont
 	if ((flags & TREE_OPEN_WRITE) && !saves_allowed(t, n->row))
 		return t->opt.read_only ? -EROFS : -EACCES;
 	if (!saves_allowed(t, n->row))
-		return file_bytes(t, n, content);
+		return file_bytes(t, n, content, NULL);
 	if (!(flags & TREE_OPEN_TRUNC)) {
-		/* Remember which version the user read, so that a save can
-		 * tell whether someone else changed the object since. */
-		ret = read_versioned(t, n, content, base);
-		if (ret)
+		/* Remember what the user read, so that a save can tell
+		 * whether someone else changed the object since. */
+		ret = file_bytes(t, n, content, &base->version);
+		if (ret) {
 			buf_reset(content);
-		else
-			n->read_version = *base;
-		return ret;
-	}
-	if (n->read_version >= 0) {
-		*base = n->read_version;
+			return ret;
+		}
+		base->hash = content_hash(content->data, content->len);
+		set_base(t, n, base);
 		return 0;
 	}
-	return owner_version(t, n->row, &n->vars, base);
+	*base = base_of(t, n);
+	if (base->version >= 0 || base->hash)
+		return 0;
+	return owner_version(t, n->row, &n->vars, &base->version);
 }
 
-int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, int64_t *base,
+int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, struct tree_base *base,
 	      int *size_changed)
 {
 	struct node *n = node_of(t, ino);
 	int ret;
 
 	buf_reset(content);
-	*base = -1;
+	base->version = -1;
+	base->hash = 0;
 	*size_changed = 0;
 	if (!n)
 		return -ESTALE;
@@ -1078,10 +1191,10 @@ static void invalidate_after_save(struct tree *t, const struct pt_row *row,
 	buf_release(&key);
 }
 
-/* Saves `data` as the file of `row`.  *base is the version the user read (-1:
- * unknown); on success it becomes the version DSS now has. */
+/* Saves `data` as the file of `row`.  *base is what the user read (version
+ * -1 / hash 0: unknown); on success it becomes what DSS now holds. */
 static int save_file(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
-		     const char *path, const char *data, size_t len, int64_t *base)
+		     const char *path, const char *data, size_t len, struct tree_base *base)
 {
 	struct buf get_key = BUF_INIT, owner_key = BUF_INIT, put_key = BUF_INIT, resp = BUF_INIT;
 	struct cache_ref *ref = NULL;
@@ -1102,28 +1215,43 @@ static int save_file(struct tree *t, const struct pt_row *row, const struct pt_v
 		goto out;
 
 	/* The conflict check and the read-modify-write need what DSS holds
-	 * now, not what the cache remembers. */
+	 * now, not what the cache remembers (and a re-read after a refusal
+	 * then shows it). */
 	cache_invalidate(t->cache, owner_key.data);
 	ret = owner_version(t, row, vars, &now);
 	if (ret)
 		goto out;
-	if (*base >= 0 && now != *base && !t->opt.last_writer_wins) {
-		log_error("%s: not saved: it was changed on DSS since you read it (version %lld, "
-			  "now %lld); read it again, or mount with -o last_writer_wins",
-			  path, (long long)*base, (long long)now);
-		ret = -ESTALE;
-		goto out;
-	}
 	if (strcmp(get_key.data, owner_key.data))
 		cache_invalidate(t->cache, get_key.data);
 	ret = cache_get(t->cache, get_key.data, fetch_resource, t, &ref);
 	if (ret)
 		goto out;
 	struct resource *res = cache_ref_value(ref);
-	if (!render(res, row, &current) && current->len == len &&
-	    !memcmp(current->data, data, len)) {
+	ret = render(res, row, &current);
+	if (ret)
+		goto out;
+	if (current->len == len && !memcmp(current->data, data, len)) {
 		/* Nothing to change: editors rewrite unchanged files. */
-		*base = now;
+		base->version = now;
+		base->hash = content_hash(current->data, current->len);
+		goto out;
+	}
+	/* Refused if the object's version moved, or if this file's content
+	 * changed (the version and the content the user read may come from
+	 * fetches made at different moments). */
+	if (!t->opt.last_writer_wins &&
+	    ((base->version >= 0 && now != base->version) ||
+	     (base->hash && content_hash(current->data, current->len) != base->hash))) {
+		if (base->version >= 0 && now != base->version)
+			log_error(
+			    "%s: not saved: it was changed on DSS since you read it (version "
+			    "%lld, now %lld); read it again, or mount with -o last_writer_wins",
+			    path, (long long)base->version, (long long)now);
+		else
+			log_error("%s: not saved: it was changed on DSS since you read it; read it "
+				  "again, or mount with -o last_writer_wins",
+				  path);
+		ret = -ESTALE;
 		goto out;
 	}
 	if (row->field) {
@@ -1163,10 +1291,11 @@ static int save_file(struct tree *t, const struct pt_row *row, const struct pt_v
 	log_info("%s: saved", path);
 	/* The new version, so that the next save of this file is checked
 	 * against it; the reads that follow reuse this fetch. */
+	base->hash = 0;
 	if (owner_version(t, row, vars, &now) == 0)
-		*base = now;
+		base->version = now;
 	else
-		*base = -1;
+		base->version = -1;
 out:
 	cache_ref_put(ref);
 	cJSON_Delete(parsed);
@@ -1179,7 +1308,7 @@ out:
 	return ret;
 }
 
-int tree_save(struct tree *t, uint64_t ino, const char *data, size_t len, int64_t *base)
+int tree_save(struct tree *t, uint64_t ino, const char *data, size_t len, struct tree_base *base)
 {
 	struct node *n = node_of(t, ino);
 	int ret;
@@ -1192,7 +1321,7 @@ int tree_save(struct tree *t, uint64_t ino, const char *data, size_t len, int64_
 		return -EISDIR;
 	ret = save_file(t, n->row, &n->vars, n->path, data, len, base);
 	if (!ret)
-		n->read_version = *base;
+		set_base(t, n, base);
 	return ret;
 }
 
@@ -1303,9 +1432,10 @@ int tree_unlink(struct tree *t, uint64_t parent, const char *name)
 	return ret ? ret : -EPERM;
 }
 
-static int64_t read_version_of(struct tree *t, const char *path)
+/* The read base of the node at path (unknown if it has none). */
+static struct tree_base base_of_path(struct tree *t, const char *path)
 {
-	int64_t v = -1;
+	struct tree_base b = {-1, 0};
 
 	pthread_mutex_lock(&t->lock);
 	for (uint64_t ino = hash64(path);; ino++) {
@@ -1313,15 +1443,15 @@ static int64_t read_version_of(struct tree *t, const char *path)
 		if (!n)
 			break;
 		if (!strcmp(n->path, path)) {
-			v = n->read_version;
+			b = n->read_base;
 			break;
 		}
 	}
 	pthread_mutex_unlock(&t->lock);
-	return v;
+	return b;
 }
 
-static void set_read_version(struct tree *t, const char *path, int64_t v)
+static void set_base_of_path(struct tree *t, const char *path, const struct tree_base *b)
 {
 	pthread_mutex_lock(&t->lock);
 	for (uint64_t ino = hash64(path);; ino++) {
@@ -1329,7 +1459,7 @@ static void set_read_version(struct tree *t, const char *path, int64_t v)
 		if (!n)
 			break;
 		if (!strcmp(n->path, path)) {
-			n->read_version = v;
+			n->read_base = *b;
 			break;
 		}
 	}
@@ -1359,7 +1489,7 @@ int tree_rename(struct tree *t, uint64_t parent, const char *name, uint64_t newp
 		/* scratch -> API file: that is a save. */
 		ret = find_api_child(t, to, newname, &target);
 		if (!ret) {
-			int64_t base = read_version_of(t, dst.data);
+			struct tree_base base = base_of_path(t, dst.data);
 			if (flags & RENAME_NOREPLACE) {
 				ret = -EEXIST;
 				goto out;
@@ -1367,9 +1497,9 @@ int tree_rename(struct tree *t, uint64_t parent, const char *name, uint64_t newp
 			ret = save_file(t, target.row, &target.vars, dst.data, data.data, data.len,
 					&base);
 			if (!ret) {
-				set_read_version(t, dst.data, base);
+				set_base_of_path(t, dst.data, &base);
 				node_moved(t, src.data, dst.data, target.row, &target.vars,
-					   target.mtime_ms, base);
+					   target.mtime_ms, &base);
 				scratch_unlink(t->scratch, src.data);
 				*saved_ino = ino_for_path(t, dst.data);
 			}
@@ -1389,7 +1519,8 @@ int tree_rename(struct tree *t, uint64_t parent, const char *name, uint64_t newp
 		}
 		ret = scratch_rename(t->scratch, src.data, dst.data);
 		if (!ret)
-			node_moved(t, src.data, dst.data, NULL, &to->vars, 0, -1);
+			node_moved(t, src.data, dst.data, NULL, &to->vars, 0,
+				   &(struct tree_base){-1, 0});
 		goto out;
 	}
 
@@ -1403,7 +1534,7 @@ int tree_rename(struct tree *t, uint64_t parent, const char *name, uint64_t newp
 	}
 	buf_reset(&data);
 	struct node tmp = {.row = source.row, .vars = source.vars};
-	ret = file_bytes(t, &tmp, &data);
+	ret = file_bytes(t, &tmp, &data, NULL);
 	if (ret)
 		goto out;
 	ret = scratch_create(t->scratch, dst.data, 0644, now_epoch_ms());
@@ -1448,13 +1579,13 @@ int tree_setattr(struct tree *t, uint64_t ino, const struct stat *attr, int to_s
 		}
 	} else if ((to_set & TREE_SET_SIZE) && n->row->kind == PT_FILE) {
 		/* truncate(2) without an open file: change and save at once. */
-		int64_t base = n->read_version;
-		ret = saves_allowed(t, n->row) ? file_bytes(t, n, &data) : -EACCES;
+		struct tree_base base = base_of(t, n);
+		ret = saves_allowed(t, n->row) ? file_bytes(t, n, &data, NULL) : -EACCES;
 		if (!ret) {
 			buf_resize(&data, (size_t)attr->st_size);
 			ret = save_file(t, n->row, &n->vars, n->path, data.data, data.len, &base);
 			if (!ret)
-				n->read_version = base;
+				set_base(t, n, &base);
 		}
 	}
 	/* Modes, owners and times of DSS objects are not stored: accepted and

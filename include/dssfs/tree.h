@@ -23,9 +23,10 @@
  *
  * Saving.  A writable file (its row has a PUT endpoint) is saved whole:
  * tree_save() validates the bytes (JSON files must parse as an object with
- * the keys the endpoint needs; text must be UTF-8), checks that the object's
- * versionNumber has not moved since the file was read through the mount
- * (-ESTALE otherwise, unless last_writer_wins), and sends the whole object
+ * the keys the endpoint needs; text must be UTF-8), checks that neither the
+ * object's versionNumber nor the file's content changed on DSS since the
+ * file was read through the mount (-ESTALE otherwise, unless
+ * last_writer_wins), and sends the whole object
  * (for a projection, the freshly read document with that part replaced).
  * Content equal to what DSS holds sends nothing.  Afterwards the cached
  * resources it touched, and the listings above it, are dropped.
@@ -35,6 +36,10 @@
  * kept in memory (scratch.h), listed with the directory, never sent to DSS.
  * rename(scratch -> DSS file) saves; rename(DSS file -> scratch name) copies;
  * DSS objects are never created or deleted through the mount (EPERM).
+ *
+ * Prefetch.  Listing a directory queues, for a pool of threads, the
+ * resources its children will need (prefetch.h), so a walk by ls -l, tar or
+ * rsync finds them fetched, in parallel, over reused connections.
  *
  * Errors.  Every function returns 0 or -errno.  A listing that cannot be
  * fetched is an error, never an empty directory.
@@ -61,11 +66,16 @@ struct tree_options {
 	int read_only;	      /* shows every file without write permission */
 	int last_writer_wins; /* save even if the object changed since read */
 	size_t scratch_max;   /* bytes of scratch files held at most */
+	int prefetch_threads; /* parallel fetches after a listing; 0: none */
 };
 
 /* Uses (does not own) h and c; c must be made with tree_cache_new(). */
 struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options *o);
 void tree_free(struct tree *t); /* NULL-safe */
+
+/* Starts the prefetch threads: call after daemonising (fork keeps no
+ * threads). */
+void tree_start(struct tree *t);
 
 /* A cache suitable for tree_new (its values are the tree's resources). */
 struct cache *tree_cache_new(size_t max_bytes, int64_t ttl_ms);
@@ -101,6 +111,13 @@ void tree_dir_release(struct tree_dir *d);
 
 enum { TREE_OPEN_WRITE = 1, TREE_OPEN_TRUNC = 2 };
 
+/* What a save is checked against: the versionNumber of the object guarding
+ * the file (-1: unknown) and a hash of the bytes the user read (0: unknown). */
+struct tree_base {
+	int64_t version;
+	uint64_t hash;
+};
+
 /* Opens a file: copies its bytes into *content (reset first; left empty with
  * TREE_OPEN_TRUNC) and sets *base to the version a save will be checked
  * against (-1 if none).  Opening a read-only file for writing fails with
@@ -108,7 +125,7 @@ enum { TREE_OPEN_WRITE = 1, TREE_OPEN_TRUNC = 2 };
  * bytes have another length than the st_size last reported for ino: the
  * kernel's cached size must then be dropped, or it would cut reads at the
  * old size. */
-int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, int64_t *base,
+int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, struct tree_base *base,
 	      int *size_changed);
 
 enum { TREE_API_RO, TREE_API_RW, TREE_SCRATCH };
@@ -117,7 +134,7 @@ int tree_file_kind(struct tree *t, uint64_t ino);
 
 /* Saves a file's whole content; see above.  *base: in, the version read;
  * out, the version DSS now holds. */
-int tree_save(struct tree *t, uint64_t ino, const char *data, size_t len, int64_t *base);
+int tree_save(struct tree *t, uint64_t ino, const char *data, size_t len, struct tree_base *base);
 
 /* Creates a scratch file and takes a lookup reference on it.  -EPERM for a
  * name a DSS object could have there. */
