@@ -9,6 +9,12 @@
 
 static atomic_int max_level = LOG_LVL_INFO;
 static atomic_int to_syslog;
+static _Thread_local int quiet;
+
+void log_thread_quiet(int on)
+{
+	quiet = on;
+}
 
 void log_set_level(enum log_level max)
 {
@@ -34,6 +40,8 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	struct buf b = BUF_INIT;
 	va_list ap;
 
+	if (quiet && lvl < LOG_LVL_DEBUG)
+		lvl = LOG_LVL_DEBUG;
 	if (!log_enabled(lvl))
 		return;
 	va_start(ap, fmt);

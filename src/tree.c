@@ -321,6 +321,7 @@ static void prefetch_run(void *ctx, const char *key)
 	struct tree *t = ctx;
 	struct cache_ref *ref = NULL;
 
+	log_thread_quiet(1);
 	if (cache_peek(t->cache, key, &ref) && !cache_get(t->cache, key, fetch_resource, t, &ref))
 		log_debug("prefetched %s", key);
 	cache_ref_put(ref);
@@ -429,37 +430,11 @@ static int64_t version_in(const struct cache_ref *ref, const char *at)
 	return v;
 }
 
-/* The resource a file shows and, for a file that can be saved, the
- * versionNumber of the object guarding it (else -1).  The two may come from
- * fetches made at different times; the save checks the content as well
- * (see save_file), so that does not let a change go unseen. */
-static int get_file_resource(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
-			     struct cache_ref **ref, int64_t *version)
+/* The versionNumber of a document that carries its own versionTag (-1 if
+ * the row says it has none). */
+static int64_t doc_version(const struct pt_row *row, const struct cache_ref *ref)
 {
-	struct cache_ref *owner = NULL;
-	struct buf key = BUF_INIT, okey = BUF_INIT;
-	int ret = key_of(row->get, vars, &key);
-
-	*ref = NULL;
-	*version = -1;
-	if (!ret && saves_allowed(t, row))
-		ret = key_of(row->owner_get, vars, &okey);
-	if (ret)
-		goto out;
-	if (okey.len && strcmp(okey.data, key.data)) {
-		ret = cache_get(t->cache, okey.data, fetch_resource, t, &owner);
-		if (ret)
-			goto out;
-		*version = version_in(owner, row->owner_at);
-	}
-	ret = cache_get(t->cache, key.data, fetch_resource, t, ref);
-	if (!ret && okey.len && !owner)
-		*version = version_in(*ref, row->owner_at);
-out:
-	cache_ref_put(owner);
-	buf_release(&key);
-	buf_release(&okey);
-	return ret;
+	return row->version_at ? version_in(ref, row->version_at) : -1;
 }
 
 static int file_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
@@ -467,8 +442,8 @@ static int file_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
 {
 	struct cache_ref *ref = NULL;
 	const struct buf *bytes;
-	int64_t mtime = dir_mtime, version;
-	int ret = get_file_resource(t, row, vars, &ref, &version);
+	int64_t mtime = dir_mtime;
+	int ret = get_resource(t, row->get, vars, &ref);
 
 	if (ret)
 		return ret;
@@ -840,8 +815,6 @@ static void queue_key(struct tree *t, const char *tmpl, const struct pt_vars *va
 static void queue_row(struct tree *t, const struct pt_row *row, const struct pt_vars *vars)
 {
 	if (row->kind == PT_FILE) {
-		if (saves_allowed(t, row))
-			queue_key(t, row->owner_get, vars);
 		queue_key(t, row->cond_get, vars);
 		queue_key(t, row->get, vars);
 	} else if (row->list) {
@@ -946,30 +919,12 @@ static int saves_allowed(struct tree *t, const struct pt_row *row)
 	return row && row->kind == PT_FILE && row->put && !t->opt.read_only;
 }
 
-/* The current versionNumber of the object guarding a writable file. */
-static int owner_version(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
-			 int64_t *version)
-{
-	struct cache_ref *ref = NULL;
-	struct buf p = BUF_INIT;
-	int ret = get_resource(t, row->owner_get, vars, &ref);
-
-	if (ret)
-		return ret;
-	buf_addf(&p, "%s.versionNumber", row->owner_at);
-	*version = json_get_int64(((struct resource *)cache_ref_value(ref))->json, p.data, -1);
-	buf_release(&p);
-	cache_ref_put(ref);
-	return 0;
-}
-
-/* A file's bytes, and the version they go with (see get_file_resource). */
+/* A file's bytes, and the versionNumber of its document (-1: none). */
 static int file_bytes(struct tree *t, const struct node *n, struct buf *out, int64_t *version)
 {
 	struct cache_ref *ref = NULL;
 	const struct buf *bytes;
-	int64_t v;
-	int ret = get_file_resource(t, n->row, &n->vars, &ref, &v);
+	int ret = get_resource(t, n->row->get, &n->vars, &ref);
 
 	if (ret)
 		return ret;
@@ -977,7 +932,7 @@ static int file_bytes(struct tree *t, const struct node *n, struct buf *out, int
 	if (!ret)
 		buf_add(out, bytes->data, bytes->len);
 	if (version)
-		*version = v;
+		*version = doc_version(n->row, ref);
 	cache_ref_put(ref);
 	return ret;
 }
@@ -1009,10 +964,10 @@ static int open_file(struct tree *t, struct node *n, int flags, struct buf *cont
 		set_base(t, n, base);
 		return 0;
 	}
+	/* Truncated without reading: checked against what was last read
+	 * through the mount, if anything. */
 	*base = base_of(t, n);
-	if (base->version >= 0 || base->hash)
-		return 0;
-	return owner_version(t, n->row, &n->vars, &base->version);
+	return 0;
 }
 
 int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, struct tree_base *base,
@@ -1173,7 +1128,7 @@ invalid:
 static void invalidate_after_save(struct tree *t, const struct pt_row *row,
 				  const struct pt_vars *vars)
 {
-	const char *keys[] = {row->get, row->owner_get, row->cond_get};
+	const char *keys[] = {row->get, row->cond_get};
 	struct buf key = BUF_INIT;
 
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
@@ -1196,12 +1151,13 @@ static void invalidate_after_save(struct tree *t, const struct pt_row *row,
 static int save_file(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
 		     const char *path, const char *data, size_t len, struct tree_base *base)
 {
-	struct buf get_key = BUF_INIT, owner_key = BUF_INIT, put_key = BUF_INIT, resp = BUF_INIT;
+	struct buf get_key = BUF_INIT, put_key = BUF_INIT, resp = BUF_INIT;
 	struct cache_ref *ref = NULL;
 	cJSON *parsed = NULL, *env = NULL;
 	char *body = NULL;
 	const struct buf *current;
-	int64_t now = -1;
+	int64_t now;
+	uint64_t now_hash;
 	int ret;
 
 	if (!saves_allowed(t, row))
@@ -1209,20 +1165,13 @@ static int save_file(struct tree *t, const struct pt_row *row, const struct pt_v
 	ret = validate(row, path, data, len, &parsed);
 	if (ret)
 		return ret;
-	if ((ret = key_of(row->get, vars, &get_key)) ||
-	    (ret = key_of(row->owner_get, vars, &owner_key)) ||
-	    (ret = key_of(row->put, vars, &put_key)))
+	if ((ret = key_of(row->get, vars, &get_key)) || (ret = key_of(row->put, vars, &put_key)))
 		goto out;
 
 	/* The conflict check and the read-modify-write need what DSS holds
 	 * now, not what the cache remembers (and a re-read after a refusal
 	 * then shows it). */
-	cache_invalidate(t->cache, owner_key.data);
-	ret = owner_version(t, row, vars, &now);
-	if (ret)
-		goto out;
-	if (strcmp(get_key.data, owner_key.data))
-		cache_invalidate(t->cache, get_key.data);
+	cache_invalidate(t->cache, get_key.data);
 	ret = cache_get(t->cache, get_key.data, fetch_resource, t, &ref);
 	if (ret)
 		goto out;
@@ -1230,27 +1179,26 @@ static int save_file(struct tree *t, const struct pt_row *row, const struct pt_v
 	ret = render(res, row, &current);
 	if (ret)
 		goto out;
+	now = doc_version(row, ref);
+	now_hash = content_hash(current->data, current->len);
 	if (current->len == len && !memcmp(current->data, data, len)) {
 		/* Nothing to change: editors rewrite unchanged files. */
 		base->version = now;
-		base->hash = content_hash(current->data, current->len);
+		base->hash = now_hash;
 		goto out;
 	}
-	/* Refused if the object's version moved, or if this file's content
-	 * changed (the version and the content the user read may come from
-	 * fetches made at different moments). */
-	if (!t->opt.last_writer_wins &&
-	    ((base->version >= 0 && now != base->version) ||
-	     (base->hash && content_hash(current->data, current->len) != base->hash))) {
-		if (base->version >= 0 && now != base->version)
-			log_error(
-			    "%s: not saved: it was changed on DSS since you read it (version "
-			    "%lld, now %lld); read it again, or mount with -o last_writer_wins",
-			    path, (long long)base->version, (long long)now);
-		else
-			log_error("%s: not saved: it was changed on DSS since you read it; read it "
-				  "again, or mount with -o last_writer_wins",
-				  path);
+	if (!t->opt.last_writer_wins && base->version >= 0 && now != base->version) {
+		log_error(
+		    "%s: not saved: it was changed on DSS since you read it (version %lld, now "
+		    "%lld); read it again, or mount with -o last_writer_wins",
+		    path, (long long)base->version, (long long)now);
+		ret = -ESTALE;
+		goto out;
+	}
+	if (!t->opt.last_writer_wins && base->hash && now_hash != base->hash) {
+		log_error("%s: not saved: it was changed on DSS since you read it; read it again, "
+			  "or mount with -o last_writer_wins",
+			  path);
 		ret = -ESTALE;
 		goto out;
 	}
@@ -1289,13 +1237,15 @@ static int save_file(struct tree *t, const struct pt_row *row, const struct pt_v
 		goto out;
 	invalidate_after_save(t, row, vars);
 	log_info("%s: saved", path);
-	/* The new version, so that the next save of this file is checked
+	/* What DSS now holds, so that the next save of this file is checked
 	 * against it; the reads that follow reuse this fetch. */
+	base->version = -1;
 	base->hash = 0;
-	if (owner_version(t, row, vars, &now) == 0)
-		base->version = now;
-	else
-		base->version = -1;
+	if (!cache_get(t->cache, get_key.data, fetch_resource, t, &ref) &&
+	    !render(cache_ref_value(ref), row, &current)) {
+		base->version = doc_version(row, ref);
+		base->hash = content_hash(current->data, current->len);
+	}
 out:
 	cache_ref_put(ref);
 	cJSON_Delete(parsed);
@@ -1303,7 +1253,6 @@ out:
 	free(body);
 	buf_release(&resp);
 	buf_release(&get_key);
-	buf_release(&owner_key);
 	buf_release(&put_key);
 	return ret;
 }

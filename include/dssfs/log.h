@@ -19,6 +19,11 @@ void log_set_level(enum log_level max);
 void log_use_syslog(int on);
 int log_enabled(enum log_level lvl);
 
+/* While on, the calling thread's errors and warnings are logged as debug
+ * messages: for work nobody asked for yet (prefetching), whose failures
+ * the request that needs the result will meet and report itself. */
+void log_thread_quiet(int on);
+
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)

@@ -18,12 +18,9 @@
  * the row exist only where that field has that value (a scenario's script.py
  * exists only for custom Python scenarios).
  *
- * A writable file (`put` set) also names the object that guards it:
- * `owner_get` is the resource holding the object's versionTag, at JSON path
- * `owner_at`; a save is refused if that version moved since the file was
- * read.  A save of a file that is a projection (`field` set) re-reads the
- * whole `get` document, replaces the field and sends the whole document
- * back.  `require` lists keys (comma-separated) a saved JSON object must have.
+ * A save of a file that is a projection (`field` set) re-reads the whole
+ * `get` document, replaces the field and sends the whole document back.
+ * `require` lists keys (comma-separated) a saved JSON object must have.
  *
  * Endpoint templates use the same {variables}; pathtab_expand() fills them
  * with URL-encoded object names.  The FUSE layer and the tree engine read
@@ -65,8 +62,6 @@ struct pt_row {
 	 * the document has none (the file then takes its directory's mtime) */
 	const char *version_at;
 	/* saving */
-	const char *owner_get;
-	const char *owner_at;
 	const char *require;
 	/* derived name / conditional presence */
 	const char *cond_get;

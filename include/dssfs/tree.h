@@ -23,10 +23,11 @@
  *
  * Saving.  A writable file (its row has a PUT endpoint) is saved whole:
  * tree_save() validates the bytes (JSON files must parse as an object with
- * the keys the endpoint needs; text must be UTF-8), checks that neither the
- * object's versionNumber nor the file's content changed on DSS since the
- * file was read through the mount (-ESTALE otherwise, unless
- * last_writer_wins), and sends the whole object
+ * the keys the endpoint needs; text must be UTF-8), re-reads the document
+ * and checks that neither its versionNumber (where it has a versionTag) nor
+ * the file's content changed on DSS since the file was read through the
+ * mount (-ESTALE otherwise, unless last_writer_wins), and sends the whole
+ * object
  * (for a projection, the freshly read document with that part replaced).
  * Content equal to what DSS holds sends nothing.  Afterwards the cached
  * resources it touched, and the listings above it, are dropped.
@@ -111,8 +112,8 @@ void tree_dir_release(struct tree_dir *d);
 
 enum { TREE_OPEN_WRITE = 1, TREE_OPEN_TRUNC = 2 };
 
-/* What a save is checked against: the versionNumber of the object guarding
- * the file (-1: unknown) and a hash of the bytes the user read (0: unknown). */
+/* What a save is checked against: the versionNumber of the file's document
+ * (-1: unknown or none) and a hash of the bytes the user read (0: unknown). */
 struct tree_base {
 	int64_t version;
 	uint64_t hash;
