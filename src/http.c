@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define API_PREFIX "/public/api/"
 
@@ -154,22 +155,43 @@ static void pool_give(struct http *h, struct pooled *p)
 	pthread_mutex_unlock(&h->pool_lock);
 }
 
+/* Where a response body goes: a buffer, or a file (then the buffer keeps
+ * only the first bytes, enough for an error body). */
 struct sink {
 	struct buf *out;
-	size_t max;
-	int too_big;
+	int fd;
+	size_t total, max;
+	int too_big, write_failed;
 };
+
+#define SINK_ERROR_BYTES 65536
 
 static size_t on_data(char *data, size_t size, size_t nmemb, void *ctx)
 {
 	struct sink *s = ctx;
 	size_t n = size * nmemb;
 
-	if (s->out->len + n > s->max) {
+	if (s->total + n > s->max) {
 		s->too_big = 1;
 		return 0;
 	}
-	buf_add(s->out, data, n);
+	s->total += n;
+	if (s->fd < 0) {
+		buf_add(s->out, data, n);
+		return n;
+	}
+	if (s->out->len < SINK_ERROR_BYTES)
+		buf_add(s->out, data, n < SINK_ERROR_BYTES ? n : SINK_ERROR_BYTES);
+	for (size_t off = 0; off < n;) {
+		ssize_t w = write(s->fd, data + off, n - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			s->write_failed = errno ? errno : EIO;
+			return 0;
+		}
+		off += (size_t)w;
+	}
 	return n;
 }
 
@@ -205,7 +227,13 @@ static void setup(struct http *h, CURL *c, const char *method, const char *url, 
 	curl_easy_setopt(c, CURLOPT_USERNAME, h->api_key);
 	curl_easy_setopt(c, CURLOPT_PASSWORD, "");
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->connect_timeout_ms);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->timeout_ms);
+	if (sink->fd < 0) {
+		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->timeout_ms);
+	} else {
+		/* A stream may take long; it must not stall. */
+		curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (h->timeout_ms + 999) / 1000);
+	}
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -253,16 +281,17 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-int http_request(struct http *h, const char *method, const char *path, const char *body,
-		 size_t body_len, struct buf *resp)
+static int do_request(struct http *h, const char *method, const char *path, const char *body,
+		      size_t body_len, struct sink *sinkp)
 {
 	struct buf url = BUF_INIT, what = BUF_INIT;
 	char errbuf[CURL_ERROR_SIZE];
 	struct pooled *p = NULL;
 	CURLcode rc = CURLE_OK;
 	long status = 0;
-	int ret, idempotent = !strcmp(method, "GET");
-	struct sink sink = {resp, h->max_body, 0};
+	int ret, idempotent = !strcmp(method, "GET") && sinkp->fd < 0;
+	struct sink sink = *sinkp;
+	struct buf *resp = sink.out;
 
 	buf_reset(resp);
 	buf_addf(&url, "%s%s%s", h->base_url, API_PREFIX, path);
@@ -277,7 +306,8 @@ int http_request(struct http *h, const char *method, const char *path, const cha
 		struct upload up = {body, body_len, 0};
 
 		buf_reset(resp);
-		sink.too_big = 0;
+		sink.too_big = sink.write_failed = 0;
+		sink.total = 0;
 		errbuf[0] = '\0';
 		setup(h, p->curl, method, url.data, &sink, &up, errbuf);
 		rc = curl_easy_perform(p->curl);
@@ -294,8 +324,12 @@ int http_request(struct http *h, const char *method, const char *path, const cha
 	if (rc != CURLE_OK) {
 		if (sink.too_big) {
 			log_error("%s: response larger than %zu bytes, refused", what.data,
-				  h->max_body);
+				  sink.max);
 			ret = -EFBIG;
+		} else if (sink.write_failed) {
+			log_error("%s: cannot spool the response: %s", what.data,
+				  strerror(sink.write_failed));
+			ret = -sink.write_failed;
 		} else {
 			ret = errmap_transport(what.data, rc, errbuf);
 		}
@@ -308,11 +342,32 @@ int http_request(struct http *h, const char *method, const char *path, const cha
 		atomic_fetch_add(&h->failures, 1);
 		buf_release(resp);
 	}
+	sinkp->total = sink.total;
 out:
 	if (p)
 		pool_give(h, p);
 	buf_release(&url);
 	buf_release(&what);
+	return ret;
+}
+
+int http_request(struct http *h, const char *method, const char *path, const char *body,
+		 size_t body_len, struct buf *resp)
+{
+	struct sink sink = {.out = resp, .fd = -1, .max = h->max_body};
+
+	return do_request(h, method, path, body, body_len, &sink);
+}
+
+int http_request_to_fd(struct http *h, const char *method, const char *path, const char *body,
+		       size_t body_len, int fd, size_t max, size_t *size)
+{
+	struct buf err = BUF_INIT;
+	struct sink sink = {.out = &err, .fd = fd, .max = max};
+	int ret = do_request(h, method, path, body, body_len, &sink);
+
+	*size = sink.total;
+	buf_release(&err);
 	return ret;
 }
 

@@ -279,6 +279,7 @@ int main(int argc, char *argv[])
 	    .last_writer_wins = o.last_writer_wins,
 	    .scratch_max = (size_t)o.scratch_max_mb << 20,
 	    .prefetch_threads = o.prefetch,
+	    .spool_max = (size_t)o.max_response_mb << 20,
 	};
 	tree = tree_new(http, cache, &to);
 

@@ -26,10 +26,11 @@ struct handle {
 	atomic_int refs;
 	pthread_mutex_t lock; /* guards everything below */
 	struct buf data;
-	int dirty;	       /* differs from what DSS (or the scratch store) holds */
-	int written;	       /* write() or ftruncate() since open */
-	int attempted;	       /* a flush tried to save the current content */
-	struct tree_base base; /* what was read, for the conflict check */
+	int dirty;		    /* differs from what DSS (or the scratch store) holds */
+	int written;		    /* write() or ftruncate() since open */
+	int attempted;		    /* a flush tried to save the current content */
+	struct tree_base base;	    /* what was read, for the conflict check */
+	struct tree_stream *stream; /* a spooled stream: read from there */
 };
 
 struct dir_handle {
@@ -93,6 +94,7 @@ static struct handle *handle_get(struct fuse_file_info *fi)
 static void handle_put(struct handle *h)
 {
 	if (atomic_fetch_sub(&h->refs, 1) == 1) {
+		tree_stream_close(h->stream);
 		buf_release(&h->data);
 		pthread_mutex_destroy(&h->lock);
 		free(h);
@@ -380,9 +382,24 @@ static int open_flags(const struct fuse_file_info *fi)
 /* Makes the handle of an open() or create(). */
 static int open_handle(struct ops_ctx *c, uint64_t ino, struct fuse_file_info *fi)
 {
-	struct handle *h = handle_new(c);
-	int flags = open_flags(fi), size_changed;
-	int ret = tree_open(c->tree, ino, flags, &h->data, &h->base, &size_changed);
+	struct handle *h;
+	int flags = open_flags(fi), size_changed, ret;
+
+	if (tree_file_kind(c->tree, ino) == TREE_STREAM) {
+		if (flags & TREE_OPEN_WRITE)
+			return c->read_only ? -EROFS : -EACCES;
+		h = handle_new(c);
+		ret = tree_stream_open(c->tree, ino, &h->stream);
+		if (ret) {
+			handle_close(c, h);
+			return ret;
+		}
+		fi->fh = (uint64_t)(uintptr_t)h;
+		fi->keep_cache = 0;
+		return 0;
+	}
+	h = handle_new(c);
+	ret = tree_open(c->tree, ino, flags, &h->data, &h->base, &size_changed);
 
 	if (ret) {
 		handle_close(c, h);
@@ -452,6 +469,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct handle *h = handle_get(fi);
 
 	(void)ino;
+	if (h->stream) {
+		char *buf = xmalloc(size ? size : 1);
+		ssize_t n = tree_stream_read(h->stream, buf, size, off);
+		if (n < 0)
+			fuse_reply_err(req, (int)-n);
+		else
+			fuse_reply_buf(req, buf, (size_t)n);
+		free(buf);
+		handle_put(h);
+		return;
+	}
 	pthread_mutex_lock(&h->lock);
 	if (off < 0 || (size_t)off >= h->data.len) {
 		fuse_reply_buf(req, NULL, 0);

@@ -49,6 +49,11 @@ static const struct pt_row rows[] = {
      .put = P "/variables/",
      .require = "standard,local"},
 
+    {.pattern = "/{project}/export.zip",
+     .kind = PT_FILE,
+     .get = P "/export",
+     .format = PT_SPOOL,
+     .hidden = 1},
     {.pattern = "/{project}/datasets", .kind = PT_DIR, .list = P "/datasets/", .list_key = "name"},
     {.pattern = "/{project}/datasets/{dataset}", .kind = PT_DIR},
     {.pattern = "/{project}/datasets/{dataset}/settings.json",

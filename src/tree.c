@@ -10,12 +10,14 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 /* A fetched REST resource: the parsed document and the renderings of its
  * files, made on first use. */
@@ -27,7 +29,9 @@ struct rendering {
 };
 
 struct resource {
-	cJSON *json;
+	cJSON *json;  /* NULL for a spooled stream */
+	int spool_fd; /* PT_SPOOL: the temporary file holding it, else -1 */
+	size_t spool_size;
 	pthread_mutex_t lock; /* guards the renderings */
 	struct rendering *r;
 	size_t nr;
@@ -80,6 +84,8 @@ static void resource_free(void *v)
 		buf_release(&res->r[i].bytes);
 	free(res->r);
 	cJSON_Delete(res->json);
+	if (res->spool_fd >= 0)
+		close(res->spool_fd);
 	pthread_mutex_destroy(&res->lock);
 	free(res);
 }
@@ -107,6 +113,7 @@ static int fetch_resource(void *ctx, const char *key, void **value, size_t *cost
 	}
 	res = xcalloc(1, sizeof(*res));
 	res->json = json;
+	res->spool_fd = -1;
 	pthread_mutex_init(&res->lock, NULL);
 	/* The parsed tree and the renderings cost a few times the body. */
 	*cost = 3 * body.len + sizeof(*res) + 256;
@@ -115,7 +122,75 @@ static int fetch_resource(void *ctx, const char *key, void **value, size_t *cost
 	return 0;
 }
 
+#define SPOOL_PREFIX "POST "
+
+/* An anonymous temporary file (gone when closed). */
+static int spool_file(void)
+{
+	const char *dir = getenv("TMPDIR");
+	int fd;
+
+	if (!dir || !*dir)
+		dir = "/tmp";
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		char *tmpl = xasprintf("%s/dssfs-spool-XXXXXX", dir);
+		fd = mkostemp(tmpl, O_CLOEXEC);
+		if (fd >= 0)
+			unlink(tmpl);
+		free(tmpl);
+	}
+	return fd < 0 ? -errno : fd;
+}
+
+/* Fetches a stream (key "POST <path>") into a spool file. */
+static int fetch_spool(void *ctx, const char *key, void **value, size_t *cost)
+{
+	struct tree *t = ctx;
+	const char *path = key + strlen(SPOOL_PREFIX);
+	struct resource *res;
+	size_t size = 0;
+	int fd = spool_file(), ret;
+
+	if (fd < 0) {
+		log_error("POST %s: cannot make a temporary file: %s", path, strerror(-fd));
+		return fd;
+	}
+	ret = http_request_to_fd(t->http, "POST", path, "{}", 2, fd, t->opt.spool_max, &size);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	res = xcalloc(1, sizeof(*res));
+	res->spool_fd = fd;
+	res->spool_size = size;
+	pthread_mutex_init(&res->lock, NULL);
+	*cost = sizeof(*res) + 256; /* the bytes are on disk */
+	*value = res;
+	return 0;
+}
+
 /* Gets the resource at endpoint template `tmpl` for these variables. */
+static int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
+			struct cache_ref **ref);
+
+/* The resource a file row shows. */
+static int get_row_resource(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
+			    struct cache_ref **ref)
+{
+	struct buf key = BUF_INIT;
+	int ret;
+
+	if (row->format != PT_SPOOL)
+		return get_resource(t, row->get, vars, ref);
+	buf_addstr(&key, SPOOL_PREFIX);
+	ret = pathtab_expand(row->get, vars, &key);
+	if (!ret)
+		ret = cache_get(t->cache, key.data, fetch_spool, t, ref);
+	buf_release(&key);
+	return ret;
+}
+
 static int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
 			struct cache_ref **ref)
 {
@@ -138,6 +213,10 @@ static int render(struct resource *res, const struct pt_row *row, const struct b
 	for (size_t i = 0; i < res->nr; i++)
 		if (res->r[i].field == row->field && res->r[i].format == row->format)
 			r = &res->r[i];
+	if (!r && !res->json) {
+		pthread_mutex_unlock(&res->lock);
+		return -EIO;
+	}
 	if (!r) {
 		const cJSON *part = json_get(res->json, row->field);
 		res->r = xrealloc(res->r, (res->nr + 1) * sizeof(*res->r));
@@ -443,14 +522,20 @@ static int file_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
 	struct cache_ref *ref = NULL;
 	const struct buf *bytes;
 	int64_t mtime = dir_mtime;
-	int ret = get_resource(t, row->get, vars, &ref);
+	int ret = get_row_resource(t, row, vars, &ref);
+	struct buf spooled = BUF_INIT;
 
 	if (ret)
 		return ret;
 	struct resource *res = cache_ref_value(ref);
-	ret = render(res, row, &bytes);
-	if (ret)
-		goto out;
+	if (row->format == PT_SPOOL) {
+		spooled.len = res->spool_size; /* only the length is used */
+		bytes = &spooled;
+	} else {
+		ret = render(res, row, &bytes);
+		if (ret)
+			goto out;
+	}
 	if (row->version_at) {
 		struct buf p = BUF_INIT;
 		buf_addf(&p, "%s.lastModifiedOn", row->version_at);
@@ -814,6 +899,8 @@ static void queue_key(struct tree *t, const char *tmpl, const struct pt_vars *va
 /* The resources that reading a node of this row takes. */
 static void queue_row(struct tree *t, const struct pt_row *row, const struct pt_vars *vars)
 {
+	if (row->format == PT_SPOOL || row->hidden)
+		return; /* only fetched when asked for by name */
 	if (row->kind == PT_FILE) {
 		queue_key(t, row->cond_get, vars);
 		queue_key(t, row->get, vars);
@@ -843,6 +930,8 @@ static int list_cb(struct child *c, void *vctx)
 	struct list_ctx *lc = vctx;
 	struct buf path = BUF_INIT;
 
+	if (c->row->hidden)
+		return 0;
 	/* Two objects cannot share a name, but a server might send both. */
 	for (size_t i = 2; i < lc->out->n; i++)
 		if (!strcmp(lc->out->ents[i].name, c->name.data))
@@ -1000,6 +1089,8 @@ int tree_file_kind(struct tree *t, uint64_t ino)
 		return TREE_SCRATCH;
 	if (n->row->kind != PT_FILE)
 		return -EISDIR;
+	if (n->row->format == PT_SPOOL)
+		return TREE_STREAM;
 	return saves_allowed(t, n->row) ? TREE_API_RW : TREE_API_RO;
 }
 
@@ -1541,4 +1632,56 @@ int tree_setattr(struct tree *t, uint64_t ino, const struct stat *attr, int to_s
 	 * ignored, as tools like rsync and cp -p expect them to work. */
 	buf_release(&data);
 	return ret ? ret : node_attr(t, n, out);
+}
+
+/* ---- streams ------------------------------------------------------------ */
+
+struct tree_stream {
+	struct cache_ref *ref;
+	int fd;
+	size_t size;
+};
+
+int tree_stream_open(struct tree *t, uint64_t ino, struct tree_stream **out)
+{
+	struct node *n = node_of(t, ino);
+	struct cache_ref *ref = NULL;
+	int ret;
+
+	*out = NULL;
+	if (!n)
+		return -ESTALE;
+	if (!n->row || n->row->format != PT_SPOOL)
+		return -EINVAL;
+	ret = get_row_resource(t, n->row, &n->vars, &ref);
+	if (ret)
+		return ret;
+	struct resource *res = cache_ref_value(ref);
+	*out = xcalloc(1, sizeof(**out));
+	(*out)->ref = ref;
+	(*out)->fd = res->spool_fd;
+	(*out)->size = res->spool_size;
+	return 0;
+}
+
+ssize_t tree_stream_read(struct tree_stream *s, char *buf, size_t size, off_t off)
+{
+	ssize_t n;
+
+	if (off < 0 || (size_t)off >= s->size)
+		return 0;
+	if (size > s->size - (size_t)off)
+		size = s->size - (size_t)off;
+	do
+		n = pread(s->fd, buf, size, off);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : n;
+}
+
+void tree_stream_close(struct tree_stream *s)
+{
+	if (!s)
+		return;
+	cache_ref_put(s->ref);
+	free(s);
 }

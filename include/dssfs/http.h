@@ -58,6 +58,13 @@ void http_free(struct http *h);
 int http_request(struct http *h, const char *method, const char *path, const char *body,
 		 size_t body_len, struct buf *resp);
 
+/* Like http_request, but a 2xx body is written to fd (at most `max` bytes,
+ * else -EFBIG), never held in memory; *size gets its length.  A stream
+ * has no total timeout, only a stall limit (no byte for `timeout_ms`), and
+ * is not retried.  Error bodies are read for the log as usual. */
+int http_request_to_fd(struct http *h, const char *method, const char *path, const char *body,
+		       size_t body_len, int fd, size_t max, size_t *size);
+
 static inline int http_get(struct http *h, const char *path, struct buf *resp)
 {
 	return http_request(h, "GET", path, NULL, 0, resp);

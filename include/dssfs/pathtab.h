@@ -37,7 +37,10 @@
 #include "dssfs/buf.h"
 
 enum pt_kind { PT_DIR, PT_FILE };
-enum pt_format { PT_JSON, PT_TEXT };
+/* PT_JSON: the projection rendered as JSON; PT_TEXT: a string field as is;
+ * PT_SPOOL: the raw response of a POST to `get` (a stream, e.g. a project
+ * export), spooled to a temporary file, never held in memory. */
+enum pt_format { PT_JSON, PT_TEXT, PT_SPOOL };
 enum pt_seg { PT_SEG_ROOT, PT_SEG_LITERAL, PT_SEG_VAR, PT_SEG_DERIVED };
 
 #define PT_MAX_VARS 6
@@ -63,6 +66,9 @@ struct pt_row {
 	const char *version_at;
 	/* saving */
 	const char *require;
+	/* reachable by name but not listed (e.g. streams whose size is only
+	 * known once fetched: listing them would fetch them) */
+	int hidden;
 	/* derived name / conditional presence */
 	const char *cond_get;
 	const char *cond_field;

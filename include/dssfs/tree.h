@@ -68,6 +68,7 @@ struct tree_options {
 	int last_writer_wins; /* save even if the object changed since read */
 	size_t scratch_max;   /* bytes of scratch files held at most */
 	int prefetch_threads; /* parallel fetches after a listing; 0: none */
+	size_t spool_max;     /* largest stream spooled (bytes) */
 };
 
 /* Uses (does not own) h and c; c must be made with tree_cache_new(). */
@@ -129,7 +130,7 @@ struct tree_base {
 int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, struct tree_base *base,
 	      int *size_changed);
 
-enum { TREE_API_RO, TREE_API_RW, TREE_SCRATCH };
+enum { TREE_API_RO, TREE_API_RW, TREE_SCRATCH, TREE_STREAM };
 /* What kind of file ino is (or -errno). */
 int tree_file_kind(struct tree *t, uint64_t ino);
 
@@ -154,6 +155,16 @@ enum { TREE_SET_MODE = 1, TREE_SET_SIZE = 2, TREE_SET_MTIME = 4 };
  * and not stored.  Fills *out with the attributes after the change. */
 int tree_setattr(struct tree *t, uint64_t ino, const struct stat *attr, int to_set,
 		 struct stat *out);
+
+/* Streams (TREE_STREAM files, e.g. a project's export.zip): spooled to an
+ * anonymous temporary file when first looked up, so their st_size is exact,
+ * and read from there, never held in memory.  A stream stays readable
+ * through an open handle after the cache dropped it. */
+struct tree_stream;
+int tree_stream_open(struct tree *t, uint64_t ino, struct tree_stream **out);
+/* Returns bytes read (0 at the end) or -errno. */
+ssize_t tree_stream_read(struct tree_stream *s, char *buf, size_t size, off_t off);
+void tree_stream_close(struct tree_stream *s); /* NULL-safe */
 
 /* Forgets every cached resource (SIGHUP). */
 void tree_drop_caches(struct tree *t);
