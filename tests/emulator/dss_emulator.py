@@ -1402,7 +1402,19 @@ class Recorder:
         self.lock = threading.Lock()
         self.total = 0
         self.by_method = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.log = open(log_path, "ab", buffering=0) if log_path else None
+
+    def begin(self):
+        """A DSS API request arrived (for the concurrency figure)."""
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def end(self):
+        with self.lock:
+            self.in_flight -= 1
 
     def record(self, method, raw_path):
         with self.lock:
@@ -1413,12 +1425,14 @@ class Recorder:
 
     def stats(self):
         with self.lock:
-            return {"requests": self.total, "by_method": dict(self.by_method)}
+            return {"requests": self.total, "by_method": dict(self.by_method),
+                    "max_in_flight": self.max_in_flight}
 
     def reset(self):
         with self.lock:
             self.total = 0
             self.by_method = {}
+            self.max_in_flight = self.in_flight
 
     def close(self):
         if self.log is not None:
@@ -1494,6 +1508,13 @@ class Emulator:
     # --- DSS API --------------------------------------------------------------------------
 
     def api(self, h, method, raw, segs, query, body):
+        self.recorder.begin()
+        try:
+            self._api(h, method, raw, segs, query, body)
+        finally:
+            self.recorder.end()
+
+    def _api(self, h, method, raw, segs, query, body):
         rel = None
         for prefix in API_PREFIXES:
             if tuple(segs[:2]) == prefix:

@@ -467,14 +467,15 @@ def test_chunked_and_expect_continue_bodies(fresh):
 
 def test_stats_and_request_log(fresh):
     fresh.json("POST", "/__emulator__/reset-stats", key=None)
-    assert fresh.stats() == {"requests": 0, "by_method": {}}
+    assert fresh.stats() == {"requests": 0, "by_method": {}, "max_in_flight": 0}
     n_lines = len(fresh.log_lines())
     fresh.api("GET", "/projects/SALES/datasets/")
     fresh.api("GET", "/projects/SALES/scenarios/DAILY_BUILD/get-last-runs?limit=3&x=True")
     fresh.request("GET", "/public/api/projects/", key="bad")           # 401s count too
     fresh.api("PUT", "/projects/SALES/variables/", {"standard": {}, "local": {}})
     fresh.stats()
-    assert fresh.stats() == {"requests": 4, "by_method": {"GET": 3, "PUT": 1}}
+    assert fresh.stats() == {"requests": 4, "by_method": {"GET": 3, "PUT": 1},
+                             "max_in_flight": 1}
     assert fresh.log_lines()[n_lines:] == [
         "GET /public/api/projects/SALES/datasets/",
         "GET /public/api/projects/SALES/scenarios/DAILY_BUILD/get-last-runs?limit=3&x=True",
@@ -516,6 +517,19 @@ def test_faults(fresh):
     assert len(ctl("GET")) == 1
     ctl("DELETE")
     err(fresh, "POST", "/faults", 400, {"path_regex": "("}, prefix="/__emulator__", key=None)
+
+
+def test_max_in_flight_counts_concurrent_requests(request):
+    emu = start(request, "--latency-ms", "200")
+    emu.json("POST", "/__emulator__/reset-stats", key=None)
+    threads = [threading.Thread(target=lambda: emu.request("GET", "/public/api/projects/",
+                                                           conn=emu.connect()))
+               for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert emu.stats()["max_in_flight"] == 5
 
 
 def test_latency_is_per_request_and_concurrent(request):
