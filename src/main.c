@@ -152,9 +152,15 @@ static void on_sighup(int sig)
 	sem_post(&hup_sem);
 }
 
+static void inval_kernel(uint64_t ino, void *se)
+{
+	fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+}
+
 static void *hup_thread(void *arg)
 {
-	struct tree *t = arg;
+	struct ops_ctx *c = arg;
+	struct tree *t = c->tree;
 
 	for (;;) {
 		while (sem_wait(&hup_sem) && errno == EINTR)
@@ -164,6 +170,8 @@ static void *hup_thread(void *arg)
 		if (hup_pending) {
 			hup_pending = 0;
 			tree_drop_caches(t);
+			/* and what the kernel keeps of them: sizes, times, pages */
+			tree_for_each_ino(t, inval_kernel, c->se);
 			log_info("SIGHUP: dropped all cached objects");
 		}
 	}
@@ -323,7 +331,7 @@ int main(int argc, char *argv[])
 	if (!cmd.foreground)
 		log_use_syslog(1);
 	tree_start(tree);
-	if (pthread_create(&hup_tid, NULL, hup_thread, tree) == 0)
+	if (pthread_create(&hup_tid, NULL, hup_thread, &ctx) == 0)
 		hup_started = 1;
 	log_info("mounted %s at %s (key from %s)", cfg.url, cmd.mountpoint, cfg.origin);
 

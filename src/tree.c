@@ -40,13 +40,12 @@ struct resource {
 /* A node's path, row and variables never change, so an operation may read
  * the node the kernel is asking about without the lock: the kernel does not
  * forget an inode while an operation on it runs.  nlookup changes under the
- * tree lock; mtime_ms and shown_size are atomic. */
+ * tree lock; shown_size is atomic. */
 struct node {
 	uint64_t ino;
 	char *path;		  /* file names (escaped), "/" for the root */
 	const struct pt_row *row; /* NULL: a scratch file */
 	struct pt_vars vars;	  /* values owned */
-	_Atomic int64_t mtime_ms; /* see tree.h: inherited time */
 	/* what this file was when last read through the mount (under the
 	 * tree lock): what a later save is checked against */
 	struct tree_base read_base;
@@ -280,7 +279,7 @@ static struct node *find_ino(struct tree *t, uint64_t ino)
 /* Finds the node of a path or makes it (caller holds the lock); the ino is
  * the path's hash, moved on while another path holds that number. */
 static struct node *node_get(struct tree *t, const char *path, const struct pt_row *row,
-			     const struct pt_vars *vars, int64_t mtime_ms)
+			     const struct pt_vars *vars)
 {
 	uint64_t ino = hash64(path);
 	struct node *n;
@@ -291,11 +290,8 @@ static struct node *node_get(struct tree *t, const char *path, const struct pt_r
 		n = find_ino(t, ino);
 		if (!n)
 			break;
-		if (!strcmp(n->path, path)) {
-			/* The listing it came from may be newer. */
-			n->mtime_ms = mtime_ms;
+		if (!strcmp(n->path, path))
 			return n;
-		}
 	}
 	n = xcalloc(1, sizeof(*n));
 	n->read_base.version = -1;
@@ -304,7 +300,6 @@ static struct node *node_get(struct tree *t, const char *path, const struct pt_r
 	n->path = xstrdup(path);
 	n->row = row;
 	vars_copy(&n->vars, vars);
-	n->mtime_ms = mtime_ms;
 	n->hnext = t->table[ino % t->nbuckets];
 	t->table[ino % t->nbuckets] = n;
 	t->nnodes++;
@@ -371,8 +366,7 @@ static struct node *node_of(struct tree *t, uint64_t ino)
 /* Records that the scratch file at `from` now answers as `to` (see
  * struct node's `moved`). */
 static void node_moved(struct tree *t, const char *from, const char *to, const struct pt_row *row,
-		       const struct pt_vars *vars, int64_t mtime_ms,
-		       const struct tree_base *read_base)
+		       const struct pt_vars *vars, const struct tree_base *read_base)
 {
 	pthread_mutex_lock(&t->lock);
 	for (uint64_t ino = hash64(from);; ino++) {
@@ -386,7 +380,6 @@ static void node_moved(struct tree *t, const char *from, const char *to, const s
 		m->path = xstrdup(to);
 		m->row = row;
 		vars_copy(&m->vars, vars);
-		m->mtime_ms = mtime_ms;
 		m->read_base = *read_base;
 		n->moved = m;
 		break;
@@ -422,7 +415,6 @@ struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options
 	t->root->path = xstrdup("/");
 	t->root->row = pathtab_root();
 	vars_copy(&t->root->vars, &none);
-	t->root->mtime_ms = o->mount_time_ms;
 	t->root->nlookup = 1;
 	t->table[TREE_ROOT_INO % t->nbuckets] = t->root;
 	t->nnodes = 1;
@@ -455,6 +447,22 @@ void tree_start(struct tree *t)
 		t->prefetch = prefetch_new(t->opt.prefetch_threads, 100000, prefetch_run, t);
 }
 
+void tree_for_each_ino(struct tree *t, void (*fn)(uint64_t ino, void *ctx), void *ctx)
+{
+	uint64_t *inos;
+	size_t n = 0;
+
+	pthread_mutex_lock(&t->lock);
+	inos = xmalloc((t->nnodes + 1) * sizeof(*inos));
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (struct node *nd = t->table[i]; nd; nd = nd->hnext)
+			inos[n++] = nd->ino;
+	pthread_mutex_unlock(&t->lock);
+	for (size_t i = 0; i < n; i++)
+		fn(inos[i], ctx);
+	free(inos);
+}
+
 void tree_drop_caches(struct tree *t)
 {
 	if (t->prefetch)
@@ -463,6 +471,41 @@ void tree_drop_caches(struct tree *t)
 }
 
 /* ---- attributes --------------------------------------------------------- */
+
+/* The time of the DSS object a node belongs to: the versionTag of the
+ * nearest object folder at or above it, from its parent's listing (read
+ * each time, so a refreshed listing moves it); the mount time above the
+ * projects.  A file or folder whose own time is unknown takes its object's,
+ * so a change to the object moves the time of all its files, and rsync's
+ * size-and-time check never misses a change. */
+static int64_t object_mtime(struct tree *t, const struct pt_row *row, const struct pt_vars *vars)
+{
+	for (const struct pt_row *r = row; r; r = pathtab_parent(r)) {
+		const char *var;
+		if (pathtab_leaf(r, &var, NULL) != PT_SEG_VAR)
+			continue;
+		const struct pt_row *dir = pathtab_parent(r);
+		const char *name = pt_vars_get(vars, var);
+		struct cache_ref *ref = NULL;
+		int64_t m = -1;
+		if (!name || get_resource(t, dir->list, vars, &ref))
+			break;
+		const cJSON *list = ((struct resource *)cache_ref_value(ref))->json, *item;
+		cJSON_ArrayForEach(item, list)
+		{
+			const char *k = cJSON_IsObject(list) ? item->string
+							     : json_get_string(item, dir->list_key);
+			if (k && !strcmp(k, name)) {
+				m = json_get_int64(item, "versionTag.lastModifiedOn", -1);
+				break;
+			}
+		}
+		cache_ref_put(ref);
+		if (m >= 0)
+			return m;
+	}
+	return t->opt.mount_time_ms;
+}
 
 static void fill_common(struct tree *t, struct stat *st, uint64_t ino, int64_t mtime_ms)
 {
@@ -517,11 +560,11 @@ static int64_t doc_version(const struct pt_row *row, const struct cache_ref *ref
 }
 
 static int file_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
-		     const struct pt_vars *vars, int64_t dir_mtime, struct stat *st)
+		     const struct pt_vars *vars, struct stat *st)
 {
 	struct cache_ref *ref = NULL;
 	const struct buf *bytes;
-	int64_t mtime = dir_mtime;
+	int64_t mtime = -1;
 	int ret = get_row_resource(t, row, vars, &ref);
 	struct buf spooled = BUF_INIT;
 
@@ -539,9 +582,11 @@ static int file_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
 	if (row->version_at) {
 		struct buf p = BUF_INIT;
 		buf_addf(&p, "%s.lastModifiedOn", row->version_at);
-		mtime = json_get_int64(res->json, p.data, dir_mtime);
+		mtime = json_get_int64(res->json, p.data, -1);
 		buf_release(&p);
 	}
+	if (mtime < 0)
+		mtime = object_mtime(t, row, vars);
 	fill_common(t, st, ino, mtime);
 	st->st_mode = file_mode(t, row);
 	st->st_nlink = 1;
@@ -572,10 +617,10 @@ static int node_attr(struct tree *t, const struct node *n, struct stat *st)
 	if (!n->row)
 		return scratch_attr(t, n->ino, n->path, st);
 	if (n->row->kind == PT_DIR) {
-		dir_attr(t, n->ino, n->mtime_ms, st);
+		dir_attr(t, n->ino, object_mtime(t, n->row, &n->vars), st);
 		return 0;
 	}
-	return file_attr(t, n->ino, n->row, &n->vars, n->mtime_ms, st);
+	return file_attr(t, n->ino, n->row, &n->vars, st);
 }
 
 /* ---- children ----------------------------------------------------------- */
@@ -584,8 +629,7 @@ static int node_attr(struct tree *t, const struct node *n, struct stat *st)
 struct child {
 	const struct pt_row *row;
 	struct pt_vars vars; /* values borrowed */
-	int64_t mtime_ms;
-	struct buf name; /* escaped file name */
+	struct buf name;     /* escaped file name */
 };
 
 /* Calls fn for each child of directory n, stopping when fn returns nonzero
@@ -631,7 +675,6 @@ static int for_each_listed(struct tree *t, const struct node *dir, child_fn fn, 
 		}
 		c.vars.name[c.vars.n] = var;
 		c.vars.value[c.vars.n++] = name;
-		c.mtime_ms = json_get_int64(item, "versionTag.lastModifiedOn", dir->mtime_ms);
 		ret = fn(&c, ctx);
 		buf_release(&c.name);
 		if (ret)
@@ -676,8 +719,7 @@ static int for_each_fixed(struct tree *t, const struct node *dir, child_fn fn, v
 	int ret = 0;
 
 	for (size_t i = 0; i < nk && !ret; i++) {
-		struct child c = {
-		    .row = kids[i], .vars = dir->vars, .mtime_ms = dir->mtime_ms, .name = BUF_INIT};
+		struct child c = {.row = kids[i], .vars = dir->vars, .name = BUF_INIT};
 		ret = fixed_child_name(t, dir, kids[i], &c.name);
 		if (ret == -ENOENT)
 			ret = 0;
@@ -727,12 +769,12 @@ static int lookup_cb(struct child *c, void *vctx)
 	/* Attributes first (this may fetch), then the node. */
 	uint64_t ino = ino_for_path(lc->t, path.data);
 	if (c->row->kind == PT_DIR)
-		dir_attr(lc->t, ino, c->mtime_ms, lc->st);
+		dir_attr(lc->t, ino, object_mtime(lc->t, c->row, &c->vars), lc->st);
 	else
-		ret = file_attr(lc->t, ino, c->row, &c->vars, c->mtime_ms, lc->st);
+		ret = file_attr(lc->t, ino, c->row, &c->vars, lc->st);
 	if (!ret) {
 		pthread_mutex_lock(&lc->t->lock);
-		n = node_get(lc->t, path.data, c->row, &c->vars, c->mtime_ms);
+		n = node_get(lc->t, path.data, c->row, &c->vars);
 		n->nlookup++;
 		lc->ino = n->ino;
 		lc->st->st_ino = n->ino;
@@ -769,10 +811,10 @@ static int name_possible(const struct node *dir, const char *name)
 
 /* Takes a lookup reference on the node of path (caller holds no lock). */
 static uint64_t node_ref(struct tree *t, const char *path, const struct pt_row *row,
-			 const struct pt_vars *vars, int64_t mtime_ms)
+			 const struct pt_vars *vars)
 {
 	pthread_mutex_lock(&t->lock);
-	struct node *n = node_get(t, path, row, vars, mtime_ms);
+	struct node *n = node_get(t, path, row, vars);
 	n->nlookup++;
 	uint64_t ino = n->ino;
 	pthread_mutex_unlock(&t->lock);
@@ -789,7 +831,7 @@ static int lookup_scratch(struct tree *t, const struct node *dir, const char *na
 	child_path(dir, name, &path);
 	ret = scratch_stat(t->scratch, path.data, &sa);
 	if (!ret) {
-		*ino = node_ref(t, path.data, NULL, &dir->vars, sa.mtime_ms);
+		*ino = node_ref(t, path.data, NULL, &dir->vars);
 		ret = scratch_attr(t, *ino, path.data, st);
 	}
 	buf_release(&path);
@@ -903,7 +945,10 @@ static void queue_row(struct tree *t, const struct pt_row *row, const struct pt_
 		return; /* only fetched when asked for by name */
 	if (row->kind == PT_FILE) {
 		queue_key(t, row->cond_get, vars);
-		queue_key(t, row->get, vars);
+		/* A file that may not exist (script.py) is only fetched once
+		 * the walk finds it there. */
+		if (!row->cond_equals)
+			queue_key(t, row->get, vars);
 	} else if (row->list) {
 		queue_key(t, row->list, vars);
 	}
@@ -1371,7 +1416,6 @@ int tree_save(struct tree *t, uint64_t ino, const char *data, size_t len, struct
 struct found {
 	const struct pt_row *row;
 	struct pt_vars vars;
-	int64_t mtime_ms;
 };
 
 static void found_release(struct found *f)
@@ -1394,7 +1438,6 @@ static int find_cb(struct child *c, void *vctx)
 	if (strcmp(c->name.data, fc->name))
 		return 0;
 	fc->out->row = c->row;
-	fc->out->mtime_ms = c->mtime_ms;
 	vars_copy(&fc->out->vars, &c->vars);
 	return 1;
 }
@@ -1445,7 +1488,7 @@ int tree_create(struct tree *t, uint64_t parent, const char *name, mode_t mode, 
 	child_path(dir, name, &path);
 	ret = scratch_create(t->scratch, path.data, mode, now_epoch_ms());
 	if (!ret) {
-		*ino = node_ref(t, path.data, NULL, &dir->vars, 0);
+		*ino = node_ref(t, path.data, NULL, &dir->vars);
 		ret = scratch_attr(t, *ino, path.data, st);
 	}
 	buf_release(&path);
@@ -1538,8 +1581,7 @@ int tree_rename(struct tree *t, uint64_t parent, const char *name, uint64_t newp
 					&base);
 			if (!ret) {
 				set_base_of_path(t, dst.data, &base);
-				node_moved(t, src.data, dst.data, target.row, &target.vars,
-					   target.mtime_ms, &base);
+				node_moved(t, src.data, dst.data, target.row, &target.vars, &base);
 				scratch_unlink(t->scratch, src.data);
 				*saved_ino = ino_for_path(t, dst.data);
 			}
@@ -1559,7 +1601,7 @@ int tree_rename(struct tree *t, uint64_t parent, const char *name, uint64_t newp
 		}
 		ret = scratch_rename(t->scratch, src.data, dst.data);
 		if (!ret)
-			node_moved(t, src.data, dst.data, NULL, &to->vars, 0,
+			node_moved(t, src.data, dst.data, NULL, &to->vars,
 				   &(struct tree_base){-1, 0});
 		goto out;
 	}

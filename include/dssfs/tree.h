@@ -15,11 +15,11 @@
  * exact and equal to what read() returns.  Renderings are kept with the
  * resource.
  *
- * Times.  A directory of an object takes the object's
- * versionTag.lastModifiedOn from its parent's list; a fixed directory its
- * parent's time; the root the mount time.  A file takes the versionTag of
- * its own document when the table says where it is, else its directory's
- * time.
+ * Times.  A file takes the versionTag.lastModifiedOn of its own document
+ * when the table says where it is; anything else takes the time of the DSS
+ * object it belongs to, read from that object's item in its parent's
+ * listing each time (so a refreshed listing moves it); the root and what
+ * is above the projects, the mount time.
  *
  * Saving.  A writable file (its row has a PUT endpoint) is saved whole:
  * tree_save() validates the bytes (JSON files must parse as an object with
@@ -165,6 +165,9 @@ int tree_stream_open(struct tree *t, uint64_t ino, struct tree_stream **out);
 /* Returns bytes read (0 at the end) or -errno. */
 ssize_t tree_stream_read(struct tree_stream *s, char *buf, size_t size, off_t off);
 void tree_stream_close(struct tree_stream *s); /* NULL-safe */
+
+/* Calls fn for every inode the kernel holds (without the tree lock held). */
+void tree_for_each_ino(struct tree *t, void (*fn)(uint64_t ino, void *ctx), void *ctx);
 
 /* Forgets every cached resource (SIGHUP). */
 void tree_drop_caches(struct tree *t);

@@ -17,6 +17,13 @@ API = "GET /public/api/"
 SCHEMA = ("SALES", "datasets", "orders", "schema.json")
 
 
+@pytest.fixture
+def mounted(emulator, mount_factory):
+    """Most tests here count the requests of single operations, so listings must not
+    prefetch (prefetching is counted in test_walk.py)."""
+    return emulator, mount_factory(emulator, options=["prefetch=0"])
+
+
 def gets(emu):
     """The GET lines of the request log since the last reset, without the prefix."""
     lines = emu.log_lines()
@@ -127,7 +134,7 @@ def test_concurrent_reads_of_files_of_one_resource_share_one_get(emulator_factor
     """recipe.json and payload.py are two files of GET recipes/X; different names are
     looked up in parallel, so the sharing is dssfs's, not the kernel's."""
     emu = emulator_factory(args=["--latency-ms", "200"])
-    m = mount_factory(emu)
+    m = mount_factory(emu, options=["prefetch=0"])
     rdir = m.path("SALES", "recipes", "compute_orders_enriched")
     os.listdir(m.path("SALES", "recipes"))   # the list is fetched before the window
     emu.reset_stats()
@@ -145,7 +152,7 @@ def test_concurrent_reads_of_files_of_one_resource_share_one_get(emulator_factor
 
 def test_sighup_drops_the_cache(emulator, mount_factory):
     # Long kernel timeouts: only dssfs's own cache is under test.
-    m = mount_factory(emulator, options=["attr_timeout=60"])
+    m = mount_factory(emulator, options=["attr_timeout=60", "prefetch=0"])
     first = read_bytes(m.path(*SCHEMA))
     os.listdir(m.path("SALES", "datasets"))
     emulator.reset_stats()

@@ -69,12 +69,20 @@ def test_missing_paths_are_enoent(mounted, parts):
     assert r.returncode != 0 and r.stdout == b""
 
 
-def test_nothing_can_be_created(mounted):
-    _, m = mounted
-    for fn, args in ((os.mkdir, (m.path("NEWPROJ"),)),
-                     (open, (m.path("SALES", "new.txt"), "w"))):
-        assert errno_of(fn, *args) is not None
+def test_no_dss_object_can_be_created(mounted):
+    """mkdir and names DSS objects could have are refused (EPERM); other names are
+    local scratch files (README, Editing) that never reach DSS."""
+    emu, m = mounted
+    emu.reset_stats()
+    assert errno_of(os.mkdir, m.path("NEWPROJ")) == errno.EPERM
+    assert errno_of(open, m.path("NEWPROJ2"), "w") == errno.EPERM
+    assert errno_of(open, m.path("SALES", "datasets", "newds"), "w") == errno.EPERM
+    with open(m.path("SALES", "new.txt"), "w") as f:
+        f.write("local only")
+    assert read_bytes(m.path("SALES", "new.txt")) == b"local only"
+    os.unlink(m.path("SALES", "new.txt"))
     assert "NEWPROJ" not in os.listdir(m.mnt)
+    assert not [ln for ln in emu.log_lines() if not ln.startswith("GET ")]
 
 
 # --- rights ------------------------------------------------------------------------------
@@ -211,7 +219,8 @@ def test_dropped_connection_is_attempted_one_plus_retries_times(emulator, mount_
     libcurl resends the request once on a fresh one (as HTTP clients do, since a
     server may close an idle keep-alive connection at any time); later attempts
     use fresh connections, which are not resent."""
-    m = mount_factory(emulator, options=["retries=%d" % retries])
+    # no prefetch: the listing below must not fetch the schema ahead
+    m = mount_factory(emulator, options=["retries=%d" % retries, "prefetch=0"])
     os.listdir(m.path("SALES", "datasets"))  # a keep-alive connection now exists
     emulator.add_fault(path_regex=SCHEMA_RE, drop=True)
     emulator.reset_stats()

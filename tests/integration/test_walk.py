@@ -1,0 +1,201 @@
+"""Whole-tree walks as backups run them: tar, rsync, diff -r; prefetch and the export.
+
+Request counts are exact (from the emulator); times are never asserted (the walk
+benchmark, tests/bench/walk_bench.py, measures them).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import subprocess
+import zipfile
+
+import pytest
+
+from dssfs_harness import expected_tree, read_bytes
+
+API = "GET /public/api/"
+GENERATED = ["--generate", "3,8"]
+
+
+def gets(emu):
+    lines = emu.log_lines()
+    assert all(ln.startswith(API) for ln in lines), lines
+    return [ln[len(API):] for ln in lines]
+
+
+def snapshot(root):
+    """{relative path: (size, mtime_ns, inode)} of every file and folder under root."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            out[os.path.relpath(p, root)] = (st.st_size if not os.path.isdir(p) else 0,
+                                             st.st_mtime_ns, st.st_ino)
+    return out
+
+
+def rsync(src, dst):
+    """(number of regular files transferred, their paths)."""
+    r = subprocess.run(["rsync", "-a", "-i", "--stats", src + "/", dst],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"Number of regular files transferred: ([\d,]+)", r.stdout)
+    sent = sorted(ln.split(" ", 1)[1] for ln in r.stdout.splitlines() if ln.startswith(">f"))
+    return int(m.group(1).replace(",", "")), sent
+
+
+def test_tar_of_the_whole_mount_prints_no_warning(emulator_factory, mount_factory):
+    emu = emulator_factory(args=GENERATED)
+    m = mount_factory(emu)
+    r = subprocess.run(["tar", "cf", "-", "-C", m.mnt, "."], capture_output=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
+    # again, across a cache refresh of everything (nothing changed on the server)
+    m.sighup()
+    r2 = subprocess.run(["tar", "cf", "-", "-C", m.mnt, "."], capture_output=True, timeout=300)
+    assert r2.returncode == 0 and r2.stderr == b"", r2.stderr
+
+
+def test_rsync_twice_copies_nothing_then_exactly_what_changed(emulator_factory, mount_factory,
+                                                             tmp_path):
+    emu = emulator_factory(args=GENERATED)
+    m = mount_factory(emu)
+    dst = str(tmp_path / "backup")
+    n_first, _ = rsync(m.mnt, dst)
+    assert n_first > 0
+    r = subprocess.run(["diff", "-r", m.mnt, dst], capture_output=True, timeout=300)
+    assert r.returncode == 0 and r.stdout == b"", r.stdout[:2000]
+
+    n_second, _ = rsync(m.mnt, dst)
+    assert n_second == 0
+
+    # change two objects on the server; after a refresh exactly their files move
+    ds = emu.api_get("projects/GEN001/datasets/ds_000")
+    ds["description"] = "changed for the backup test"
+    assert emu.request("PUT", "/public/api/projects/GEN001/datasets/ds_000", body=ds,
+                       key=emu.admin_key)[0] == 200
+    var = emu.api_get("projects/GEN002/variables/")
+    var["standard"]["changed"] = True
+    assert emu.request("PUT", "/public/api/projects/GEN002/variables/", body=var,
+                       key=emu.admin_key)[0] == 200
+    before = snapshot(m.mnt)
+    m.sighup()
+    after = snapshot(m.mnt)
+    moved = sorted(p for p, (size, mtime, _) in after.items()
+                   if os.path.isfile(os.path.join(m.mnt, p)) and before[p][:2] != (size, mtime))
+    n_third, sent = rsync(m.mnt, dst)
+    # rsync sends exactly the files whose size or time changed: the dataset's files
+    # (they take its new versionTag time) and the project's files (the project's
+    # version moved with its variables), nothing else.
+    assert sent == moved and n_third == len(moved)
+    assert "GEN001/datasets/ds_000/settings.json" in sent
+    assert "GEN002/variables.json" in sent
+    assert all(p.startswith(("GEN001/datasets/ds_000/", "GEN002/")) and
+               p.count("/") in (1, 3) for p in sent), sent
+    r = subprocess.run(["diff", "-r", m.mnt, dst], capture_output=True, timeout=300)
+    assert r.returncode == 0 and r.stdout == b""
+    n_fourth, _ = rsync(m.mnt, dst)
+    assert n_fourth == 0
+
+
+def test_sizes_times_and_inodes_survive_a_cache_refresh(emulator_factory, mount_factory):
+    emu = emulator_factory(args=GENERATED)
+    m = mount_factory(emu)
+    before = snapshot(m.mnt)
+    m.sighup()
+    after = snapshot(m.mnt)
+    assert before == after
+
+
+def test_cold_walk_one_get_per_resource_warm_walk_none(emulator_factory, mount_factory):
+    emu = emulator_factory(args=GENERATED)
+    expected = expected_tree(emu)
+    m = mount_factory(emu)                       # default: prefetch on
+    emu.reset_stats()
+    r = subprocess.run(["tar", "cf", "-", "-C", m.mnt, "."], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    counts = collections.Counter(gets(emu))
+    assert not {k: n for k, n in counts.items() if n > 1}
+    assert set(counts) == expected.resources     # nothing the walk did not need
+    files = sum(len(fs) for _, _, fs in os.walk(m.mnt))
+    assert len(counts) <= 1.05 * files
+    emu.reset_stats()
+    subprocess.run(["tar", "cf", "/dev/null", "-C", m.mnt, "."], check=True, timeout=300)
+    subprocess.run(["ls", "-lR", m.mnt], check=True, capture_output=True, timeout=300)
+    subprocess.run(["find", m.mnt], check=True, capture_output=True, timeout=300)
+    assert emu.request_count() == 0
+
+
+def test_a_listing_prefetches_in_parallel_within_the_bound(emulator_factory, mount_factory):
+    emu = emulator_factory(args=GENERATED + ["--latency-ms", "100"])
+    m = mount_factory(emu, options=["prefetch=4"])
+    os.listdir(m.path("GEN001", "datasets"))     # the list itself, then its children
+    # what `ls -l` of every dataset folder needs is fetched without being asked
+    want = {"projects/GEN001/datasets/ds_%03d%s" % (i, suffix)
+            for i in range(8) for suffix in ("", "/schema", "/metadata", "/partitions",
+                                             "/metrics/last/NP")}
+    emu.reset_stats()
+    for i in range(8):
+        subprocess.run(["ls", "-l", m.path("GEN001", "datasets", "ds_%03d" % i)], check=True,
+                       capture_output=True, timeout=60)
+    # all fetched once; those not yet in flight when ls asked were fetched by ls
+    counts = collections.Counter(gets(emu))
+    assert not {k: n for k, n in counts.items() if n > 1}
+    assert set(counts) <= want
+    stats = emu.stats()
+    assert 2 <= stats["max_in_flight"] <= 4 + 1   # the prefetch bound, plus ls itself
+
+
+def test_prefetch_can_be_turned_off(emulator_factory, mount_factory):
+    emu = emulator_factory(args=GENERATED)
+    m = mount_factory(emu, options=["prefetch=0"])
+    emu.reset_stats()
+    os.listdir(m.path("GEN001", "datasets"))
+    assert gets(emu) == ["projects/GEN001/datasets/"]
+
+
+def test_a_small_cache_stays_correct(emulator_factory, mount_factory):
+    """Memory is bounded by cache_max whatever the instance size: with a tiny cap the
+    walk refetches instead of keeping everything, and still reads the right bytes."""
+    emu = emulator_factory(args=GENERATED)
+    m = mount_factory(emu, options=["cache_max=1"])
+    expected = expected_tree(emu)
+    for rel, exp in expected.files.items():
+        data = read_bytes(os.path.join(m.mnt, rel))
+        assert len(data) == os.stat(os.path.join(m.mnt, rel)).st_size
+
+
+# --- the project export ----------------------------------------------------------------
+
+def test_export_zip_is_readable_by_name_and_never_listed(emulator, mount_factory, tmp_path):
+    m = mount_factory(emulator, options=["prefetch=0"])   # only the export is counted
+    p = m.path("SALES", "export.zip")
+    assert "export.zip" not in os.listdir(m.path("SALES"))
+    emulator.reset_stats()
+    st = os.stat(p)
+    copy = tmp_path / "SALES.zip"
+    subprocess.run(["cp", p, str(copy)], check=True, timeout=60)
+    data = copy.read_bytes()
+    assert len(data) == st.st_size > 0
+    assert emulator.log_lines() == ["POST /public/api/projects/SALES/export"]
+    status, direct = emulator.request("POST", "/public/api/projects/SALES/export", body={},
+                                      key=emulator.admin_key)
+    assert status == 200 and direct == data
+    names = zipfile.ZipFile(copy).namelist()
+    assert any(n.startswith("project_config/") for n in names)
+    # read-only, and not part of a walk
+    assert st.st_mode & 0o222 == 0
+    r = subprocess.run(["tar", "tf", "-"], input=subprocess.run(
+        ["tar", "cf", "-", "-C", m.mnt, "SALES"], capture_output=True, timeout=120).stdout,
+        capture_output=True, timeout=60)
+    assert b"export.zip" not in r.stdout
+
+
+@pytest.mark.expect_dssfs_errors
+def test_export_of_a_missing_project_is_enoent(mounted):
+    _, m = mounted
+    assert not os.path.exists(m.path("NOPE", "export.zip"))
