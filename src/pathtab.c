@@ -232,6 +232,16 @@ const char *pathtab_map(const struct pt_map *map, const char *value)
 	return map->to;
 }
 
+int pathtab_map_has(const struct pt_map *map, const char *value, size_t len)
+{
+	for (;; map++) {
+		if (strlen(map->to) == len && !strncmp(map->to, value, len))
+			return 1;
+		if (!map->from)
+			return 0;
+	}
+}
+
 const char *pt_vars_get(const struct pt_vars *vars, const char *name)
 {
 	for (int i = 0; i < vars->n; i++)

@@ -803,7 +803,8 @@ static int name_possible(const struct node *dir, const char *name)
 		if (seg == PT_SEG_LITERAL && !strcmp(name, text))
 			return 1;
 		if (seg == PT_SEG_DERIVED && nl > pl + sl && !strncmp(name, text, pl) &&
-		    !strcmp(name + nl - sl, suffix))
+		    !strcmp(name + nl - sl, suffix) &&
+		    pathtab_map_has(kids[i]->name_map, name + pl, nl - pl - sl))
 			return 1;
 	}
 	return 0;

@@ -105,6 +105,10 @@ size_t pathtab_children(const struct pt_row *row, const struct pt_row **out, siz
  * the default entry's. */
 const char *pathtab_map(const struct pt_map *map, const char *value);
 
+/* Whether the `len` bytes at `value` are one of the map's results (the
+ * names a derived segment can take). */
+int pathtab_map_has(const struct pt_map *map, const char *value, size_t len);
+
 /* Appends `tmpl` with each {var} replaced by the URL-encoded value from
  * vars.  Returns 0, or -EINVAL if a variable is not in vars. */
 int pathtab_expand(const char *tmpl, const struct pt_vars *vars, struct buf *out);

@@ -140,6 +140,11 @@ int main(void)
 		CHECK_STR(pathtab_map(payload->name_map, "shell"), "sh");
 		CHECK_STR(pathtab_map(payload->name_map, "shaker"), "json");
 		CHECK_STR(pathtab_map(payload->name_map, NULL), "json");
+		CHECK(pathtab_map_has(payload->name_map, "py", 2));
+		CHECK(pathtab_map_has(payload->name_map, "json", 4));
+		CHECK(!pathtab_map_has(payload->name_map, "py~", 3));
+		CHECK(!pathtab_map_has(payload->name_map, "p", 1));
+		CHECK(!pathtab_map_has(payload->name_map, "txt", 3));
 	}
 	CHECK_DONE();
 }
