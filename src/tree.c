@@ -278,21 +278,33 @@ static struct node *find_ino(struct tree *t, uint64_t ino)
 
 /* Finds the node of a path or makes it (caller holds the lock); the ino is
  * the path's hash, moved on while another path holds that number. */
-static struct node *node_get(struct tree *t, const char *path, const struct pt_row *row,
-			     const struct pt_vars *vars)
+/* The node of a path, or NULL; then *free_ino (if not NULL) gets the
+ * number a node for it takes: the path's hash, moved on while other paths
+ * hold that number.  Caller holds the lock. */
+static struct node *find_path(struct tree *t, const char *path, uint64_t *free_ino)
 {
-	uint64_t ino = hash64(path);
-	struct node *n;
-
-	for (;; ino++) {
+	for (uint64_t ino = hash64(path);; ino++) {
 		if (ino <= TREE_ROOT_INO)
 			continue;
-		n = find_ino(t, ino);
-		if (!n)
-			break;
+		struct node *n = find_ino(t, ino);
+		if (!n) {
+			if (free_ino)
+				*free_ino = ino;
+			return NULL;
+		}
 		if (!strcmp(n->path, path))
 			return n;
 	}
+}
+
+static struct node *node_get(struct tree *t, const char *path, const struct pt_row *row,
+			     const struct pt_vars *vars)
+{
+	uint64_t ino;
+	struct node *n = find_path(t, path, &ino);
+
+	if (n)
+		return n;
 	n = xcalloc(1, sizeof(*n));
 	n->read_base.version = -1;
 	n->shown_size = -1;
@@ -308,17 +320,12 @@ static struct node *node_get(struct tree *t, const char *path, const struct pt_r
 
 static uint64_t ino_for_path(struct tree *t, const char *path)
 {
-	uint64_t ino = hash64(path);
-	struct node *n;
+	uint64_t ino;
 
 	pthread_mutex_lock(&t->lock);
-	for (;; ino++) {
-		if (ino <= TREE_ROOT_INO)
-			continue;
-		n = find_ino(t, ino);
-		if (!n || !strcmp(n->path, path))
-			break;
-	}
+	struct node *n = find_path(t, path, &ino);
+	if (n)
+		ino = n->ino;
 	pthread_mutex_unlock(&t->lock);
 	return ino;
 }
@@ -369,12 +376,8 @@ static void node_moved(struct tree *t, const char *from, const char *to, const s
 		       const struct pt_vars *vars, const struct tree_base *read_base)
 {
 	pthread_mutex_lock(&t->lock);
-	for (uint64_t ino = hash64(from);; ino++) {
-		struct node *n = find_ino(t, ino);
-		if (!n)
-			break;
-		if (strcmp(n->path, from) || n->row || n->moved)
-			continue;
+	struct node *n = find_path(t, from, NULL);
+	if (n && !n->row && !n->moved) {
 		struct node *m = xcalloc(1, sizeof(*m));
 		m->ino = n->ino;
 		m->path = xstrdup(to);
@@ -382,7 +385,6 @@ static void node_moved(struct tree *t, const char *from, const char *to, const s
 		vars_copy(&m->vars, vars);
 		m->read_base = *read_base;
 		n->moved = m;
-		break;
 	}
 	pthread_mutex_unlock(&t->lock);
 }
@@ -922,8 +924,6 @@ static void dir_add(struct list_ctx *lc, const char *name, uint64_t ino, mode_t 
 	d->ents[d->n].mode = mode;
 	d->n++;
 }
-
-static int saves_allowed(struct tree *t, const struct pt_row *row);
 
 static void queue_key(struct tree *t, const char *tmpl, const struct pt_vars *vars)
 {
@@ -1522,15 +1522,9 @@ static struct tree_base base_of_path(struct tree *t, const char *path)
 	struct tree_base b = {-1, 0};
 
 	pthread_mutex_lock(&t->lock);
-	for (uint64_t ino = hash64(path);; ino++) {
-		struct node *n = find_ino(t, ino);
-		if (!n)
-			break;
-		if (!strcmp(n->path, path)) {
-			b = n->read_base;
-			break;
-		}
-	}
+	struct node *n = find_path(t, path, NULL);
+	if (n)
+		b = n->read_base;
 	pthread_mutex_unlock(&t->lock);
 	return b;
 }
@@ -1538,15 +1532,9 @@ static struct tree_base base_of_path(struct tree *t, const char *path)
 static void set_base_of_path(struct tree *t, const char *path, const struct tree_base *b)
 {
 	pthread_mutex_lock(&t->lock);
-	for (uint64_t ino = hash64(path);; ino++) {
-		struct node *n = find_ino(t, ino);
-		if (!n)
-			break;
-		if (!strcmp(n->path, path)) {
-			n->read_base = *b;
-			break;
-		}
-	}
+	struct node *n = find_path(t, path, NULL);
+	if (n)
+		n->read_base = *b;
 	pthread_mutex_unlock(&t->lock);
 }
 
