@@ -233,7 +233,7 @@ def test_no_check_certificate_is_warned_about(emulator, mount_factory):
     assert "TLS certificate verification is disabled" in m.stderr_text()
 
 
-# --- writing is refused (for now) ---------------------------------------------------------------
+# --- read-only mounts and the errnos of opening for write ------------------------------------
 
 def test_read_only_mount_shows_no_write_bits_and_refuses_writers(emulator, mount_factory):
     m = mount_factory(emulator, options=["ro"])
@@ -250,17 +250,27 @@ def test_read_only_mount_shows_no_write_bits_and_refuses_writers(emulator, mount
     assert read_bytes(m.path("SALES", "datasets", "orders", "schema.json"))
 
 
+@pytest.mark.expect_dssfs_errors
 def test_opening_for_write_fails_with_the_documented_errno(mounted):
-    _, m = mounted
+    """Writable files open for writing (nothing is sent until something is written and
+    flushed); read-only ones refuse with EACCES; truncating a JSON file to nothing is
+    refused as invalid content (EINVAL) without a request."""
+    emu, m = mounted
     writable = m.path("SALES", "datasets", "orders", "schema.json")
     readonly = m.path("SALES", "datasets", "orders", "partitions.json")
     assert stat.S_IMODE(os.stat(writable).st_mode) == 0o644
     assert stat.S_IMODE(os.stat(readonly).st_mode) == 0o444
     before = read_bytes(writable)
-    for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC, os.O_RDONLY | os.O_TRUNC):
-        assert errno_of(os.open, writable, flags) == errno.EROFS, flags
+    emu.reset_stats()
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_APPEND):
+        fd = os.open(writable, flags)
+        os.close(fd)
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC):
         assert errno_of(os.open, readonly, flags) == errno.EACCES, flags
-    assert errno_of(os.truncate, writable, 0) is not None
+    assert errno_of(os.truncate, writable, 0) == errno.EINVAL
+    assert errno_of(os.truncate, readonly, 0) == errno.EACCES
+    m.settle()
+    assert [ln for ln in emu.log_lines() if not ln.startswith("GET ")] == []
     assert read_bytes(writable) == before
 
 
