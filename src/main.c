@@ -205,7 +205,9 @@ int main(int argc, char *argv[])
 	struct cache *cache = NULL;
 	struct tree *tree = NULL;
 	struct fuse_session *se = NULL;
-	struct ops_ctx ctx = {.open_lock = PTHREAD_MUTEX_INITIALIZER};
+	struct ops_ctx ctx = {.open_lock = PTHREAD_MUTEX_INITIALIZER,
+			      .notice_lock = PTHREAD_MUTEX_INITIALIZER,
+			      .notice_cond = PTHREAD_COND_INITIALIZER};
 	struct fuse_loop_config *loop = NULL;
 	pthread_t hup_tid;
 	int hup_started = 0, mounted = 0, handlers = 0;
@@ -331,6 +333,8 @@ int main(int argc, char *argv[])
 	if (!cmd.foreground)
 		log_use_syslog(1);
 	tree_start(tree);
+	if (ops_start(&ctx))
+		goto out;
 	if (pthread_create(&hup_tid, NULL, hup_thread, &ctx) == 0)
 		hup_started = 1;
 	log_info("mounted %s at %s (key from %s)", cfg.url, cmd.mountpoint, cfg.origin);
@@ -359,6 +363,7 @@ out:
 	}
 	if (loop)
 		fuse_loop_cfg_destroy(loop);
+	ops_stop(&ctx);
 	ops_release_all(&ctx);
 	if (se) {
 		if (mounted)

@@ -137,16 +137,93 @@ static struct ops_ctx *ctx_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
-/* After DSS accepted a save, what the kernel cached (pages written by the
- * user, size, mtime) is not what DSS holds: drop it.  Called after the
- * reply, so the kernel holds no lock we would wait for. */
+/* Kernel cache invalidations are sent by one notifier thread, never by a
+ * worker: the kernel may have to wait for a lock (a folder's, a page's)
+ * held by an operation that itself waits for a worker, and with every
+ * worker waiting on the kernel nothing would move (seen with vim and -s). */
+struct notice {
+	uint64_t ino;
+	char *name; /* NULL: the inode; else the entry `name` in folder ino */
+	struct notice *next;
+};
+
+static void *notifier(void *arg)
+{
+	struct ops_ctx *c = arg;
+
+	pthread_mutex_lock(&c->notice_lock);
+	for (;;) {
+		while (!c->notices && !c->notice_stop)
+			pthread_cond_wait(&c->notice_cond, &c->notice_lock);
+		if (!c->notices)
+			break;
+		struct notice *n = c->notices;
+		c->notices = n->next;
+		if (!c->notices)
+			c->notices_tail = NULL;
+		pthread_mutex_unlock(&c->notice_lock);
+		int ret = n->name ? fuse_lowlevel_notify_inval_entry(c->se, n->ino, n->name,
+								     strlen(n->name))
+				  : fuse_lowlevel_notify_inval_inode(c->se, n->ino, 0, 0);
+		if (ret && ret != -ENOENT)
+			log_debug("cannot invalidate the kernel's cache of inode %llu: %s",
+				  (unsigned long long)n->ino, strerror(-ret));
+		free(n->name);
+		free(n);
+		pthread_mutex_lock(&c->notice_lock);
+	}
+	pthread_mutex_unlock(&c->notice_lock);
+	return NULL;
+}
+
+static void notify_later(struct ops_ctx *c, uint64_t ino, const char *name)
+{
+	struct notice *n = xcalloc(1, sizeof(*n));
+
+	n->ino = ino;
+	n->name = name ? xstrdup(name) : NULL;
+	pthread_mutex_lock(&c->notice_lock);
+	if (c->notices_tail)
+		c->notices_tail->next = n;
+	else
+		c->notices = n;
+	c->notices_tail = n;
+	pthread_cond_signal(&c->notice_cond);
+	pthread_mutex_unlock(&c->notice_lock);
+}
+
+int ops_start(struct ops_ctx *c)
+{
+	if (pthread_create(&c->notice_thread, NULL, notifier, c))
+		return -1;
+	c->notice_started = 1;
+	return 0;
+}
+
+void ops_stop(struct ops_ctx *c)
+{
+	if (c->notice_started) {
+		pthread_mutex_lock(&c->notice_lock);
+		c->notice_stop = 1;
+		pthread_cond_signal(&c->notice_cond);
+		pthread_mutex_unlock(&c->notice_lock);
+		pthread_join(c->notice_thread, NULL);
+		c->notice_started = 0;
+	}
+	while (c->notices) {
+		struct notice *n = c->notices;
+		c->notices = n->next;
+		free(n->name);
+		free(n);
+	}
+	c->notices_tail = NULL;
+}
+
+/* After a save, what the kernel cached (pages written by the user, size,
+ * mtime) is not what DSS holds: drop it. */
 static void invalidate_kernel(struct ops_ctx *c, uint64_t ino)
 {
-	int ret = fuse_lowlevel_notify_inval_inode(c->se, ino, 0, 0);
-
-	if (ret && ret != -ENOENT)
-		log_debug("cannot invalidate the kernel's cache of inode %llu: %s",
-			  (unsigned long long)ino, strerror(-ret));
+	notify_later(c, ino, NULL);
 }
 
 enum save_when { SAVE_FLUSH, SAVE_FSYNC, SAVE_RELEASE };
@@ -406,10 +483,11 @@ static int open_handle(struct ops_ctx *c, uint64_t ino, struct fuse_file_info *f
 		return ret;
 	}
 	/* The document changed since the kernel last asked for its size:
-	 * make it ask again, or reads would stop at the old size.  Safe
-	 * before the reply: the kernel holds no lock that this waits for. */
+	 * make it ask again before the first read, or reads would stop at the
+	 * old size.  Attributes only (offset -1): that waits for no lock,
+	 * and open() drops the pages anyway (keep_cache is off). */
 	if (size_changed)
-		fuse_lowlevel_notify_inval_inode(c->se, ino, 0, 0);
+		fuse_lowlevel_notify_inval_inode(c->se, ino, -1, 0);
 	/* Truncating is a change even if nothing is written after it. */
 	h->dirty = (flags & TREE_OPEN_TRUNC) != 0;
 	fi->fh = (uint64_t)(uintptr_t)h;
@@ -575,8 +653,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	 * Not so here: a save leaves the scratch file's inode behind for the
 	 * DSS file's, a copy leaves the source in place, and inodes follow
 	 * paths.  Make it look both names up again. */
-	fuse_lowlevel_notify_inval_entry(c->se, parent, name, strlen(name));
-	fuse_lowlevel_notify_inval_entry(c->se, newparent, newname, strlen(newname));
+	notify_later(c, parent, name);
+	notify_later(c, newparent, newname);
 }
 
 /* DSS objects are made and removed in DSS, not through the mount. */

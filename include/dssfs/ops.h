@@ -33,6 +33,12 @@ struct ops_ctx {
 	size_t max_file;	 /* largest file a handle buffers */
 	pthread_mutex_t open_lock;
 	struct open_item *open_items;
+	/* kernel cache invalidations, sent by a thread of their own */
+	pthread_mutex_t notice_lock;
+	pthread_cond_t notice_cond;
+	struct notice *notices, *notices_tail;
+	pthread_t notice_thread;
+	int notice_started, notice_stop;
 	double attr_timeout;
 	double negative_timeout_permanent;
 	int read_only;
@@ -40,6 +46,11 @@ struct ops_ctx {
 
 /* The operation table; the session's userdata must be a struct ops_ctx. */
 extern const struct fuse_lowlevel_ops dssfs_ops;
+
+/* Starts the thread that sends kernel cache invalidations (after
+ * daemonising); ops_stop() ends it (after the session loop). */
+int ops_start(struct ops_ctx *c);
+void ops_stop(struct ops_ctx *c);
 
 /* Frees the handles the kernel never released (the session ended while
  * files were open).  Call after the session loop has returned. */

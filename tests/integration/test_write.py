@@ -51,15 +51,6 @@ SCENARIO = ("SALES", "scenarios", "CHECK_ORDERS")
 SCENARIO_EP = "projects/SALES/scenarios/CHECK_ORDERS"
 SCRIPT = SCENARIO + ("script.py",)
 
-# Known dssfs bugs (xfail, strict): remove the markers once fixed.
-PAYLOAD_BACKUP_BUG = (
-    "dssfs bug: in a recipe folder every name starting with 'payload.' counts as a name a "
-    "DSS object could have (name_possible() accepts any extension), so 'payload.py~' (vim's "
-    "and emacs's backup of payload.py) is refused with EPERM on create and on "
-    "rename(payload.py -> payload.py~), although README 'Editing' says x~ backups are "
-    "scratch files and rename(DSS file -> new name) makes a scratch copy; vim then puts its "
-    "backup in ~ instead (E510 if 'backupdir' is only '.')")
-
 
 # --- helpers -----------------------------------------------------------------------------
 
@@ -185,14 +176,6 @@ VIMRCS = {
 
 VIM_TIMEOUT = 8.0     # vim takes well under a second (also under ASan); beyond: a hang
 
-# vim's rename(f, f~) followed at once by open(f, O_CREAT) sometimes meets the deadlock
-# of test_rename_then_create_in_the_same_folder_does_not_deadlock (roughly 1 vim run in
-# 5-20 on a default mount): only that hang (vim killed at VIM_TIMEOUT) is expected;
-# any other failure is a failure.  Remove with the strict xfail once it is fixed.
-VIM_HANG = pytest.mark.xfail(
-    raises=subprocess.TimeoutExpired, strict=False,
-    reason="dssfs bug, intermittent: vim may hang in the rename notification deadlock "
-           "(see test_rename_then_create_in_the_same_folder_does_not_deadlock)")
 
 
 def run_vim(path, subst, tmp_path, vimrc="vim-defaults", extra=()):
@@ -210,7 +193,6 @@ def run_vim(path, subst, tmp_path, vimrc="vim-defaults", extra=()):
     return home, swapname.read_text().strip()
 
 
-@VIM_HANG
 @pytest.mark.skipif(not shutil.which("vim"), reason="vim not installed")
 @pytest.mark.parametrize("vimrc", sorted(VIMRCS))
 def test_vim_saves_schema_json(mounted, tmp_path, vimrc):
@@ -229,12 +211,11 @@ def test_vim_saves_schema_json(mounted, tmp_path, vimrc):
     assert assert_shows_server(emu, m, SCHEMA) == expected.encode()
 
 
-@VIM_HANG
 @pytest.mark.skipif(not shutil.which("vim"), reason="vim not installed")
 @pytest.mark.parametrize("vimrc", sorted(VIMRCS))
 def test_vim_saves_payload_py_and_leaves_the_recipe_part_alone(mounted, tmp_path, vimrc):
-    """The save works; vim's backup payload.py~ is refused in the folder today (see
-    PAYLOAD_BACKUP_BUG), so vim falls back to a backup in ~ ('backupdir' ".,~/tmp,~")."""
+    """The save goes through, the recipe part of the document is left alone, and no
+    swap, probe or backup file stays behind in the folder."""
     emu, m = mounted
     folder = m.path(*PY_RECIPE)
     before = read_bytes(m.path(*PAYLOAD_PY)).decode()
@@ -252,7 +233,6 @@ def test_vim_saves_payload_py_and_leaves_the_recipe_part_alone(mounted, tmp_path
     assert assert_shows_server(emu, m, PAYLOAD_PY) == expected.encode()
 
 
-@VIM_HANG
 @pytest.mark.skipif(not shutil.which("vim"), reason="vim not installed")
 def test_vim_with_backup_keeps_the_original_as_a_scratch_file(mounted, tmp_path):
     """With 'backup' set, vim renames schema.json to schema.json~ and keeps it: the
@@ -273,7 +253,6 @@ def test_vim_with_backup_keeps_the_original_as_a_scratch_file(mounted, tmp_path)
     assert len(puts(emu)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=PAYLOAD_BACKUP_BUG)
 @pytest.mark.skipif(not shutil.which("vim"), reason="vim not installed")
 def test_vim_with_backup_keeps_payload_py_backup_in_the_recipe_folder(mounted, tmp_path):
     emu, m = mounted
@@ -418,17 +397,7 @@ def test_truncate_without_an_open_file_saves_at_once(mounted):
     assert assert_shows_server(emu, m, PAYLOAD_SH) == before[:10]
 
 
-FOLDER_TIME_BUG = (
-    "dssfs bug: after a save, a file whose st_mtime is its folder's time (schema.json, "
-    "variables.json, script.py, ...) and the folder itself keep the pre-save time until "
-    "the kernel looks the name up again (attr_timeout), although the save bumped the "
-    "object's versionTag and dropped the cached listing: the time is kept in the node "
-    "from its lookup (tree.c node->mtime_ms) and the save does not refresh it, so the "
-    "README promise 'reads back as DSS now has it, with its new size and st_mtime' "
-    "does not hold for these files")
 
-
-@pytest.mark.xfail(strict=True, reason=FOLDER_TIME_BUG)
 @pytest.mark.parametrize("parts", [SCHEMA, VARIABLES, SCRIPT], ids=lambda p: p[-1])
 def test_folder_time_after_a_save_is_the_new_one(emulator, mount_factory, parts):
     # attr_timeout=60: the kernel does not look the name up again during the test,
@@ -746,10 +715,10 @@ def test_last_writer_wins_saves_over_a_concurrent_change(emulator, mount_factory
 
 
 @pytest.mark.expect_dssfs_errors
-def test_the_conflict_unit_is_the_object_not_the_file(mounted):
-    """schema.json and metadata.json are both guarded by the dataset's versionNumber:
-    with both read before either is saved (two editor buffers), saving one through the
-    mount moves the dataset's version, and the other save is refused until re-read."""
+def test_files_of_one_dataset_do_not_conflict_with_each_other(mounted):
+    """schema.json and metadata.json have no versionTag of their own: each is checked
+    by its own content, so saving one (which moves the dataset's version) does not
+    block saving the other, read before it (two editor buffers)."""
     emu, m = mounted
     schema_p, meta_p = m.path(*SCHEMA), m.path("SALES", "datasets", "orders",
                                                "metadata.json")
@@ -766,19 +735,51 @@ def test_the_conflict_unit_is_the_object_not_the_file(mounted):
         os.fsync(fd_s)
         os.ftruncate(fd_m, 0)
         os.pwrite(fd_m, new_meta, 0)
-        assert_errno(in_thread(os.fsync, fd_m), errno.ESTALE)
-        assert puts(emu) == [SCHEMA_EP]
+        os.fsync(fd_m)
     finally:
         os.close(fd_s)
-        # the buffer is still changed, so the flush of close() tries again
-        closed = in_thread(os.close, fd_m)
-    assert_errno(closed, errno.ESTALE)
-    # read again (vim's :e!), redo, save
-    assert json.loads(read_bytes(meta_p))["description"] != meta["description"]
-    write_file(meta_p, new_meta)
+        os.close(fd_m)
     assert puts(emu) == [SCHEMA_EP, "projects/SALES/datasets/orders/metadata"]
     assert emu.api_get("projects/SALES/datasets/orders/metadata") == meta
     assert emu.api_get(SCHEMA_EP) == json.loads(schema_edit(schema.decode()))
+
+
+@pytest.mark.expect_dssfs_errors
+def test_files_of_one_document_conflict_until_read_again(mounted):
+    """recipe.json and payload.py are two parts of one document with one versionTag:
+    with both read before either is saved, saving one moves the version, and the other
+    save is refused until read again."""
+    emu, m = mounted
+    recipe_p = m.path(*PY_RECIPE, "recipe.json")
+    fd_p = os.open(m.path(*PAYLOAD_PY), os.O_RDWR)
+    fd_r = os.open(recipe_p, os.O_RDWR)
+    try:
+        payload = os.read(fd_p, 1 << 20)
+        recipe = json.loads(os.read(fd_r, 1 << 20))
+        recipe["tags"] = ["edited-in-a-second-buffer"]
+        new_recipe = (json.dumps(recipe, indent=2) + "\n").encode()
+        emu.reset_stats()
+        os.ftruncate(fd_p, 0)
+        os.pwrite(fd_p, payload + b"# one more line\n", 0)
+        os.fsync(fd_p)
+        os.ftruncate(fd_r, 0)
+        os.pwrite(fd_r, new_recipe, 0)
+        assert_errno(in_thread(os.fsync, fd_r), errno.ESTALE)
+        assert puts(emu) == [PY_RECIPE_EP]
+    finally:
+        os.close(fd_p)
+        # the buffer is still changed, so the flush of close() tries again
+        closed = in_thread(os.close, fd_r)
+    assert_errno(closed, errno.ESTALE)
+    # read again (vim's :e!), redo, save
+    assert json.loads(read_bytes(recipe_p)).get("tags") != recipe["tags"]
+    fresh = json.loads(read_bytes(recipe_p))
+    fresh["tags"] = recipe["tags"]
+    write_file(recipe_p, (json.dumps(fresh, indent=2) + "\n").encode())
+    assert puts(emu) == [PY_RECIPE_EP, PY_RECIPE_EP]
+    doc = emu.api_get(PY_RECIPE_EP)
+    assert doc["recipe"]["tags"] == recipe["tags"]
+    assert doc["payload"].encode() == payload + b"# one more line\n"
 
 
 def test_saving_twice_through_one_handle(mounted):
@@ -803,12 +804,6 @@ def test_saving_twice_through_one_handle(mounted):
     assert_shows_server(emu, m, PAYLOAD_SQL)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dssfs bug: opening a file with O_TRUNC that was never read through the mount takes "
-    "the conflict base from the cached owner object (tree.c open_file -> owner_version, "
-    "served from a cache up to cache_ttl old) instead of what DSS holds, so `cp new.json "
-    "metadata.json` fails with ESTALE when the dataset changed on DSS after an unrelated "
-    "`ls -l` of its folder, while the same replacement via rsync (rename) succeeds"))
 @pytest.mark.expect_dssfs_errors
 def test_cp_over_a_file_never_read_is_not_a_conflict(mounted, tmp_path):
     emu, m = mounted
@@ -822,7 +817,7 @@ def test_cp_over_a_file_never_read_is_not_a_conflict(mounted, tmp_path):
     src.write_text(json.dumps(mine, indent=2) + "\n")
     emu.reset_stats()
     r = run(["cp", str(src), m.path(*DS_META)])
-    assert r.returncode == 0, r.stderr          # today: Stale file handle
+    assert r.returncode == 0, r.stderr
     assert emu.api_get(DS_META_EP) == mine
 
 
@@ -1050,7 +1045,6 @@ def test_scratch_files_live_in_the_mount_and_never_reach_dss(mounted):
     assert non_gets(emu) == []
 
 
-@pytest.mark.xfail(strict=True, reason=PAYLOAD_BACKUP_BUG)
 def test_payload_backup_name_is_a_scratch_file(mounted):
     emu, m = mounted
     os.listdir(m.path(*PY_RECIPE))
@@ -1072,7 +1066,7 @@ def test_scratch_files_are_bounded_by_scratch_max(emulator, mount_factory):
 
 def test_creating_a_name_a_dss_object_could_have_is_eperm(mounted):
     emu, m = mounted
-    names = [PY_RECIPE + ("payload.txt",), PY_RECIPE + ("payload.sql",),
+    names = [PY_RECIPE + ("payload.R",), PY_RECIPE + ("payload.sql",),
              PY_RECIPE + ("payload.py",), SCHEMA[:-1] + ("schema.json",),
              ("SALES", "datasets", "new_dataset"), ("SALES", "datasets", ".new.swp"),
              ("SALES", "recipes", "new_recipe"), ("SALES", "scenarios", "NEW"),
@@ -1116,7 +1110,7 @@ def test_dss_objects_are_never_deleted_linked_or_made(mounted):
     (PAYLOAD_PY, "#payload.py#"),
     (SCRIPT, "script.py.bak"),
     pytest.param(PAYLOAD_PY, "payload.py~",
-                 marks=pytest.mark.xfail(strict=True, reason=PAYLOAD_BACKUP_BUG)),
+                 ),
 ], ids=lambda v: v if isinstance(v, str) else v[-1])
 def test_renaming_a_dss_file_away_copies_it(mounted, parts, backup):
     emu, m = mounted
@@ -1134,17 +1128,7 @@ def test_renaming_a_dss_file_away_copies_it(mounted, parts, backup):
     assert sorted(os.listdir(folder)) == listing
 
 
-RENAME_DEADLOCK_BUG = (
-    "dssfs bug: op_rename() calls fuse_lowlevel_notify_inval_entry() on the worker "
-    "thread right after replying; if the renaming process (vim: rename(f, f~) then "
-    "open(f, O_CREAT)) or any other one takes the folder's lock and needs a reply "
-    "before that thread gets the lock, and no other worker is free, both wait for each "
-    "other for ever (worker in fuse_reverse_inval_entry, vim in fuse_lookup under "
-    "fuse_atomic_open); libfuse documents that these notifications must not be sent from "
-    "the execution path of a related operation")
 
-
-@pytest.mark.xfail(strict=True, reason=RENAME_DEADLOCK_BUG)
 @pytest.mark.expect_dssfs_errors
 def test_rename_then_create_in_the_same_folder_does_not_deadlock(emulator, mount_factory):
     """Deterministic form of the hang vim hits now and then: a single worker (-s), the
