@@ -473,6 +473,7 @@ static int open_handle(struct ops_ctx *c, uint64_t ino, struct fuse_file_info *f
 		}
 		fi->fh = (uint64_t)(uintptr_t)h;
 		fi->keep_cache = 0;
+		fi->noflush = 1;
 		return 0;
 	}
 	h = handle_new(c);
@@ -492,6 +493,8 @@ static int open_handle(struct ops_ctx *c, uint64_t ino, struct fuse_file_info *f
 	h->dirty = (flags & TREE_OPEN_TRUNC) != 0;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->keep_cache = 0;
+	/* A reader's close() has nothing to save: spare the FLUSH round trip. */
+	fi->noflush = !(flags & TREE_OPEN_WRITE);
 	return 0;
 }
 
