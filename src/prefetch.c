@@ -9,6 +9,7 @@
 
 struct job {
 	char *key;
+	void *arg;
 	uint64_t hash;
 	struct job *next;  /* queue order */
 	struct job *hnext; /* hash chain of queued keys */
@@ -23,9 +24,18 @@ struct prefetch {
 	int stopping;
 	int nthreads;
 	pthread_t *threads;
-	void (*run)(void *ctx, const char *key);
+	void (*run)(void *ctx, const char *key, void *arg);
 	void *ctx;
+	void (*free_arg)(void *arg);
 };
+
+static void job_free(struct prefetch *p, struct job *j)
+{
+	if (j->arg && p->free_arg)
+		p->free_arg(j->arg);
+	free(j->key);
+	free(j);
+}
 
 static void unhash(struct prefetch *p, struct job *j)
 {
@@ -53,9 +63,8 @@ static void *worker(void *arg)
 		unhash(p, j);
 		p->queued--;
 		pthread_mutex_unlock(&p->lock);
-		p->run(p->ctx, j->key);
-		free(j->key);
-		free(j);
+		p->run(p->ctx, j->key, j->arg);
+		job_free(p, j);
 		pthread_mutex_lock(&p->lock);
 	}
 	pthread_mutex_unlock(&p->lock);
@@ -63,7 +72,8 @@ static void *worker(void *arg)
 }
 
 struct prefetch *prefetch_new(int nthreads, size_t max_queue,
-			      void (*run)(void *ctx, const char *key), void *ctx)
+			      void (*run)(void *ctx, const char *key, void *arg), void *ctx,
+			      void (*free_arg)(void *arg))
 {
 	struct prefetch *p = xcalloc(1, sizeof(*p));
 
@@ -74,6 +84,7 @@ struct prefetch *prefetch_new(int nthreads, size_t max_queue,
 	p->max_queue = max_queue;
 	p->run = run;
 	p->ctx = ctx;
+	p->free_arg = free_arg;
 	p->threads = xcalloc((size_t)(nthreads > 0 ? nthreads : 1), sizeof(*p->threads));
 	for (int i = 0; i < nthreads; i++) {
 		if (pthread_create(&p->threads[p->nthreads], NULL, worker, p)) {
@@ -85,7 +96,7 @@ struct prefetch *prefetch_new(int nthreads, size_t max_queue,
 	return p;
 }
 
-int prefetch_add(struct prefetch *p, const char *key)
+int prefetch_add(struct prefetch *p, const char *key, void *arg)
 {
 	uint64_t h = hash64(key);
 	int ret = 0;
@@ -98,6 +109,8 @@ int prefetch_add(struct prefetch *p, const char *key)
 			goto out;
 	struct job *j = xcalloc(1, sizeof(*j));
 	j->key = xstrdup(key);
+	j->arg = arg;
+	arg = NULL;
 	j->hash = h;
 	j->hnext = p->table[h % p->nbuckets];
 	p->table[h % p->nbuckets] = j;
@@ -111,6 +124,8 @@ int prefetch_add(struct prefetch *p, const char *key)
 	ret = 1;
 out:
 	pthread_mutex_unlock(&p->lock);
+	if (arg && p->free_arg)
+		p->free_arg(arg);
 	return ret;
 }
 
@@ -121,8 +136,7 @@ static void drop_queue(struct prefetch *p)
 		struct job *j = p->head;
 		p->head = j->next;
 		unhash(p, j);
-		free(j->key);
-		free(j);
+		job_free(p, j);
 	}
 	p->tail = NULL;
 	p->queued = 0;

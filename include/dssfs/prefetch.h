@@ -20,14 +20,18 @@
 
 struct prefetch;
 
-/* run(ctx, key) fetches one resource; it is called from worker threads. */
+/* run(ctx, key, arg) fetches one resource; it is called from worker threads.
+ * arg is what prefetch_add was given, freed with free_arg afterwards (also
+ * when the job is dropped). */
 struct prefetch *prefetch_new(int nthreads, size_t max_queue,
-			      void (*run)(void *ctx, const char *key), void *ctx);
+			      void (*run)(void *ctx, const char *key, void *arg), void *ctx,
+			      void (*free_arg)(void *arg));
 void prefetch_free(struct prefetch *p); /* NULL-safe */
 
-/* Queues a key (copied).  Returns 1 if queued, 0 if already queued or the
- * queue is full. */
-int prefetch_add(struct prefetch *p, const char *key);
+/* Queues a key (copied) with an argument for run (NULL allowed; owned by
+ * the queue from here).  Returns 1 if queued, 0 if already queued or the
+ * queue is full (then arg is freed). */
+int prefetch_add(struct prefetch *p, const char *key, void *arg);
 
 /* Drops what is queued and not yet running (SIGHUP). */
 void prefetch_clear(struct prefetch *p);
