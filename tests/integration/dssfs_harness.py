@@ -20,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -649,3 +650,32 @@ def errname(code) -> str:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+HANG_GUARD = 60.0   # not a time assertion: only keeps a hung mount from hanging the suite
+
+
+def in_thread(fn, *args):
+    """Runs fn in a thread: ("ok", value) or ("err", OSError).  Fails on a hang."""
+    out = {}
+
+    def run():
+        try:
+            out["ok"] = fn(*args)
+        except OSError as e:
+            out["err"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(HANG_GUARD)
+    assert not t.is_alive(), "%s%r hung" % (getattr(fn, "__name__", fn), args)
+    return ("ok", out.get("ok")) if "err" not in out else ("err", out["err"])
+
+
+def assert_errno(result, *codes):
+    """result (from in_thread) is an OSError with one of these errnos."""
+    kind, v = result
+    assert kind == "err", "expected %s, got success: %r" % (
+        "/".join(errname(c) for c in codes), v if not isinstance(v, bytes) else v[:200])
+    assert v.errno in codes, "expected %s, got %s (%s)" % (
+        "/".join(errname(c) for c in codes), errname(v.errno), v)

@@ -6,40 +6,14 @@ import errno
 import json
 import os
 import subprocess
-import threading
 
 import pytest
 
-from dssfs_harness import READER_KEY, errname, errno_of, read_bytes
+from dssfs_harness import (HANG_GUARD, READER_KEY, assert_errno, errname, errno_of, in_thread,
+                           read_bytes)
 
 SCHEMA = ("SALES", "datasets", "orders", "schema.json")
 SCHEMA_RE = r"^/projects/SALES/datasets/orders/schema$"
-HANG_GUARD = 60.0   # not a time assertion: only keeps a hung mount from hanging the suite
-
-
-def in_thread(fn, *args):
-    """Runs fn in a thread; returns ("ok", value) or ("err", OSError).  Fails on a hang."""
-    out = {}
-
-    def run():
-        try:
-            out["ok"] = fn(*args)
-        except OSError as e:
-            out["err"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(HANG_GUARD)
-    assert not t.is_alive(), "%s%r hung" % (getattr(fn, "__name__", fn), args)
-    return ("ok", out["ok"]) if "ok" in out else ("err", out["err"])
-
-
-def assert_errno(result, *codes):
-    kind, v = result
-    assert kind == "err", "expected %s, got success: %r" % (
-        "/".join(errname(c) for c in codes), v if not isinstance(v, bytes) else v[:200])
-    assert v.errno in codes, "expected %s, got %s (%s)" % (
-        "/".join(errname(c) for c in codes), errname(v.errno), v)
 
 
 # --- missing things ----------------------------------------------------------------------

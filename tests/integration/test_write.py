@@ -25,9 +25,9 @@ import time
 
 import pytest
 
-from dssfs_harness import (READER_KEY, errname, errno_of, expected_tree, read_bytes)
+from dssfs_harness import (HANG_GUARD, READER_KEY, assert_errno, errname, errno_of,
+                           expected_tree, in_thread, read_bytes)
 
-HANG_GUARD = 60.0   # not a time assertion: only keeps a hung mount from hanging the suite
 
 SCHEMA = ("SALES", "datasets", "orders", "schema.json")
 SCHEMA_EP = "projects/SALES/datasets/orders/schema"
@@ -102,30 +102,6 @@ def assert_shows_server(emu, m, parts):
 
 def without_tags(doc):
     return {k: v for k, v in doc.items() if k not in ("versionTag", "creationTag")}
-
-
-def in_thread(fn, *args):
-    """Runs fn in a thread; ("ok", value) or ("err", OSError).  Fails on a hang."""
-    out = {}
-
-    def run():
-        try:
-            out["ok"] = fn(*args)
-        except OSError as e:
-            out["err"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(HANG_GUARD)
-    assert not t.is_alive(), "%s%r hung" % (getattr(fn, "__name__", fn), args)
-    return ("ok", out.get("ok")) if "err" not in out else ("err", out["err"])
-
-
-def assert_errno(result, *codes):
-    kind, v = result
-    assert kind == "err", "expected %s, got success" % "/".join(errname(c) for c in codes)
-    assert v.errno in codes, "expected %s, got %s (%s)" % (
-        "/".join(errname(c) for c in codes), errname(v.errno), v)
 
 
 def write_file(path, data: bytes, flags=os.O_WRONLY | os.O_TRUNC):
