@@ -363,11 +363,14 @@ out:
 	}
 	if (loop)
 		fuse_loop_cfg_destroy(loop);
+	/* Unmount first: a notification the kernel keeps waiting (for a
+	 * request no worker will answer now) then fails instead of blocking
+	 * the notifier forever. */
+	if (se && mounted)
+		fuse_session_unmount(se);
 	ops_stop(&ctx);
 	ops_release_all(&ctx);
 	if (se) {
-		if (mounted)
-			fuse_session_unmount(se);
 		if (handlers)
 			fuse_remove_signal_handlers(se);
 		fuse_session_destroy(se);
