@@ -661,19 +661,24 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 }
 
 /* DSS objects are made and removed in DSS, not through the mount. */
+static void reply_refused(fuse_req_t req)
+{
+	fuse_reply_err(req, ctx_of(req)->read_only ? EROFS : EPERM);
+}
+
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	(void)parent;
 	(void)name;
 	(void)mode;
-	fuse_reply_err(req, ctx_of(req)->read_only ? EROFS : EPERM);
+	reply_refused(req);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	(void)parent;
 	(void)name;
-	fuse_reply_err(req, ctx_of(req)->read_only ? EROFS : EPERM);
+	reply_refused(req);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
@@ -681,7 +686,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	(void)link;
 	(void)parent;
 	(void)name;
-	fuse_reply_err(req, ctx_of(req)->read_only ? EROFS : EPERM);
+	reply_refused(req);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -689,7 +694,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	(void)ino;
 	(void)newparent;
 	(void)newname;
-	fuse_reply_err(req, ctx_of(req)->read_only ? EROFS : EPERM);
+	reply_refused(req);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)

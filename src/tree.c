@@ -497,6 +497,13 @@ void tree_drop_caches(struct tree *t)
 
 /* ---- attributes --------------------------------------------------------- */
 
+/* The name of an item of a DSS listing: the `key` field of an array item,
+ * or the key of an object's member (listings keyed by name). */
+static const char *list_item_name(const cJSON *list, const cJSON *item, const char *key)
+{
+	return cJSON_IsObject(list) ? item->string : json_get_string(item, key);
+}
+
 /* The time of the DSS object a node belongs to: the versionTag of the
  * nearest object folder at or above it, from its parent's listing (read
  * each time, so a refreshed listing moves it); the mount time above the
@@ -518,8 +525,7 @@ static int64_t object_mtime(struct tree *t, const struct pt_row *row, const stru
 		const cJSON *list = ((struct resource *)cache_ref_value(ref))->json, *item;
 		cJSON_ArrayForEach(item, list)
 		{
-			const char *k = cJSON_IsObject(list) ? item->string
-							     : json_get_string(item, dir->list_key);
+			const char *k = list_item_name(list, item, dir->list_key);
 			if (k && !strcmp(k, name)) {
 				m = json_get_int64(item, "versionTag.lastModifiedOn", -1);
 				break;
@@ -552,19 +558,12 @@ static void dir_attr(struct tree *t, uint64_t ino, int64_t mtime_ms, struct stat
 	st->st_nlink = 2;
 }
 
+static int saves_allowed(struct tree *t, const struct pt_row *row);
+
 static mode_t file_mode(struct tree *t, const struct pt_row *row)
 {
-	return S_IFREG | (row->put && !t->opt.read_only ? 0644 : 0444);
+	return S_IFREG | (saves_allowed(t, row) ? 0644 : 0444);
 }
-
-/* Attributes of a file: fetches its document to know its exact size. */
-/* Appends the cache key of an endpoint template. */
-static int key_of(const char *tmpl, const struct pt_vars *vars, struct buf *key)
-{
-	return pathtab_expand(tmpl, vars, key);
-}
-
-static int saves_allowed(struct tree *t, const struct pt_row *row);
 
 static int64_t version_in(const struct cache_ref *ref, const char *at)
 {
@@ -584,6 +583,7 @@ static int64_t doc_version(const struct pt_row *row, const struct cache_ref *ref
 	return row->version_at ? version_in(ref, row->version_at) : -1;
 }
 
+/* Attributes of a file: fetches its document to know its exact size. */
 static int file_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
 		     const struct pt_vars *vars, struct stat *st)
 {
@@ -684,8 +684,7 @@ static int for_each_listed(struct tree *t, const struct node *dir, child_fn fn, 
 	}
 	cJSON_ArrayForEach(item, list)
 	{
-		const char *name =
-		    cJSON_IsObject(list) ? item->string : json_get_string(item, dir->row->list_key);
+		const char *name = list_item_name(list, item, dir->row->list_key);
 		struct child c = {.row = kids[0], .name = BUF_INIT};
 
 		if (!name || escape_name(name, &c.name)) {
@@ -1010,8 +1009,7 @@ static void expand_list(struct tree *t, const struct pt_row *dir, const struct p
 	ng = pathtab_children(kids[0], grand, 32);
 	cJSON_ArrayForEach(item, list)
 	{
-		const char *name =
-		    cJSON_IsObject(list) ? item->string : json_get_string(item, dir->list_key);
+		const char *name = list_item_name(list, item, dir->list_key);
 		struct pt_vars v = *vars;
 		if (!name)
 			continue;
@@ -1342,12 +1340,12 @@ static void invalidate_after_save(struct tree *t, const struct pt_row *row,
 		if (!keys[i])
 			continue;
 		buf_reset(&key);
-		if (!key_of(keys[i], vars, &key))
+		if (!pathtab_expand(keys[i], vars, &key))
 			cache_invalidate(t->cache, key.data);
 	}
 	for (const struct pt_row *up = pathtab_parent(row); up; up = pathtab_parent(up)) {
 		buf_reset(&key);
-		if (up->list && !key_of(up->list, vars, &key))
+		if (up->list && !pathtab_expand(up->list, vars, &key))
 			cache_invalidate(t->cache, key.data);
 	}
 	buf_release(&key);
@@ -1372,7 +1370,8 @@ static int save_file(struct tree *t, const struct pt_row *row, const struct pt_v
 	ret = validate(row, path, data, len, &parsed);
 	if (ret)
 		return ret;
-	if ((ret = key_of(row->get, vars, &get_key)) || (ret = key_of(row->put, vars, &put_key)))
+	if ((ret = pathtab_expand(row->get, vars, &get_key)) ||
+	    (ret = pathtab_expand(row->put, vars, &put_key)))
 		goto out;
 
 	/* The conflict check and the read-modify-write need what DSS holds
