@@ -207,7 +207,9 @@ int main(int argc, char *argv[])
 	struct fuse_session *se = NULL;
 	struct ops_ctx ctx = {.open_lock = PTHREAD_MUTEX_INITIALIZER,
 			      .notice_lock = PTHREAD_MUTEX_INITIALIZER,
-			      .notice_cond = PTHREAD_COND_INITIALIZER};
+			      .notice_cond = PTHREAD_COND_INITIALIZER,
+			      .mnt_id = -2};
+	char *mountpoint_abs = NULL;
 	struct fuse_loop_config *loop = NULL;
 	pthread_t hup_tid;
 	int hup_started = 0, mounted = 0, handlers = 0;
@@ -309,6 +311,9 @@ int main(int argc, char *argv[])
 	ctx.negative_timeout_permanent = o.negative_timeout;
 	ctx.read_only = o.read_only;
 	ctx.max_file = (size_t)o.max_response_mb << 20;
+	ctx.buffered_max = (size_t)256 << 20;
+	mountpoint_abs = realpath(cmd.mountpoint, NULL);
+	ctx.mountpoint = mountpoint_abs;
 
 	fuse_opt_add_arg(&args, "-osubtype=dssfs,fsname=dssfs");
 	se = fuse_session_new(&args, &dssfs_ops, sizeof(dssfs_ops), &ctx);
@@ -368,6 +373,9 @@ out:
 	 * the notifier forever. */
 	if (se && mounted)
 		fuse_session_unmount(se);
+	/* Unsaved buffers of files still open: saved, or logged by path. */
+	if (ctx.tree)
+		ops_save_all(&ctx, cache_monotonic_ms() + 30000);
 	ops_stop(&ctx);
 	ops_release_all(&ctx);
 	if (se) {
@@ -382,6 +390,7 @@ out:
 	config_release(&cfg);
 	buf_release(&err);
 	free(cmd.mountpoint);
+	free(mountpoint_abs);
 	free(o.instance);
 	free(o.api_key_file);
 	free(o.url);

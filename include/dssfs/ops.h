@@ -18,6 +18,8 @@
 
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 
 struct tree;
 
@@ -42,6 +44,11 @@ struct ops_ctx {
 	double attr_timeout;
 	double negative_timeout_permanent;
 	int read_only;
+	const char *mountpoint; /* absolute, to find our files in /proc */
+	atomic_int mnt_id;	/* the mount's id; -2: not looked up yet */
+	/* bytes held by handles open for writing, at most buffered_max */
+	atomic_size_t buffered;
+	size_t buffered_max;
 };
 
 /* The operation table; the session's userdata must be a struct ops_ctx. */
@@ -51,6 +58,13 @@ extern const struct fuse_lowlevel_ops dssfs_ops;
  * daemonising); ops_stop() ends it (after the session loop). */
 int ops_start(struct ops_ctx *c);
 void ops_stop(struct ops_ctx *c);
+
+/* Saves what open handles hold unsaved (the session ended while files were
+ * open: unmount, SIGTERM), giving up on those left at deadline_ms
+ * (cache_monotonic_ms()).  Logs every file not saved, by path; returns how
+ * many.  Call after the session loop has returned, before
+ * ops_release_all(). */
+int ops_save_all(struct ops_ctx *c, int64_t deadline_ms);
 
 /* Frees the handles the kernel never released (the session ended while
  * files were open).  Call after the session loop has returned. */

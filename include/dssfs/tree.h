@@ -120,6 +120,22 @@ struct tree_base {
 	uint64_t hash;
 };
 
+/* Who asks: the process (thread group) behind a FUSE request, its session
+ * and user.  What a process reads is what its own saves are checked
+ * against; a process that never read the file is checked against the last
+ * read of its session (a shell's `jq . f > t && mv t f`), and without either
+ * the save is not checked. */
+struct tree_caller {
+	int64_t tgid; /* 0: unknown (then nothing is recorded or found) */
+	int64_t sid;
+	uint32_t uid;
+};
+
+/* fn is called with every inode whose content or attributes a save may
+ * have changed (the kernel's cache of it must be dropped).  Called from the
+ * saving thread, without tree locks held. */
+void tree_set_changed_cb(struct tree *t, void (*fn)(uint64_t ino, void *ctx), void *ctx);
+
 /* Opens a file: copies its bytes into *content (reset first; left empty with
  * TREE_OPEN_TRUNC) and sets *base to the version a save will be checked
  * against (-1 if none).  Opening a read-only file for writing fails with
@@ -127,16 +143,18 @@ struct tree_base {
  * bytes have another length than the st_size last reported for ino: the
  * kernel's cached size must then be dropped, or it would cut reads at the
  * old size. */
-int tree_open(struct tree *t, uint64_t ino, int flags, struct buf *content, struct tree_base *base,
-	      int *size_changed);
+int tree_open(struct tree *t, uint64_t ino, int flags, const struct tree_caller *who,
+	      struct buf *content, struct tree_base *base, int *size_changed);
 
 enum { TREE_API_RO, TREE_API_RW, TREE_SCRATCH, TREE_STREAM };
 /* What kind of file ino is (or -errno). */
 int tree_file_kind(struct tree *t, uint64_t ino);
 
-/* Saves a file's whole content; see above.  *base: in, the version read;
- * out, the version DSS now holds. */
-int tree_save(struct tree *t, uint64_t ino, const char *data, size_t len, struct tree_base *base);
+/* Saves a file's whole content; see above.  *base: in, what the handle
+ * read (version -1 and hash 0 for a handle opened with O_TRUNC: then the
+ * caller's own last read is used); out, what DSS now holds. */
+int tree_save(struct tree *t, uint64_t ino, const char *data, size_t len,
+	      const struct tree_caller *who, struct tree_base *base);
 
 /* Creates a scratch file and takes a lookup reference on it.  -EPERM for a
  * name a DSS object could have there. */
@@ -147,14 +165,15 @@ int tree_unlink(struct tree *t, uint64_t parent, const char *name);
 /* See "Scratch files" above.  flags: 0 or RENAME_NOREPLACE.  When the rename
  * saved a DSS file, *saved_ino is its inode (else 0). */
 int tree_rename(struct tree *t, uint64_t parent, const char *name, uint64_t newparent,
-		const char *newname, unsigned flags, uint64_t *saved_ino);
+		const char *newname, unsigned flags, const struct tree_caller *who,
+		uint64_t *saved_ino);
 
 enum { TREE_SET_MODE = 1, TREE_SET_SIZE = 2, TREE_SET_MTIME = 4 };
 /* chmod/truncate/utimens.  A size change of a DSS file without an open
  * handle saves at once; modes, owners and times of DSS files are accepted
  * and not stored.  Fills *out with the attributes after the change. */
 int tree_setattr(struct tree *t, uint64_t ino, const struct stat *attr, int to_set,
-		 struct stat *out);
+		 const struct tree_caller *who, struct stat *out);
 
 /* Streams (TREE_STREAM files, e.g. a project's export.zip): spooled to an
  * anonymous temporary file when first looked up, so their st_size is exact,
@@ -168,6 +187,9 @@ void tree_stream_close(struct tree_stream *s); /* NULL-safe */
 
 /* Calls fn for every inode the kernel holds (without the tree lock held). */
 void tree_for_each_ino(struct tree *t, void (*fn)(uint64_t ino, void *ctx), void *ctx);
+
+/* The path of ino in the tree (for messages): 0, or -ESTALE. */
+int tree_path_of(struct tree *t, uint64_t ino, struct buf *out);
 
 /* Forgets every cached resource (SIGHUP). */
 void tree_drop_caches(struct tree *t);

@@ -1,0 +1,383 @@
+/*
+ * resource - the documents of the tree: REST resources fetched into the
+ * cache, parsed, checked and rendered as the bytes of files.
+ */
+#include "tree_int.h"
+
+#include "dssfs/cache.h"
+#include "dssfs/http.h"
+#include "dssfs/json.h"
+#include "dssfs/log.h"
+#include "dssfs/pathtab.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- resources ---------------------------------------------------------- */
+
+static void resource_free(void *v)
+{
+	struct resource *res = v;
+
+	if (!res)
+		return;
+	while (res->r) {
+		struct rendering *r = res->r;
+		res->r = r->next;
+		buf_release(&r->bytes);
+		free(r);
+	}
+	cJSON_Delete(res->json);
+	if (res->spool_fd >= 0)
+		close(res->spool_fd);
+	pthread_mutex_destroy(&res->lock);
+	free(res);
+}
+
+struct cache *tree_cache_new(size_t max_bytes, int64_t ttl_ms)
+{
+	return cache_new(max_bytes, ttl_ms, resource_free, NULL);
+}
+
+/* A \uXXXX escape cJSON cannot hold (\u0000 cuts the string, a lone
+ * surrogate fails the whole document) is rewritten as MARK_ESCAPE followed by
+ * its four hex digits: a byte no UTF-8 text contains, so it is found again
+ * when rendering (see unmark()) and a name holding it is never valid. */
+#define MARK_ESCAPE '\xfe'
+
+static int hexval(int c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				      : -1;
+}
+
+/* The code unit of the escape "\uXXXX" at s (len bytes available), or -1. */
+static long escape_unit(const char *s, size_t len)
+{
+	long v = 0;
+
+	if (len < 6 || s[0] != '\\' || s[1] != 'u')
+		return -1;
+	for (int i = 2; i < 6; i++) {
+		int h = hexval((unsigned char)s[i]);
+		if (h < 0)
+			return -1;
+		v = v * 16 + h;
+	}
+	return v;
+}
+
+/* Copies a JSON body, marking the escapes cJSON cannot hold (see
+ * MARK_ESCAPE).  Returns how many were marked. */
+static size_t mark_escapes(const char *in, size_t len, struct buf *out)
+{
+	size_t marked = 0;
+	int in_string = 0;
+
+	buf_grow(out, len);
+	for (size_t i = 0; i < len; i++) {
+		char c = in[i];
+		if (!in_string) {
+			in_string = c == '"';
+			buf_addch(out, c);
+			continue;
+		}
+		if (c == '"') {
+			in_string = 0;
+			buf_addch(out, c);
+			continue;
+		}
+		if (c != '\\' || i + 1 >= len) {
+			buf_addch(out, c);
+			continue;
+		}
+		long u = escape_unit(in + i, len - i);
+		if (u >= 0xD800 && u <= 0xDBFF) {
+			long lo = escape_unit(in + i + 6, len - i - 6);
+			if (lo >= 0xDC00 && lo <= 0xDFFF) {
+				buf_add(out, in + i, 12); /* a valid pair */
+				i += 11;
+				continue;
+			}
+		}
+		if (u == 0 || (u >= 0xD800 && u <= 0xDFFF)) {
+			buf_addch(out, MARK_ESCAPE);
+			buf_add(out, in + i + 2, 4);
+			i += 5;
+			marked++;
+			continue;
+		}
+		/* any other escape: copied as is, with the escaped character */
+		buf_add(out, in + i, 2);
+		i++;
+	}
+	return marked;
+}
+
+/* Whether a number cannot be rendered as the value DSS sent: not finite,
+ * or an integer beyond 2^53 (a double holds it only approximately). */
+static int number_lossy(double d)
+{
+	return !isfinite(d) || fabs(d) >= 9007199254740992.0;
+}
+
+static const char *find_unfaithful(const cJSON *j, size_t marked)
+{
+	if (marked)
+		return "a string holds \\u0000 or a lone surrogate, which cannot be kept";
+	if (!j)
+		return NULL;
+	if (cJSON_IsNumber(j) && number_lossy(j->valuedouble))
+		return "a number is too large to be kept exactly";
+	for (const cJSON *c = j->child; c; c = c->next) {
+		const char *why = find_unfaithful(c, 0);
+		if (why)
+			return why;
+	}
+	return NULL;
+}
+
+const char *doc_unfaithful(const char *data, size_t len, const cJSON *j)
+{
+	struct buf marked = BUF_INIT;
+	size_t n = mark_escapes(data, len, &marked);
+
+	buf_release(&marked);
+	return find_unfaithful(j, n);
+}
+
+/* Parses a server's JSON body into a resource.  Text after the document is
+ * an error, as it is for a save. */
+static int parse_body(const char *what, const struct buf *body, struct resource **out)
+{
+	struct buf marked = BUF_INIT;
+	const char *end = NULL;
+	size_t n = mark_escapes(body->data, body->len, &marked);
+	cJSON *json = cJSON_ParseWithLengthOpts(marked.data, marked.len, &end, 0);
+	int ret = 0;
+
+	*out = NULL;
+	if (!json) {
+		log_error("GET %s: DSS answered with invalid JSON (%zu bytes)", what, body->len);
+		ret = -EIO;
+		goto out;
+	}
+	for (; end && end < marked.data + marked.len; end++) {
+		if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+			log_error("GET %s: DSS answered with text after the JSON document", what);
+			cJSON_Delete(json);
+			ret = -EIO;
+			goto out;
+		}
+	}
+	struct resource *res = xcalloc(1, sizeof(*res));
+	res->json = json;
+	res->spool_fd = -1;
+	res->unfaithful = find_unfaithful(json, n);
+	pthread_mutex_init(&res->lock, NULL);
+	*out = res;
+out:
+	buf_release(&marked);
+	return ret;
+}
+
+int fetch_resource(void *ctx, const char *key, void **value, size_t *cost)
+{
+	struct tree *t = ctx;
+	struct buf body = BUF_INIT;
+	struct resource *res;
+	int ret = http_get(t->http, key, &body);
+
+	if (ret)
+		return ret;
+	ret = parse_body(key, &body, &res);
+	if (!ret) {
+		/* The parsed tree and the renderings cost a few times the body. */
+		*cost = 3 * body.len + sizeof(*res) + 256;
+		*value = res;
+	}
+	buf_release(&body);
+	return ret;
+}
+
+#define SPOOL_PREFIX "POST "
+
+/* An anonymous temporary file (gone when closed). */
+static int spool_file(void)
+{
+	const char *dir = getenv("TMPDIR");
+	int fd;
+
+	if (!dir || !*dir)
+		dir = "/tmp";
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		char *tmpl = xasprintf("%s/dssfs-spool-XXXXXX", dir);
+		fd = mkostemp(tmpl, O_CLOEXEC);
+		if (fd >= 0)
+			unlink(tmpl);
+		free(tmpl);
+	}
+	return fd < 0 ? -errno : fd;
+}
+
+/* Fetches a stream (key "POST <path>") into a spool file. */
+static int fetch_spool(void *ctx, const char *key, void **value, size_t *cost)
+{
+	struct tree *t = ctx;
+	const char *path = key + strlen(SPOOL_PREFIX);
+	struct resource *res;
+	size_t size = 0;
+	int fd = spool_file(), ret;
+
+	if (fd < 0) {
+		log_error("POST %s: cannot make a temporary file: %s", path, strerror(-fd));
+		return fd;
+	}
+	ret = http_request_to_fd(t->http, "POST", path, "{}", 2, fd, t->opt.spool_max, &size);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	res = xcalloc(1, sizeof(*res));
+	res->spool_fd = fd;
+	res->spool_size = size;
+	pthread_mutex_init(&res->lock, NULL);
+	*cost = sizeof(*res) + 256; /* the bytes are on disk */
+	*value = res;
+	return 0;
+}
+
+/* The resource a file row shows. */
+int get_row_resource(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
+		     struct cache_ref **ref)
+{
+	struct buf key = BUF_INIT;
+	int ret;
+
+	if (row->format != PT_SPOOL)
+		return get_resource(t, row->get, vars, ref);
+	buf_addstr(&key, SPOOL_PREFIX);
+	ret = pathtab_expand(row->get, vars, &key);
+	if (!ret)
+		ret = cache_get(t->cache, key.data, fetch_spool, t, ref);
+	buf_release(&key);
+	return ret;
+}
+
+int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
+		 struct cache_ref **ref)
+{
+	struct buf key = BUF_INIT;
+	int ret = pathtab_expand(tmpl, vars, &key);
+
+	if (!ret)
+		ret = cache_get(t->cache, key.data, fetch_resource, t, ref);
+	buf_release(&key);
+	return ret;
+}
+
+/* Writes the string bytes of a text file: a marked escape (MARK_ESCAPE)
+ * of \u0000 becomes the NUL it stands for; any other one, its escape text. */
+static void unmark_text(const char *s, struct buf *out)
+{
+	for (; *s; s++) {
+		if (*s == MARK_ESCAPE && strlen(s) >= 5) {
+			if (!strncmp(s + 1, "0000", 4))
+				buf_addch(out, '\0');
+			else
+				buf_addf(out, "\\u%.4s", s + 1);
+			s += 4;
+		} else {
+			buf_addch(out, *s);
+		}
+	}
+}
+
+/* In rendered JSON a marked escape stands inside a string: it becomes the
+ * escape DSS sent. */
+static void unmark_json(struct buf *b)
+{
+	if (!memchr(b->data, MARK_ESCAPE, b->len))
+		return;
+	struct buf out = BUF_INIT;
+	for (size_t i = 0; i < b->len; i++) {
+		if (b->data[i] == MARK_ESCAPE)
+			buf_addstr(&out, "\\u");
+		else
+			buf_addch(&out, b->data[i]);
+	}
+	buf_release(b);
+	*b = out;
+}
+
+static void render_new(struct resource *res, const struct pt_row *row, struct rendering *r)
+{
+	const cJSON *part = json_get(res->json, row->field);
+
+	if (row->format == PT_JSON) {
+		if (part) {
+			json_render(part, &r->bytes);
+			unmark_json(&r->bytes);
+		} else {
+			r->err = -EIO;
+		}
+	} else if (cJSON_IsString(part)) {
+		unmark_text(part->valuestring, &r->bytes);
+	} else if (!part || cJSON_IsNull(part)) {
+		/* DSS omits an empty payload. */
+	} else {
+		r->err = -EIO;
+	}
+	if (r->err)
+		log_error("%s: the document from DSS has no usable \"%s\" field", row->pattern,
+			  row->field ? row->field : "");
+	r->hash = content_hash(r->bytes.data, r->bytes.len);
+}
+
+int render(struct resource *res, const struct pt_row *row, const struct buf **out, uint64_t *hash)
+{
+	struct rendering *r;
+	int ret;
+
+	if (!res->json)
+		return -EIO;
+	pthread_mutex_lock(&res->lock);
+	for (r = res->r; r; r = r->next)
+		if (r->field == row->field && r->format == row->format)
+			break;
+	if (!r) {
+		r = xcalloc(1, sizeof(*r));
+		r->field = row->field;
+		r->format = row->format;
+		buf_init(&r->bytes);
+		render_new(res, row, r);
+		r->next = res->r;
+		res->r = r;
+	}
+	ret = r->err;
+	*out = &r->bytes;
+	if (hash)
+		*hash = r->hash;
+	pthread_mutex_unlock(&res->lock);
+	return ret;
+}
+
+/* 64-bit FNV-1a of a byte string; 0 is kept for "unknown". */
+uint64_t content_hash(const char *data, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)data[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h ? h : 1;
+}

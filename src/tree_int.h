@@ -1,0 +1,151 @@
+/*
+ * tree_int - what the parts of the tree engine share (private to src/):
+ * resource.c (documents: fetch, parse, render), nodes.c (the inode table),
+ * tree.c (lookup, listing, attributes, reading), save.c (saving, scratch
+ * files, rename, setattr).
+ */
+#ifndef DSSFS_TREE_INT_H
+#define DSSFS_TREE_INT_H
+
+#include "dssfs/buf.h"
+#include "dssfs/pathtab.h"
+#include "dssfs/tree.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct cache_ref;
+struct strmap;
+
+/* A fetched REST resource: the parsed document and the renderings of its
+ * files, made on first use.  Each rendering is allocated on its own and
+ * never moved or freed before the resource, so a pointer to its bytes stays
+ * valid while the resource is held (another thread may add renderings). */
+struct rendering {
+	struct rendering *next;
+	const char *field; /* static: from the table */
+	enum pt_format format;
+	int err;
+	uint64_t hash; /* content_hash of bytes */
+	struct buf bytes;
+};
+
+struct resource {
+	cJSON *json;  /* NULL for a spooled stream */
+	int spool_fd; /* PT_SPOOL: the temporary file holding it, else -1 */
+	size_t spool_size;
+	/* Why the document cannot be shown faithfully (a string holding
+	 * \u0000 or a lone surrogate, a number a double cannot hold), or NULL.
+	 * Its files are shown read-only and never saved. */
+	const char *unfaithful;
+	pthread_mutex_t lock; /* guards the renderings */
+	struct rendering *r;
+};
+
+/* What an inode stands for: a path, its table row and variables.
+ * Immutable once made and reference counted, so an operation keeps using
+ * the one it started with while a rename binds the inode to another
+ * (node_of / node_put). */
+struct node {
+	atomic_int refs;
+	uint64_t ino;
+	char *path;		  /* file names (escaped), "/" for the root */
+	const struct pt_row *row; /* NULL: a scratch file */
+	struct pt_vars vars;	  /* values owned */
+	/* st_size last reported to the kernel for this binding, -1 if none */
+	_Atomic int64_t shown_size;
+};
+
+#define DOC_LOCKS 64
+
+struct tree {
+	struct http *http;
+	struct cache *cache;
+	struct tree_options opt;
+	pthread_mutex_t lock; /* guards the tables below */
+	struct inode **inodes;
+	size_t ninode_buckets, ninodes;
+	struct strmap *paths; /* path -> struct inode, the names in use */
+	struct strmap *bases; /* path -> struct base_list (save.c) */
+	struct strmap *times; /* path -> struct file_time (tree.c) */
+	struct scratch *scratch;
+	struct prefetch *prefetch; /* NULL: disabled */
+	/* saves of one document run one at a time (save.c) */
+	pthread_mutex_t doc_locks[DOC_LOCKS];
+	void (*changed)(uint64_t ino, void *ctx);
+	void *changed_ctx;
+};
+
+/* resource.c */
+int fetch_resource(void *ctx, const char *key, void **value, size_t *cost);
+int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
+		 struct cache_ref **ref);
+int get_row_resource(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
+		     struct cache_ref **ref);
+/* The bytes of a file row rendered from res (valid while res is held) and
+ * their content_hash. */
+int render(struct resource *res, const struct pt_row *row, const struct buf **out, uint64_t *hash);
+/* Why a JSON text (parsed as j) cannot be held faithfully by cJSON (see
+ * struct resource's `unfaithful`), or NULL. */
+const char *doc_unfaithful(const char *data, size_t len, const cJSON *j);
+/* Whether s is valid UTF-8 (no overlong forms, no surrogates). */
+int utf8_valid(const unsigned char *s, size_t len);
+/* 64-bit FNV-1a of a byte string, never 0 (0 is kept for "unknown"). */
+uint64_t content_hash(const char *data, size_t len);
+
+/* nodes.c */
+void nodes_init(struct tree *t);
+void nodes_release(struct tree *t);
+void vars_copy(struct pt_vars *dst, const struct pt_vars *src);
+void vars_release(struct pt_vars *v);
+/* The binding inode `ino` has now (a reference: node_put it), or NULL. */
+struct node *node_of(struct tree *t, uint64_t ino);
+void node_put(struct node *n); /* NULL-safe */
+/* Takes one lookup reference on the inode of path, making it if needed. */
+uint64_t node_ref(struct tree *t, const char *path, const struct pt_row *row,
+		  const struct pt_vars *vars);
+/* The inode of path, or the number it would take. */
+uint64_t ino_for_path(struct tree *t, const char *path);
+/* The inode of path, or 0 if the kernel holds none. */
+uint64_t ino_if_held(struct tree *t, const char *path);
+/* A rename moved the inode at `from` to `to`, now bound to (row, vars): the
+ * inode keeps its number (the kernel moved its entry) and answers for `to`;
+ * whatever inode `to` had is no longer found by name (libfuse's
+ * rename_node()). */
+void node_rekey(struct tree *t, const char *from, const char *to, const struct pt_row *row,
+		const struct pt_vars *vars);
+
+/* tree.c */
+int saves_allowed(struct tree *t, const struct pt_row *row);
+int64_t now_epoch_ms(void);
+void child_path(const struct node *dir, const char *name, struct buf *out);
+int name_possible(const struct node *dir, const char *name);
+/* The file's bytes and its document's versionNumber (-1: none). */
+int file_bytes(struct tree *t, const struct node *n, struct buf *out, int64_t *version);
+int64_t doc_version(const struct pt_row *row, const struct cache_ref *ref);
+/* An API object found by name, with its own copy of the variables. */
+struct found {
+	const struct pt_row *row;
+	struct pt_vars vars;
+};
+int find_api_child(struct tree *t, const struct node *dir, const char *name, struct found *out);
+void found_release(struct found *f);
+int node_attr(struct tree *t, const struct node *n, struct stat *st);
+int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st);
+/* Takes a lookup reference on the scratch file at path and fills *st; the
+ * reference is dropped again if the file is gone meanwhile. */
+int scratch_ref(struct tree *t, const char *path, const struct pt_vars *vars, uint64_t *ino,
+		struct stat *st);
+/* Tells the FUSE layer that what the kernel caches of ino is stale. */
+void tree_changed(struct tree *t, uint64_t ino);
+
+/* save.c */
+void saves_init(struct tree *t);
+void saves_release(struct tree *t);
+/* Records what caller read of the file at path (see tree_base). */
+void base_record(struct tree *t, const char *path, const struct tree_caller *who,
+		 const struct tree_base *b);
+
+#endif
