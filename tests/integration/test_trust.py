@@ -55,6 +55,11 @@ def variables_doc(n):
     return {"standard": {"counter": n, "label": "run %d" % n}, "local": {}}
 
 
+@pytest.fixture
+def mounted_ttl0(emulator, mount_factory):
+    return emulator, mount_factory(emulator, options=["cache_ttl=0"])
+
+
 def wait_for(predicate, what):
     deadline = time.monotonic() + HANG_GUARD
     while not predicate():
@@ -402,3 +407,42 @@ def test_rsync_transfers_only_the_files_whose_bytes_changed(mounted, tmp_path):
     assert sent == changed, r.stdout
     assert json.loads((dest / "variables.json").read_bytes())["standard"]["colleague"] \
         == "was here"
+
+
+# --- 2.1 concurrent renderings of one document --------------------------------------------
+
+def test_parallel_readers_of_two_files_of_one_document(mounted_ttl0):
+    """`stat` and `cat` of recipe.json and payload.py from 8 threads at cache_ttl=0: each
+    read renders its file from a fresh fetch of the same document while other threads
+    add renderings to it.  Every read returns the right bytes (and, under
+    ThreadSanitizer or ASan, no report)."""
+    emu, m = mounted_ttl0
+    files = {p: emu.api_get(PY_RECIPE_EP) for p in ("recipe.json", "payload.py")}
+    expected = {"payload.py": files["payload.py"]["payload"].encode(),
+                "recipe.json": files["recipe.json"]["recipe"]}
+    errors = []
+
+    def worker(k):
+        for i in range(40):
+            name = ("recipe.json", "payload.py")[(i + k) % 2]
+            path = m.path(*PY_RECIPE, name)
+            try:
+                size = os.stat(path).st_size
+                data = read_bytes(path)
+            except OSError as e:
+                errors.append(e)
+                continue
+            if size != len(data):
+                errors.append("%s: st_size %d, %d bytes" % (name, size, len(data)))
+            want = expected[name]
+            got = json.loads(data) if name.endswith(".json") else data
+            if got != want:
+                errors.append("%s: wrong content" % name)
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG_GUARD)
+        assert not t.is_alive()
+    assert errors == []
