@@ -1,0 +1,214 @@
+"""The daemon as a system service: its thread pool, who may use the mount, what other
+processes can learn from it, and mounting it the way mount(8) and /etc/fstab do.
+
+Runs as root (FUSE mounts, a second uid, mount(8)); tests that need something the machine
+lacks are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from dssfs_harness import (HANG_GUARD, Mount, clean_env, dssfs_bin, read_bytes)
+
+STRACE = shutil.which("strace")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+# --- mounts made here --------------------------------------------------------------------------
+
+class TracedMount(Mount):
+    """dssfs run under ``strace -f``, recording thread creations and opens."""
+
+    def __init__(self, workdir, **kw):
+        super().__init__(workdir, **kw)
+        self.trace_path = self.workdir / "strace.out"
+
+    def command(self):
+        return [STRACE, "-f", "--seccomp-bpf", "-qq", "-e", "signal=none",
+                "-e", "trace=clone,clone3,openat", "-o", str(self.trace_path)] \
+            + super().command()
+
+    @property
+    def daemon_pid(self) -> int:
+        """The pid of dssfs itself (strace's child)."""
+        with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as f:
+            return int(f.read().split()[0])
+
+    def trace_size(self) -> int:
+        return self.trace_path.stat().st_size
+
+    def trace(self, start: int = 0) -> list[str]:
+        with open(self.trace_path, "rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace").splitlines()
+
+
+THREAD_CREATION = re.compile(r"\bclone3?\(.*CLONE_THREAD")
+DEV_FUSE_OPEN = re.compile(r"\bopenat\(.*\"/dev/fuse\"")
+
+
+def thread_creations(lines) -> int:
+    return sum(1 for ln in lines if THREAD_CREATION.search(ln))
+
+
+def dev_fuse_opens(lines) -> int:
+    return sum(1 for ln in lines if DEV_FUSE_OPEN.search(ln))
+
+
+@pytest.fixture
+def system_mount(request, tmp_path, home, emulator_factory):
+    """make(emu, options=(), traced=False, workdir=None, env=None) -> a started Mount,
+    unmounted and checked in the finalizer (before the emulators stop)."""
+    made = []
+
+    def make(emu, options=(), traced=False, workdir=None, env=None):
+        full_env = clean_env(home, env if env is not None else
+                             {"DKU_DSS_URL": emu.url, "DKU_API_KEY": emu.admin_key})
+        cls = TracedMount if traced else Mount
+        m = cls(workdir or tmp_path / ("sysmount%d" % len(made)), options=options,
+                env=full_env)
+        made.append(m)
+        return m.start()
+
+    yield make
+    problems = []
+    for m in reversed(made):
+        problems += m.finish()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+# --- the thread pool ---------------------------------------------------------------------------
+
+N_CATS = 60
+DEFAULT_MAX_THREADS = 10       # libfuse's default for -o max_threads
+
+
+@pytest.fixture
+def wide_emulator(emulator_factory):
+    """60 datasets (4 projects x 15), each answer 20 ms late so that readers overlap."""
+    return emulator_factory(args=["--generate", "4,15", "--latency-ms", "20"])
+
+
+def _schema_paths(emu):
+    """{relative path of 60 different schema.json files: their JSON} (direct GETs)."""
+    out = {}
+    for p in emu.api_get("projects/"):
+        for d in emu.api_get("projects/%s/datasets/" % p["projectKey"]):
+            out[(p["projectKey"], "datasets", d["name"], "schema.json")] = emu.api_get(
+                "projects/%s/datasets/%s/schema" % (p["projectKey"], d["name"]))
+    assert len(out) == N_CATS
+    return out
+
+
+def _tasks(pid) -> int:
+    try:
+        return len(os.listdir("/proc/%d/task" % pid))
+    except OSError:
+        return 0
+
+
+def _parallel_cats(m, expected):
+    """Runs one ``cat`` per file, all at once, while sampling the daemon's thread count.
+    Returns the largest thread count seen."""
+    pid = m.daemon_pid
+    seen = [_tasks(pid)]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            seen.append(_tasks(pid))
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        procs = {rel: subprocess.Popen(["cat", m.path(*rel)], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE) for rel in expected}
+        for rel, p in procs.items():
+            out, err = p.communicate(timeout=HANG_GUARD)
+            assert p.returncode == 0, (rel, err)
+            assert json.loads(out) == expected[rel], rel
+    finally:
+        done.set()
+        sampler.join(HANG_GUARD)
+    return max(seen)
+
+
+def _loaded_mount(emu, system_mount, options):
+    """Mounts traced with ``options`` (no prefetch: only readers make requests), runs the
+    60 readers, and returns (mount, thread creations and /dev/fuse opens during the load,
+    /dev/fuse opens in all, threads before, most threads during, most requests at once)."""
+    expected = _schema_paths(emu)
+    m = system_mount(emu, options=["prefetch=0"] + list(options), traced=True)
+    assert sorted(os.listdir(m.mnt)) == sorted({rel[0] for rel in expected})
+    m.settle()
+    before = _tasks(m.daemon_pid)
+    start = m.trace_size()
+    emu.reset_stats()
+    most = _parallel_cats(m, expected)
+    m.settle()
+    window = m.trace(start)
+    return (m, thread_creations(window), dev_fuse_opens(window), dev_fuse_opens(m.trace()),
+            before, most, emu.stats()["max_in_flight"])
+
+
+@pytest.mark.skipif(STRACE is None, reason="needs strace (packaging/install-deps.sh)")
+@needs_root
+def test_parallel_readers_reuse_a_bounded_pool_of_workers(wide_emulator, system_mount):
+    """60 parallel cats: at most max_threads workers, created once and kept (libfuse's
+    default keeps idle workers), and /dev/fuse opened once (by the mount): no thread per
+    request, no cloned device per worker without -o clone_fd."""
+    m, created, opens_during, opens, before, most, in_flight = _loaded_mount(
+        wide_emulator, system_mount, [])
+    assert created <= DEFAULT_MAX_THREADS - 1, "%d threads created for %d reads" % (
+        created, N_CATS)
+    assert opens == 1 and opens_during == 0, "/dev/fuse opened %d times" % opens
+    assert most <= before + DEFAULT_MAX_THREADS - 1, (before, most)
+    assert 2 <= in_flight <= DEFAULT_MAX_THREADS
+
+
+@pytest.mark.skipif(STRACE is None, reason="needs strace (packaging/install-deps.sh)")
+@needs_root
+def test_max_threads_caps_the_workers(wide_emulator, system_mount):
+    m, created, opens_during, opens, before, most, in_flight = _loaded_mount(
+        wide_emulator, system_mount, ["max_threads=4"])
+    assert created <= 3, created
+    assert most <= before + 3, (before, most)
+    assert 2 <= in_flight <= 4
+    assert opens == 1
+
+
+@pytest.mark.skipif(STRACE is None, reason="needs strace (packaging/install-deps.sh)")
+@needs_root
+def test_clone_fd_gives_each_worker_its_own_device(wide_emulator, system_mount):
+    m, created, opens_during, opens, before, most, in_flight = _loaded_mount(
+        wide_emulator, system_mount, ["clone_fd", "max_threads=6"])
+    assert created <= 5, created
+    # the mount's own open, then one per worker (the first one and those created since)
+    assert opens_during == created
+    assert 2 <= opens <= 1 + 6, opens
+    assert in_flight <= 6
+
+
+@pytest.mark.skipif(STRACE is None, reason="needs strace (packaging/install-deps.sh)")
+@needs_root
+def test_max_idle_threads_lets_idle_workers_go(wide_emulator, system_mount):
+    """-o max_idle_threads=1: after the burst, the workers beyond one idle one end (the
+    default keeps them all)."""
+    m, created, opens_during, opens, before, most, in_flight = _loaded_mount(
+        wide_emulator, system_mount, ["max_idle_threads=1"])
+    assert created >= 1 and most > before
+    deadline = time.monotonic() + HANG_GUARD
+    while _tasks(m.daemon_pid) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _tasks(m.daemon_pid) <= before
