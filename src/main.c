@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,14 +143,22 @@ static void usage(const char *prog)
 	       prog);
 }
 
+/* The SIGHUP handler only raises hup_pending and posts hup_sem; the hup
+ * thread does the work.  The flags are read and written by several threads
+ * (and the handler), so they are atomics, and lock-free ones, which C11
+ * (7.14.1.1) lets a signal handler use. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal flags must be lock-free");
 static sem_t hup_sem;
-static volatile sig_atomic_t hup_pending, stopping;
+static atomic_int hup_pending, stopping;
 
 static void on_sighup(int sig)
 {
+	int saved_errno = errno; /* sem_post may set it under the interrupted code */
+
 	(void)sig;
-	hup_pending = 1;
+	atomic_store(&hup_pending, 1);
 	sem_post(&hup_sem);
+	errno = saved_errno;
 }
 
 static void inval_kernel(uint64_t ino, void *se)
@@ -165,10 +174,9 @@ static void *hup_thread(void *arg)
 	for (;;) {
 		while (sem_wait(&hup_sem) && errno == EINTR)
 			;
-		if (stopping)
+		if (atomic_load(&stopping))
 			return NULL;
-		if (hup_pending) {
-			hup_pending = 0;
+		if (atomic_exchange(&hup_pending, 0)) {
 			tree_drop_caches(t);
 			/* and what the kernel keeps of them: sizes, times, pages */
 			tree_for_each_ino(t, inval_kernel, c->se);
