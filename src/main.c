@@ -318,7 +318,10 @@ int main(int argc, char *argv[])
 	ctx.read_only = o.read_only;
 	ctx.max_file = (size_t)o.max_response_mb << 20;
 
-	fuse_opt_add_arg(&args, "-osubtype=dssfs,fsname=dssfs");
+	/* default_permissions: the kernel checks the modes dssfs shows.  Without
+	 * it, with allow_other, every local user could write DSS with the
+	 * mounter's key and open the mounter's 0600 scratch files. */
+	fuse_opt_add_arg(&args, "-osubtype=dssfs,fsname=dssfs,default_permissions");
 	se = fuse_session_new(&args, &dssfs_ops, sizeof(dssfs_ops), &ctx);
 	if (!se)
 		goto out;

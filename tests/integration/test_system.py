@@ -11,7 +11,10 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -212,3 +215,99 @@ def test_max_idle_threads_lets_idle_workers_go(wide_emulator, system_mount):
     while _tasks(m.daemon_pid) > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _tasks(m.daemon_pid) <= before
+
+
+# --- who may use the mount: default_permissions ------------------------------------------------
+
+NOBODY = 65534
+SCHEMA = ("SALES", "datasets", "orders", "schema.json")
+SWAP = ("SALES", "datasets", "orders", ".schema.json.swp")
+
+# Run as nobody: tries each operation on the mount and prints {name: "ok" or errno name}.
+_NOBODY_SCRIPT = r"""
+import errno, json, os, sys
+mnt, schema, swap = sys.argv[1:4]
+folder = os.path.dirname(schema)
+out = {}
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = "ok"
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, str(e.errno))
+def read(p):
+    with open(p, "rb") as f:
+        return f.read()
+def rewrite(p):
+    doc = json.loads(read(schema))
+    doc["userModified"] = not doc.get("userModified")
+    with open(p, "r+b") as f:        # a valid change: saved if the open is allowed
+        f.truncate(0)
+        f.write(json.dumps(doc).encode())
+def overwrite(p):
+    with open(p, "wb") as f:
+        f.write(b"nobody was here")
+attempt("list", lambda: os.listdir(folder))
+attempt("read", lambda: read(schema))
+attempt("write", lambda: rewrite(schema))
+attempt("truncate", lambda: os.truncate(schema, 0))
+attempt("create", lambda: overwrite(os.path.join(folder, ".nobody.swp")))
+attempt("read_scratch", lambda: read(swap))
+attempt("overwrite_scratch", lambda: overwrite(swap))
+attempt("delete_scratch", lambda: os.unlink(swap))
+attempt("rename_scratch", lambda: os.rename(swap, swap + "~"))
+attempt("chmod_scratch", lambda: os.chmod(swap, 0o666))
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def public_dir():
+    """A folder every user can traverse (pytest's own temporary folders are 0700)."""
+    d = tempfile.mkdtemp(prefix="dssfs-system-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _as_nobody(m):
+    r = subprocess.run([sys.executable, "-c", _NOBODY_SCRIPT, m.mnt, m.path(*SCHEMA),
+                        m.path(*SWAP)], user=NOBODY, group=NOBODY, extra_groups=[],
+                       cwd="/", env={"PATH": os.environ["PATH"], "LC_ALL": "C.UTF-8"},
+                       capture_output=True, text=True, timeout=HANG_GUARD)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@needs_root
+def test_other_users_get_what_the_modes_allow(emulator, public_dir, system_mount):
+    """allow_other, mounted by root: nobody reads the 0644/0755 tree, but writing DSS
+    objects (0644 root) and touching root's 0600 scratch file is refused by the kernel
+    (EACCES, EPERM for chmod), and no request but GETs reaches DSS; root still writes."""
+    m = system_mount(emulator, options=["allow_other", "prefetch=0"],
+                     workdir=os.path.join(public_dir, "m"))
+    before = read_bytes(m.path(*SCHEMA))
+    fd = os.open(m.path(*SWAP), os.O_CREAT | os.O_WRONLY, 0o600)
+    os.write(fd, b"root's swap")
+    os.close(fd)
+    assert stat.S_IMODE(os.stat(m.path(*SWAP)).st_mode) == 0o600
+    emulator.reset_stats()
+    got = _as_nobody(m)
+    m.settle()
+    assert got == {"list": "ok", "read": "ok",
+                   "write": "EACCES", "truncate": "EACCES", "create": "EACCES",
+                   "read_scratch": "EACCES", "overwrite_scratch": "EACCES",
+                   "delete_scratch": "EACCES", "rename_scratch": "EACCES",
+                   "chmod_scratch": "EPERM"}, got
+    assert [ln for ln in emulator.log_lines() if not ln.startswith("GET ")] == []
+    assert read_bytes(m.path(*SCHEMA)) == before
+    assert read_bytes(m.path(*SWAP)) == b"root's swap"
+    # root, the mounter, still saves
+    doc = json.loads(before)
+    doc["userModified"] = not doc.get("userModified")
+    with open(m.path(*SCHEMA), "r+b") as f:
+        f.truncate(0)
+        f.write(json.dumps(doc).encode())
+    assert [ln.split("?")[0] for ln in emulator.log_lines() if not ln.startswith("GET ")] == \
+        ["PUT /public/api/projects/SALES/datasets/orders/schema"]
+    assert emulator.api_get("projects/SALES/datasets/orders/schema") == doc
