@@ -10,9 +10,12 @@
  *   3. ~/.dataiku/config.json: {"dss_instances": {NAME: {url, api_key,
  *      no_check_certificate}}, "default_instance": NAME}.
  * The URL and the key are taken from the first source that provides them.
- * TLS verification is disabled if any chosen source asks for it
- * (no_check_certificate option, DKU_NO_CHECK_CERTIFICATE=true/1/yes, or the
- * instance's no_check_certificate).
+ * A config.json instance (named by the option, or the default one) lends
+ * its key and settings only when its own URL is the URL used: with
+ * `url=` naming another server, the default instance is ignored, and an
+ * instance named by the option is an error.  TLS verification is disabled
+ * if the option, DKU_NO_CHECK_CERTIFICATE=true/1/yes/on, or the instance in
+ * use asks for it.
  *
  * No message produced here contains the key.  Thread-safety: call once at
  * start-up.

@@ -153,6 +153,52 @@ def test_unknown_instance_is_refused(tmp_path, home, two_key_emulator):
     assert rc == 1 and '"nope"' in err and READER_KEY not in err
 
 
+def _write_elsewhere_default(home):
+    """config.json whose default instance is another server, with its own key and no TLS
+    verification."""
+    path = home / ".dataiku" / "config.json"
+    os.makedirs(path.parent, exist_ok=True)
+    path.write_text(json.dumps({"dss_instances": {"elsewhere": {
+        "url": "https://dss.invalid:11200", "api_key": READER_KEY,
+        "no_check_certificate": True}}, "default_instance": "elsewhere"}))
+    os.chmod(path, 0o600)
+
+
+def test_url_option_and_key_file_ignore_another_servers_instance(two_key_emulator,
+                                                                 mount_factory, home, tmp_path):
+    """-o url= names the server: the default instance (another server) lends neither its
+    key nor its no_check_certificate."""
+    _write_elsewhere_default(home)
+    kf = tmp_path / "dss.key"
+    kf.write_text(ADMIN_KEY + "\n")
+    os.chmod(kf, 0o600)
+    m = mount_factory(two_key_emulator, creds=None, options=[
+        "url=%s" % two_key_emulator.url, "api_key_file=%s" % kf])
+    assert sorted(os.listdir(m.mnt)) == ["HR_ANALYTICS", "MARKETING", "SALES"]
+    assert "TLS certificate verification is disabled" not in m.stderr_text()
+
+
+def test_url_option_with_dku_api_key_uses_that_key(two_key_emulator, mount_factory, home):
+    """-o url= and DKU_API_KEY (no DKU_DSS_URL): the environment's key, not the key of a
+    config.json instance of another server."""
+    _write_elsewhere_default(home)
+    m = mount_factory(two_key_emulator, creds=None, env={"DKU_API_KEY": ADMIN_KEY},
+                      options=["url=%s" % two_key_emulator.url])
+    assert sorted(os.listdir(m.mnt)) == ["HR_ANALYTICS", "MARKETING", "SALES"]
+    assert "key from DKU_API_KEY" in m.stderr_text()
+    assert "TLS certificate verification is disabled" not in m.stderr_text()
+
+
+def test_url_option_contradicting_the_instance_option_is_refused(tmp_path, home,
+                                                                 two_key_emulator):
+    _write_config(home / ".dataiku" / "config.json", two_key_emulator)
+    mp = _mp(tmp_path)
+    rc, out, err = run_dssfs(["-f", "-o", "instance=main,url=http://127.0.0.1:1", mp],
+                             clean_env(home), mountpoint=mp)
+    assert rc == 1 and 'not the URL of instance "main"' in err
+    assert ADMIN_KEY not in err and not is_mounted(mp)
+
+
 def test_api_key_file_option(emulator, mount_factory, tmp_path):
     kf = tmp_path / "dss.key"
     kf.write_text("  %s  \n# comment\n" % ADMIN_KEY)
