@@ -269,6 +269,17 @@ out:
 	return ret;
 }
 
+void config_scrub_environment(void)
+{
+	static const char name[] = "DKU_API_KEY=";
+	const size_t n = sizeof(name) - 1;
+
+	for (char **e = environ; e && *e; e++)
+		if (!strncmp(*e, name, n))
+			explicit_bzero(*e + n, strlen(*e + n));
+	unsetenv("DKU_API_KEY");
+}
+
 void config_release(struct config *cfg)
 {
 	if (cfg->api_key) {

@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -185,6 +187,17 @@ static void *hup_thread(void *arg)
 	}
 }
 
+/* The API key is about to be in this process's memory: no core dump, and
+ * no other process of the same user may read it (ptrace, /proc/PID/mem or
+ * environ).  Both are inherited by the child fuse_daemonize() forks. */
+static void keep_memory_private(void)
+{
+	const struct rlimit no_core = {0, 0};
+
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || setrlimit(RLIMIT_CORE, &no_core) != 0)
+		log_warn("cannot keep the API key out of core dumps: %s", strerror(errno));
+}
+
 static int64_t now_epoch_ms(void)
 {
 	struct timeval tv;
@@ -259,6 +272,7 @@ int main(int argc, char *argv[])
 	if (cmd.debug)
 		log_set_level(LOG_LVL_DEBUG);
 
+	keep_memory_private();
 	struct config_sources src = {
 	    .instance = o.instance,
 	    .api_key_file = o.api_key_file,
@@ -266,7 +280,9 @@ int main(int argc, char *argv[])
 	    .config_path = o.config,
 	    .no_check_certificate = o.no_check_certificate,
 	};
-	if (config_resolve(&src, &cfg, &err)) {
+	int resolved = config_resolve(&src, &cfg, &err);
+	config_scrub_environment();
+	if (resolved) {
 		fprintf(stderr, "dssfs: %s\n", err.data);
 		goto out;
 	}

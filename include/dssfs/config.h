@@ -47,6 +47,13 @@ struct config {
 int config_resolve(const struct config_sources *src, struct config *cfg, struct buf *err);
 void config_release(struct config *cfg);
 
+/* Removes DKU_API_KEY from the environment, and first overwrites its value
+ * in place: the strings of the initial environment are what
+ * /proc/PID/environ shows, and unsetenv() alone leaves them there.  Call
+ * once config_resolve() has copied the key, before starting threads (the
+ * environment is not thread-safe). */
+void config_scrub_environment(void);
+
 /* True for "true", "1", "yes", "on" (any case). */
 int config_truthy(const char *s);
 

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -20,7 +21,8 @@ import time
 
 import pytest
 
-from dssfs_harness import (HANG_GUARD, Mount, clean_env, dssfs_bin, read_bytes)
+from dssfs_harness import (HANG_GUARD, STOP_TIMEOUT, Mount, clean_env, dssfs_bin, is_mounted,
+                           read_bytes, unmount)
 
 STRACE = shutil.which("strace")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -28,17 +30,28 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 # --- mounts made here --------------------------------------------------------------------------
 
-class TracedMount(Mount):
+NO_PTRACE = ["setpriv", "--inh-caps=-sys_ptrace", "--bounding-set=-sys_ptrace", "--"]
+
+
+class WrappedMount(Mount):
+    """dssfs started through another program (``prefix``, which ends by exec'ing it)."""
+
+    def __init__(self, workdir, prefix=(), **kw):
+        super().__init__(workdir, **kw)
+        self.prefix = list(prefix)
+
+    def command(self):
+        return self.prefix + super().command()
+
+
+class TracedMount(WrappedMount):
     """dssfs run under ``strace -f``, recording thread creations and opens."""
 
     def __init__(self, workdir, **kw):
         super().__init__(workdir, **kw)
         self.trace_path = self.workdir / "strace.out"
-
-    def command(self):
-        return [STRACE, "-f", "--seccomp-bpf", "-qq", "-e", "signal=none",
-                "-e", "trace=clone,clone3,openat", "-o", str(self.trace_path)] \
-            + super().command()
+        self.prefix = [STRACE, "-f", "--seccomp-bpf", "-qq", "-e", "signal=none",
+                       "-e", "trace=clone,clone3,openat", "-o", str(self.trace_path)]
 
     @property
     def daemon_pid(self) -> int:
@@ -69,16 +82,19 @@ def dev_fuse_opens(lines) -> int:
 
 @pytest.fixture
 def system_mount(request, tmp_path, home, emulator_factory):
-    """make(emu, options=(), traced=False, workdir=None, env=None) -> a started Mount,
+    """make(emu, options=(), traced=False, prefix=(), workdir=None, env=None) -> a started
+    Mount (under strace if traced, else started through prefix if given),
     unmounted and checked in the finalizer (before the emulators stop)."""
     made = []
 
-    def make(emu, options=(), traced=False, workdir=None, env=None):
+    def make(emu, options=(), traced=False, prefix=(), workdir=None, env=None):
         full_env = clean_env(home, env if env is not None else
                              {"DKU_DSS_URL": emu.url, "DKU_API_KEY": emu.admin_key})
-        cls = TracedMount if traced else Mount
-        m = cls(workdir or tmp_path / ("sysmount%d" % len(made)), options=options,
-                env=full_env)
+        workdir = workdir or tmp_path / ("sysmount%d" % len(made))
+        if traced:
+            m = TracedMount(workdir, options=options, env=full_env)
+        else:
+            m = WrappedMount(workdir, prefix=prefix, options=options, env=full_env)
         made.append(m)
         return m.start()
 
@@ -311,3 +327,145 @@ def test_other_users_get_what_the_modes_allow(emulator, public_dir, system_mount
     assert [ln.split("?")[0] for ln in emulator.log_lines() if not ln.startswith("GET ")] == \
         ["PUT /public/api/projects/SALES/datasets/orders/schema"]
     assert emulator.api_get("projects/SALES/datasets/orders/schema") == doc
+
+
+# --- what other processes can learn: environment, core dumps, ptrace -------------------------
+
+def _environ(pid) -> bytes:
+    with open("/proc/%d/environ" % pid, "rb") as f:
+        return f.read()
+
+
+def _core_limit(pid) -> list[str]:
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max core file size"):
+                return line.split()[4:6]
+    raise AssertionError("no core limit in /proc/%d/limits" % pid)
+
+
+# Run without CAP_SYS_PTRACE, as the daemon is: what it can learn of process argv[1].
+_PEEK_SCRIPT = r"""
+import errno, json, os, sys
+pid = sys.argv[1]
+out = {}
+for name, fn in (("mem", lambda: open("/proc/%s/mem" % pid, "rb").close()),
+                 ("cwd", lambda: os.readlink("/proc/%s/cwd" % pid))):
+    try:
+        fn()
+        out[name] = "ok"
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps(out))
+"""
+
+
+def _peek_without_cap_sys_ptrace(pid) -> dict:
+    """What a process of the same uid and capabilities (all but CAP_SYS_PTRACE, as the
+    daemon under NO_PTRACE) may open of the daemon's /proc entries: only what a dumpable
+    process lets it."""
+    r = subprocess.run(NO_PTRACE + [sys.executable, "-c", _PEEK_SCRIPT, str(pid)],
+                       capture_output=True, text=True, timeout=HANG_GUARD)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _assert_keeps_the_key_private(pid, key):
+    env = _environ(pid)                            # root may read it
+    assert b"DKU_DSS_URL=" in env                  # (the right process)
+    assert key.encode() not in env
+    assert _core_limit(pid) == ["0", "0"]
+    assert _peek_without_cap_sys_ptrace(pid) == {"mem": "EACCES", "cwd": "EACCES"}
+
+
+needs_setpriv = pytest.mark.skipif(shutil.which("setpriv") is None,
+                                   reason="needs setpriv (util-linux)")
+
+
+@needs_root
+@needs_setpriv
+def test_foreground_daemon_keeps_the_key_private(emulator, system_mount):
+    """DKU_API_KEY is gone from /proc/PID/environ once read; the process cannot dump core
+    and is not dumpable: a process of the same uid and capabilities cannot read its
+    memory.  (The daemon runs without CAP_SYS_PTRACE, so that a peer without it is its
+    equal, as two processes of a normal user are.)"""
+    m = system_mount(emulator, prefix=NO_PTRACE)
+    assert len(os.listdir(m.mnt)) == 3
+    _assert_keeps_the_key_private(m.proc.pid, emulator.admin_key)
+
+
+# --- daemons in the background -----------------------------------------------------------------
+
+def _find_daemon(mountpoint) -> int | None:
+    """The pid of the dssfs process whose command line names ``mountpoint``."""
+    real = os.path.realpath(dssfs_bin())
+    names = {os.fsencode(str(mountpoint)), os.fsencode(os.path.realpath(mountpoint))}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if os.readlink("/proc/%s/exe" % d) != real:
+                continue
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if names & set(args):
+            return int(d)
+    return None
+
+
+def _gone(pid, timeout) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def background_mounts(emulator_factory):
+    """A list to add the mount points of daemons that went to the background to (dssfs
+    without -f, mount(8)): each is unmounted at the end, and its daemon waited for, or
+    ended by its pid."""
+    mps = []
+    yield mps
+    problems = []
+    for mp in reversed(mps):
+        pid = _find_daemon(mp)
+        problems += unmount(mp)
+        if pid and not _gone(pid, STOP_TIMEOUT):
+            problems.append("dssfs (pid %d) did not exit after the unmount" % pid)
+            os.kill(pid, signal.SIGTERM)
+            if not _gone(pid, STOP_TIMEOUT):
+                os.kill(pid, signal.SIGKILL)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def _new_mountpoint(tmp_path, name="bg") -> str:
+    mp = tmp_path / name / "mnt"
+    mp.mkdir(parents=True)
+    return str(mp)
+
+
+@needs_root
+@needs_setpriv
+def test_daemonized_process_keeps_the_key_private(emulator, background_mounts, home,
+                                                  tmp_path):
+    """The same after fuse_daemonize's fork, in the process that stays."""
+    mp = _new_mountpoint(tmp_path)
+    background_mounts.append(mp)
+    env = clean_env(home, {"DKU_DSS_URL": emulator.url, "DKU_API_KEY": emulator.admin_key})
+    r = subprocess.run(NO_PTRACE + [str(dssfs_bin()), mp], env=env, capture_output=True,
+                       text=True, timeout=HANG_GUARD)
+    assert r.returncode == 0 and is_mounted(mp), r.stderr
+    pid = _find_daemon(mp)
+    assert pid is not None
+    assert len(os.listdir(mp)) == 3
+    _assert_keeps_the_key_private(pid, emulator.admin_key)
