@@ -428,6 +428,24 @@ def _gone(pid, timeout) -> bool:
     return False
 
 
+def _mount_ns(pid) -> str:
+    return os.readlink("/proc/%d/ns/mnt" % pid)
+
+
+def _in_namespace_of(pid, argv, **kw):
+    """Runs argv in the mount namespace of process pid."""
+    return subprocess.run(["nsenter", "--target", str(pid), "--mount", "--"] + list(argv),
+                          capture_output=True, text=True, timeout=HANG_GUARD, **kw)
+
+
+def _unmount_in_namespace_of(pid, mp) -> list[str]:
+    r = _in_namespace_of(pid, ["umount", mp])
+    if r.returncode == 0:
+        return []
+    _in_namespace_of(pid, ["umount", "--lazy", mp])
+    return ["umount %s failed (%s); lazy unmount used" % (mp, r.stderr.strip())]
+
+
 @pytest.fixture
 def background_mounts(emulator_factory):
     """A list to add the mount points of daemons that went to the background to (dssfs
@@ -437,13 +455,19 @@ def background_mounts(emulator_factory):
     yield mps
     problems = []
     for mp in reversed(mps):
-        pid = _find_daemon(mp)
-        problems += unmount(mp)
-        if pid and not _gone(pid, STOP_TIMEOUT):
-            problems.append("dssfs (pid %d) did not exit after the unmount" % pid)
-            os.kill(pid, signal.SIGTERM)
+        for _ in range(3):           # (a failed test may have mounted a line twice)
+            pid = _find_daemon(mp)
+            if pid and _mount_ns(pid) != _mount_ns(os.getpid()):
+                problems += _unmount_in_namespace_of(pid, mp)
+            else:
+                problems += unmount(mp)
+            if pid is None:
+                break
             if not _gone(pid, STOP_TIMEOUT):
-                os.kill(pid, signal.SIGKILL)
+                problems.append("dssfs (pid %d) did not exit after the unmount" % pid)
+                os.kill(pid, signal.SIGTERM)
+                if not _gone(pid, STOP_TIMEOUT):
+                    os.kill(pid, signal.SIGKILL)
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 
@@ -469,3 +493,149 @@ def test_daemonized_process_keeps_the_key_private(emulator, background_mounts, h
     assert pid is not None
     assert len(os.listdir(mp)) == 3
     _assert_keeps_the_key_private(pid, emulator.admin_key)
+
+
+# --- mount(8) and /etc/fstab --------------------------------------------------------------------
+
+needs_mount8 = pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("mount", "umount", "unshare", "nsenter"))
+    or not os.path.exists("/sbin/mount.fuse3"),
+    reason="needs util-linux mount, unshare, nsenter and fuse3's mount.fuse3")
+
+
+def _mount8(args, tmp_path, env):
+    """Runs util-linux ``mount ARGS`` as an administrator would, in a new mount namespace
+    where the binary under test is /usr/local/sbin/dssfs: mount(8) clears PATH, so
+    mount.fuse3's shell finds ``dssfs`` only in the default PATH (where `cmake --install`
+    puts it).  The mount stays in that namespace; returns (exit status, stderr)."""
+    bindir = tmp_path / "sbin"
+    if not bindir.exists():
+        bindir.mkdir()
+        (bindir / "dssfs").symlink_to(os.path.realpath(dssfs_bin()))
+    script = 'mount --bind "$1" /usr/local/sbin && shift && exec mount "$@"'
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "--",
+                        "sh", "-c", script, "sh", str(bindir)] + list(args),
+                       env=env, capture_output=True, text=True, timeout=HANG_GUARD)
+    return r.returncode, r.stderr
+
+
+def _mount_entry_in(pid, mp) -> list[str] | None:
+    with open("/proc/%d/mounts" % pid) as f:
+        found = [ln.split() for ln in f if ln.split()[1:2] == [mp]]
+    return found[-1] if found else None
+
+
+def _key_file(tmp_path, key) -> str:
+    kf = tmp_path / "dss.key"
+    kf.write_text(key + "\n")
+    os.chmod(kf, 0o600)
+    return str(kf)
+
+
+def _check_mounted_by_mount8(pid, mp, emu, fsname, projects):
+    """What mount(8) left: the daemon serves the mount in its namespace, the mount table
+    names it as fstab does, and files read as DSS has them."""
+    assert pid is not None, "no dssfs daemon for %s" % mp
+    entry = _mount_entry_in(pid, mp)
+    assert entry is not None and entry[0] == fsname and entry[2] == "fuse.dssfs", entry
+    r = _in_namespace_of(pid, ["ls", mp])
+    assert r.returncode == 0 and r.stdout.split() == projects, r
+    r = _in_namespace_of(pid, ["cat", os.path.join(mp, *SCHEMA)])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == emu.api_get("projects/SALES/datasets/orders/schema")
+    return entry[3].split(",")
+
+
+def _umount8(pid, mp):
+    r = _in_namespace_of(pid, ["umount", mp])
+    assert r.returncode == 0, r.stderr
+    assert _gone(pid, STOP_TIMEOUT), "dssfs did not exit after umount"
+
+
+@needs_root
+@needs_mount8
+def test_mount_from_an_fstab_line(emulator, background_mounts, tmp_path, home):
+    """`mount -T FSTAB MOUNTPOINT` and `mount -a -T FSTAB` (mount.fuse3 runs `dssfs SOURCE
+    MOUNTPOINT -o ...`) with the README's two lines, and a noauto line with the options
+    systemd and mount(8) know, which dssfs ignores: each is mounted once (the mount table
+    names it as the line does), serves DSS's files, and umount stops its daemon."""
+    kf = _key_file(tmp_path, emulator.admin_key)
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"dss_instances": {
+        "prod": {"url": emulator.url, "api_key": emulator.admin_key}}}))
+    os.chmod(cfg, 0o600)
+    mps = [_new_mountpoint(tmp_path, "fstab%d" % i) for i in range(3)]
+    background_mounts.extend(mps)
+    lines = [  # (fstab line, its mount's name, read-only)
+        ("dssfs  %s  fuse.dssfs  ro,url=%s,api_key_file=%s,allow_other,_netdev  0 0"
+         % (mps[0], emulator.url, kf), "dssfs", True),
+        ("prod   %s  fuse.dssfs  ro,config=%s,allow_other,_netdev  0 0" % (mps[1], cfg),
+         "prod", True),
+        ("dssfs  %s  fuse.dssfs  url=%s/,api_key_file=%s,defaults,_netdev,nofail,noauto,users,"
+         "x-systemd.automount,x-systemd.requires=network-online.target,"
+         "x-systemd.mount-timeout=30,comment=dss  0 0" % (mps[2], emulator.url, kf),
+         "dssfs", False)]
+    fstab = tmp_path / "fstab"
+    fstab.write_text("# test fstab\n" + "".join(ln + "\n" for ln, _, _ in lines))
+    rc, err = _mount8(["-T", str(fstab), mps[0]], tmp_path, clean_env(home))
+    assert rc == 0, err
+    ns = _find_daemon(mps[0])        # a process in the namespace of the mounts
+
+    def mounted():
+        with open("/proc/%d/mounts" % ns) as f:
+            return sorted(ln.split()[1] for ln in f if ln.split()[1] in mps)
+
+    def mount(*args):
+        r = _in_namespace_of(ns, ["mount"] + list(args))
+        assert r.returncode == 0, r.stderr
+
+    mount("-a", "-T", str(fstab))     # the second line; not the first again, nor noauto
+    assert mounted() == mps[:2]
+    mount("-T", str(fstab), mps[2])
+    mount("-a", "-T", str(fstab))
+    assert mounted() == mps
+    for mp, (_, fsname, ro) in zip(mps, lines):
+        opts = _check_mounted_by_mount8(ns, mp, emulator, fsname,
+                                        ["HR_ANALYTICS", "MARKETING", "SALES"])
+        assert ("ro" in opts) == ro and "default_permissions" in opts
+    for mp in reversed(mps):
+        _umount8(_find_daemon(mp), mp)
+
+
+@needs_root
+@needs_mount8
+def test_mount_t_fuse_dssfs(emulator, background_mounts, tmp_path, home):
+    """`mount -t fuse.dssfs dssfs MOUNTPOINT -o url=...,api_key_file=...`."""
+    kf = _key_file(tmp_path, emulator.admin_key)
+    mp = _new_mountpoint(tmp_path)
+    background_mounts.append(mp)
+    rc, err = _mount8(["-t", "fuse.dssfs", "dssfs", mp, "-o",
+                       "url=%s,api_key_file=%s,_netdev" % (emulator.url, kf)],
+                      tmp_path, clean_env(home))
+    assert rc == 0, err
+    pid = _find_daemon(mp)
+    _check_mounted_by_mount8(pid, mp, emulator, "dssfs", ["HR_ANALYTICS", "MARKETING", "SALES"])
+    _umount8(pid, mp)
+
+
+@needs_root
+@needs_mount8
+def test_mount_source_names_a_config_instance(emulator_factory, background_mounts, tmp_path,
+                                              home):
+    """`mount -t fuse.dssfs main MOUNTPOINT -o config=PATH`: SOURCE is the instance (not
+    the default one), and the mount table shows it."""
+    from dssfs_harness import READER_KEY
+    emu = emulator_factory(users=["%s:reader:SALES=read,*=none" % READER_KEY])
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"dss_instances": {
+        "main": {"url": emu.url, "api_key": emu.admin_key},
+        "limited": {"url": emu.url, "api_key": READER_KEY}}, "default_instance": "limited"}))
+    os.chmod(cfg, 0o600)
+    mp = _new_mountpoint(tmp_path)
+    background_mounts.append(mp)
+    rc, err = _mount8(["-t", "fuse.dssfs", "main", mp, "-o", "config=%s" % cfg], tmp_path,
+                      clean_env(home))
+    assert rc == 0, err
+    pid = _find_daemon(mp)
+    _check_mounted_by_mount8(pid, mp, emu, "main", ["HR_ANALYTICS", "MARKETING", "SALES"])
+    _umount8(pid, mp)
