@@ -21,8 +21,8 @@ import time
 
 import pytest
 
-from dssfs_harness import (HANG_GUARD, STOP_TIMEOUT, Mount, clean_env, dssfs_bin, is_mounted,
-                           read_bytes, unmount)
+from dssfs_harness import (HANG_GUARD, READER_KEY, STOP_TIMEOUT, Mount, clean_env, dssfs_bin,
+                           is_mounted, read_bytes, unmount)
 
 STRACE = shutil.which("strace")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -628,7 +628,6 @@ def test_mount_source_names_a_config_instance(emulator_factory, background_mount
                                               home):
     """`mount -t fuse.dssfs main MOUNTPOINT -o config=PATH`: SOURCE is the instance (not
     the default one), and the mount table shows it."""
-    from dssfs_harness import READER_KEY
     emu = emulator_factory(users=["%s:reader:SALES=read,*=none" % READER_KEY])
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"dss_instances": {
