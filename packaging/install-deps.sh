@@ -5,6 +5,7 @@ set -eu
 
 PKGS="build-essential cmake pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev libcjson-dev
       python3 python3-pytest ca-certificates curl jq rsync tar vim-nox"
+PKGS="$PKGS strace"  # tests/integration/test_system.py counts the daemon's threads with it
 
 missing=""
 for p in $PKGS; do

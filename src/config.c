@@ -118,18 +118,31 @@ static const char *str_field(const cJSON *obj, const char *name)
 	return cJSON_IsString(it) && *it->valuestring ? it->valuestring : NULL;
 }
 
-static int set_url(struct config *cfg, const char *url, struct buf *err)
+/* The length of url without its trailing slashes (a bare "https://" keeps
+ * them). */
+static size_t url_len(const char *url)
 {
 	size_t n = strlen(url);
 
+	while (n > 8 && url[n - 1] == '/')
+		n--;
+	return n;
+}
+
+static int same_url(const char *a, const char *b)
+{
+	size_t n = url_len(a);
+	return n == url_len(b) && !strncmp(a, b, n);
+}
+
+static int set_url(struct config *cfg, const char *url, struct buf *err)
+{
 	if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) {
 		buf_addf(err, "the DSS URL must start with http:// or https://");
 		return -EINVAL;
 	}
-	while (n > 8 && url[n - 1] == '/')
-		n--;
 	free(cfg->url);
-	cfg->url = xstrndup(url, n);
+	cfg->url = xstrndup(url, url_len(url));
 	return 0;
 }
 
@@ -137,7 +150,7 @@ int config_resolve(const struct config_sources *src, struct config *cfg, struct 
 {
 	cJSON *root = NULL;
 	const cJSON *inst = NULL;
-	const char *inst_name = src->instance;
+	const char *inst_name = src->instance, *inst_url = NULL;
 	const char *url = NULL, *key = NULL;
 	char *home_path = NULL;
 	const char *cfg_path = src->config_path;
@@ -167,6 +180,7 @@ int config_resolve(const struct config_sources *src, struct config *cfg, struct 
 			ret = -ENOENT;
 			goto out;
 		}
+		inst_url = cJSON_IsObject(inst) ? str_field(inst, "url") : NULL;
 	}
 
 	/* URL: option, then the instance picked by option, then environment,
@@ -174,11 +188,29 @@ int config_resolve(const struct config_sources *src, struct config *cfg, struct 
 	if (src->url)
 		url = src->url;
 	else if (src->instance && inst)
-		url = str_field(inst, "url");
+		url = inst_url;
 	else if (env(src, "DKU_DSS_URL"))
 		url = env(src, "DKU_DSS_URL");
 	else if (inst)
-		url = str_field(inst, "url");
+		url = inst_url;
+
+	/* An instance's key and settings belong to its server: they go only
+	 * with its own URL, never to a URL that came from elsewhere. */
+	if (inst && !(url && inst_url && same_url(url, inst_url))) {
+		if (src->instance) {
+			if (inst_url)
+				buf_addf(err,
+					 "-o url=%s is not the URL of instance \"%s\" (%s); give "
+					 "one or the other",
+					 url, inst_name, inst_url);
+			else
+				buf_addf(err, "instance \"%s\" of %s has no \"url\"", inst_name,
+					 cfg_path);
+			ret = -EINVAL;
+			goto out;
+		}
+		inst = NULL;
+	}
 
 	if (src->api_key_file) {
 		ret = read_key_file(src->api_key_file, cfg, err);
@@ -209,6 +241,11 @@ int config_resolve(const struct config_sources *src, struct config *cfg, struct 
 				cfg->origin = xstrdup("DKU_API_KEY");
 		}
 	}
+	if (url) {
+		ret = set_url(cfg, url, err);
+		if (ret)
+			goto out;
+	}
 	if (!url || !cfg->api_key || !*cfg->api_key) {
 		buf_addf(err,
 			 "no DSS %s configured.  Set DKU_DSS_URL and DKU_API_KEY, or define "
@@ -220,9 +257,6 @@ int config_resolve(const struct config_sources *src, struct config *cfg, struct 
 		ret = -EINVAL;
 		goto out;
 	}
-	ret = set_url(cfg, url, err);
-	if (ret)
-		goto out;
 	cfg->no_check_certificate =
 	    src->no_check_certificate || config_truthy(env(src, "DKU_NO_CHECK_CERTIFICATE"));
 	if (inst && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(inst, "no_check_certificate")))
@@ -233,6 +267,17 @@ out:
 	cJSON_Delete(root);
 	free(home_path);
 	return ret;
+}
+
+void config_scrub_environment(void)
+{
+	static const char name[] = "DKU_API_KEY=";
+	const size_t n = sizeof(name) - 1;
+
+	for (char **e = environ; e && *e; e++)
+		if (!strncmp(*e, name, n))
+			explicit_bzero(*e + n, strlen(*e + n));
+	unsetenv("DKU_API_KEY");
 }
 
 void config_release(struct config *cfg)

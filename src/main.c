@@ -17,10 +17,13 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -46,6 +49,8 @@ struct options {
 	int scratch_max_mb;
 	int prefetch;
 	int secret_on_cmdline;
+	char *source;	  /* [SOURCE] MOUNTPOINT: what mount(8) gives first */
+	char *mountpoint; /* the last one */
 };
 
 enum { KEY_SECRET, KEY_RO };
@@ -86,13 +91,45 @@ static const struct fuse_opt option_spec[] = {
     FUSE_OPT_END,
 };
 
+/* Options of an fstab line that mean something to mount(8), mount.fuse3 or
+ * systemd, and nothing to dssfs or the kernel.  mount.fuse3 drops some of
+ * them, not all; systemd's mount units pass them all. */
+static int ignored_mount_option(const char *opt)
+{
+	static const char *const names[] = {"_netdev", "nofail", "noauto", "auto",
+					    "user",    "users",	 "nouser", "defaults"};
+	static const char *const prefixes[] = {"x-", "comment="};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(opt, names[i]))
+			return 1;
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+		if (!strncmp(opt, prefixes[i], strlen(prefixes[i])))
+			return 1;
+	return 0;
+}
+
 static int option_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
 	struct options *o = data;
 
-	(void)arg;
 	(void)outargs;
 	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		/* mount(8) runs "dssfs SOURCE MOUNTPOINT -o ...": keep both,
+		 * the mount point is handed back to libfuse after parsing. */
+		if (o->source) {
+			fprintf(stderr,
+				"dssfs: too many arguments: `%s' (usage: dssfs [options] "
+				"[SOURCE] MOUNTPOINT)\n",
+				arg);
+			return -1;
+		}
+		o->source = o->mountpoint;
+		o->mountpoint = xstrdup(arg);
+		return 0;
+	case FUSE_OPT_KEY_OPT:
+		return !ignored_mount_option(arg);
 	case KEY_SECRET:
 		/* Do not echo arg: it is the secret. */
 		o->secret_on_cmdline = 1;
@@ -107,8 +144,10 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 
 static void usage(const char *prog)
 {
-	printf("usage: %s [options] MOUNTPOINT\n\n"
+	printf("usage: %s [options] [SOURCE] MOUNTPOINT\n\n"
 	       "Mounts a Dataiku DSS instance as a directory tree.\n\n"
+	       "SOURCE (the first field of an fstab line): an instance of config.json,\n"
+	       "as -o instance=NAME; `dssfs' or `none': no instance named.\n\n"
 	       "Credentials (first source that has them wins):\n"
 	       "    -o instance=NAME        an instance of ~/.dataiku/config.json\n"
 	       "    -o api_key_file=PATH    read the API key from PATH (chmod 600)\n"
@@ -142,14 +181,22 @@ static void usage(const char *prog)
 	       prog);
 }
 
+/* The SIGHUP handler only raises hup_pending and posts hup_sem; the hup
+ * thread does the work.  The flags are read and written by several threads
+ * (and the handler), so they are atomics, and lock-free ones, which C11
+ * (7.14.1.1) lets a signal handler use. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal flags must be lock-free");
 static sem_t hup_sem;
-static volatile sig_atomic_t hup_pending, stopping;
+static atomic_int hup_pending, stopping;
 
 static void on_sighup(int sig)
 {
+	int saved_errno = errno; /* sem_post may set it under the interrupted code */
+
 	(void)sig;
-	hup_pending = 1;
+	atomic_store(&hup_pending, 1);
 	sem_post(&hup_sem);
+	errno = saved_errno;
 }
 
 static void inval_kernel(uint64_t ino, void *se)
@@ -165,16 +212,61 @@ static void *hup_thread(void *arg)
 	for (;;) {
 		while (sem_wait(&hup_sem) && errno == EINTR)
 			;
-		if (stopping)
+		if (atomic_load(&stopping))
 			return NULL;
-		if (hup_pending) {
-			hup_pending = 0;
+		if (atomic_exchange(&hup_pending, 0)) {
 			tree_drop_caches(t);
 			/* and what the kernel keeps of them: sizes, times, pages */
 			tree_for_each_ino(t, inval_kernel, c->se);
 			log_info("SIGHUP: dropped all cached objects");
 		}
 	}
+}
+
+/* The API key is about to be in this process's memory: no core dump, and
+ * no other process of the same user may read it (ptrace, /proc/PID/mem or
+ * environ).  Both are inherited by the child fuse_daemonize() forks. */
+static void keep_memory_private(void)
+{
+	const struct rlimit no_core = {0, 0};
+
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 || setrlimit(RLIMIT_CORE, &no_core) != 0)
+		log_warn("cannot keep the API key out of core dumps: %s", strerror(errno));
+}
+
+/* The instance SOURCE names, if any, in *instance (default: -o instance=).
+ * Returns 0, or -EINVAL if the two name different instances. */
+static int source_instance(const struct options *o, const char **instance)
+{
+	const char *s = o->source;
+
+	*instance = o->instance;
+	if (!s || !*s || !strcmp(s, "dssfs") || !strcmp(s, "none"))
+		return 0;
+	if (o->instance && strcmp(o->instance, s)) {
+		fprintf(stderr,
+			"dssfs: the source `%s' and -o instance=%s name different instances\n", s,
+			o->instance);
+		return -EINVAL;
+	}
+	*instance = s;
+	return 0;
+}
+
+/* subtype, fsname (SOURCE, as mount(8) and df show it), and
+ * default_permissions: the kernel checks the modes dssfs shows.  Without
+ * it, with allow_other, every local user could write DSS with the
+ * mounter's key and open the mounter's 0600 scratch files. */
+static void add_mount_options(struct fuse_args *args, const char *source)
+{
+	char *opts = NULL, *fsname = xasprintf("fsname=%s", source && *source ? source : "dssfs");
+
+	fuse_opt_add_opt(&opts, "subtype=dssfs,default_permissions");
+	fuse_opt_add_opt_escaped(&opts, fsname);
+	fuse_opt_add_arg(args, "-o");
+	fuse_opt_add_arg(args, opts);
+	free(opts);
+	free(fsname);
 }
 
 static int64_t now_epoch_ms(void)
@@ -224,6 +316,8 @@ int main(int argc, char *argv[])
 				"or in a file (chmod 600) named with -o api_key_file=PATH.\n");
 		goto out;
 	}
+	if (o.mountpoint)
+		fuse_opt_add_arg(&args, o.mountpoint);
 	if (fuse_parse_cmdline(&args, &cmd) != 0)
 		goto out;
 	if (cmd.show_help) {
@@ -241,7 +335,7 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	if (!cmd.mountpoint) {
-		fprintf(stderr, "usage: %s [options] MOUNTPOINT (see --help)\n", argv[0]);
+		fprintf(stderr, "usage: %s [options] [SOURCE] MOUNTPOINT (see --help)\n", argv[0]);
 		goto out;
 	}
 	if (o.cache_ttl < 0 || o.cache_max_mb < 1 || o.attr_timeout <= 0 ||
@@ -253,14 +347,20 @@ int main(int argc, char *argv[])
 	if (cmd.debug)
 		log_set_level(LOG_LVL_DEBUG);
 
+	const char *instance;
+	if (source_instance(&o, &instance))
+		goto out;
+	keep_memory_private();
 	struct config_sources src = {
-	    .instance = o.instance,
+	    .instance = instance,
 	    .api_key_file = o.api_key_file,
 	    .url = o.url,
 	    .config_path = o.config,
 	    .no_check_certificate = o.no_check_certificate,
 	};
-	if (config_resolve(&src, &cfg, &err)) {
+	int resolved = config_resolve(&src, &cfg, &err);
+	config_scrub_environment();
+	if (resolved) {
 		fprintf(stderr, "dssfs: %s\n", err.data);
 		goto out;
 	}
@@ -315,7 +415,7 @@ int main(int argc, char *argv[])
 	mountpoint_abs = realpath(cmd.mountpoint, NULL);
 	ctx.mountpoint = mountpoint_abs;
 
-	fuse_opt_add_arg(&args, "-osubtype=dssfs,fsname=dssfs");
+	add_mount_options(&args, o.source);
 	se = fuse_session_new(&args, &dssfs_ops, sizeof(dssfs_ops), &ctx);
 	if (!se)
 		goto out;
@@ -398,6 +498,8 @@ out:
 	free(o.cafile);
 	free(o.client_cert);
 	free(o.client_key);
+	free(o.source);
+	free(o.mountpoint);
 	fuse_opt_free_args(&args);
 	return ret;
 }

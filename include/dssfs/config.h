@@ -10,9 +10,12 @@
  *   3. ~/.dataiku/config.json: {"dss_instances": {NAME: {url, api_key,
  *      no_check_certificate}}, "default_instance": NAME}.
  * The URL and the key are taken from the first source that provides them.
- * TLS verification is disabled if any chosen source asks for it
- * (no_check_certificate option, DKU_NO_CHECK_CERTIFICATE=true/1/yes, or the
- * instance's no_check_certificate).
+ * A config.json instance (named by the option, or the default one) lends
+ * its key and settings only when its own URL is the URL used: with
+ * `url=` naming another server, the default instance is ignored, and an
+ * instance named by the option is an error.  TLS verification is disabled
+ * if the option, DKU_NO_CHECK_CERTIFICATE=true/1/yes/on, or the instance in
+ * use asks for it.
  *
  * No message produced here contains the key.  Thread-safety: call once at
  * start-up.
@@ -43,6 +46,13 @@ struct config {
  * user appended to err. */
 int config_resolve(const struct config_sources *src, struct config *cfg, struct buf *err);
 void config_release(struct config *cfg);
+
+/* Removes DKU_API_KEY from the environment, and first overwrites its value
+ * in place: the strings of the initial environment are what
+ * /proc/PID/environ shows, and unsetenv() alone leaves them there.  Call
+ * once config_resolve() has copied the key, before starting threads (the
+ * environment is not thread-safe). */
+void config_scrub_environment(void);
 
 /* True for "true", "1", "yes", "on" (any case). */
 int config_truthy(const char *s);

@@ -74,6 +74,70 @@ def test_invalid_option_values_are_refused(tmp_path, home, emulator, opt):
     assert not is_mounted(mp)
 
 
+# --- SOURCE MOUNTPOINT, and the options of an fstab line ---------------------------------------
+
+def test_source_argument_names_a_config_instance(two_key_emulator, mount_factory, home):
+    """`dssfs SOURCE MOUNTPOINT` (what mount.fuse3 runs): SOURCE is an instance of
+    config.json, and the mount table shows it as the file system's name."""
+    _write_config(home / ".dataiku" / "config.json", two_key_emulator, default="limited")
+    m = mount_factory(two_key_emulator, creds=None, args=["main"])
+    assert sorted(os.listdir(m.mnt)) == ["HR_ANALYTICS", "MARKETING", "SALES"]
+    assert mount_entry(m.mnt)[0] == "main"
+
+
+@pytest.mark.parametrize("source", ["dssfs", "none"])
+def test_source_dssfs_or_none_names_no_instance(two_key_emulator, mount_factory, home,
+                                                source):
+    _write_config(home / ".dataiku" / "config.json", two_key_emulator, default="limited")
+    m = mount_factory(two_key_emulator, creds=None, args=[source])
+    assert os.listdir(m.mnt) == ["SALES"]          # the default instance
+    assert mount_entry(m.mnt)[0] == source
+
+
+def test_source_and_the_same_instance_option(two_key_emulator, mount_factory, home):
+    _write_config(home / ".dataiku" / "config.json", two_key_emulator, default="limited")
+    m = mount_factory(two_key_emulator, creds=None, args=["main"], options=["instance=main"])
+    assert len(os.listdir(m.mnt)) == 3
+
+
+def test_source_contradicting_the_instance_option_is_refused(tmp_path, home,
+                                                             two_key_emulator):
+    _write_config(home / ".dataiku" / "config.json", two_key_emulator)
+    mp = _mp(tmp_path)
+    rc, out, err = run_dssfs(["-f", "-o", "instance=limited", "main", mp], clean_env(home),
+                             mountpoint=mp)
+    assert rc == 1 and "different instances" in err and not is_mounted(mp)
+
+
+def test_three_arguments_are_refused(tmp_path, home, emulator):
+    env = clean_env(home, {"DKU_DSS_URL": emulator.url, "DKU_API_KEY": ADMIN_KEY})
+    mp = _mp(tmp_path)
+    rc, out, err = run_dssfs(["-f", "dssfs", mp, mp], env, mountpoint=mp)
+    assert rc != 0 and "too many arguments" in err and not is_mounted(mp)
+
+
+FSTAB_ONLY_OPTIONS = ["_netdev", "nofail", "noauto", "auto", "user", "users", "nouser",
+                      "defaults", "x-systemd.automount", "x-systemd.requires=network.target",
+                      "x-systemd.mount-timeout=30", "x-gvfs-hide", "comment=dss"]
+
+
+def test_options_for_mount_and_systemd_are_ignored(emulator, mount_factory):
+    """What an fstab line may hold for mount(8), mount.fuse3 and systemd: accepted, and
+    not passed on to the kernel."""
+    m = mount_factory(emulator, args=["dssfs"], options=["ro"] + FSTAB_ONLY_OPTIONS)
+    assert len(os.listdir(m.mnt)) == 3
+    opts = mount_entry(m.mnt)[3].split(",")
+    assert "ro" in opts and "default_permissions" in opts
+    assert not set(opts) & set(FSTAB_ONLY_OPTIONS)
+
+
+def test_unknown_options_are_still_refused(tmp_path, home, emulator):
+    env = clean_env(home, {"DKU_DSS_URL": emulator.url, "DKU_API_KEY": ADMIN_KEY})
+    mp = _mp(tmp_path)
+    rc, out, err = run_dssfs(["-f", "-o", "no_such_option", mp], env, mountpoint=mp)
+    assert rc != 0 and "no_such_option" in err and not is_mounted(mp)
+
+
 # --- keys on the command line ----------------------------------------------------------------
 
 @pytest.mark.parametrize("argv", [
@@ -151,6 +215,52 @@ def test_unknown_instance_is_refused(tmp_path, home, two_key_emulator):
     rc, out, err = run_dssfs(["-f", "-o", "instance=nope", mp], clean_env(home),
                              mountpoint=mp)
     assert rc == 1 and '"nope"' in err and READER_KEY not in err
+
+
+def _write_elsewhere_default(home):
+    """config.json whose default instance is another server, with its own key and no TLS
+    verification."""
+    path = home / ".dataiku" / "config.json"
+    os.makedirs(path.parent, exist_ok=True)
+    path.write_text(json.dumps({"dss_instances": {"elsewhere": {
+        "url": "https://dss.invalid:11200", "api_key": READER_KEY,
+        "no_check_certificate": True}}, "default_instance": "elsewhere"}))
+    os.chmod(path, 0o600)
+
+
+def test_url_option_and_key_file_ignore_another_servers_instance(two_key_emulator,
+                                                                 mount_factory, home, tmp_path):
+    """-o url= names the server: the default instance (another server) lends neither its
+    key nor its no_check_certificate."""
+    _write_elsewhere_default(home)
+    kf = tmp_path / "dss.key"
+    kf.write_text(ADMIN_KEY + "\n")
+    os.chmod(kf, 0o600)
+    m = mount_factory(two_key_emulator, creds=None, options=[
+        "url=%s" % two_key_emulator.url, "api_key_file=%s" % kf])
+    assert sorted(os.listdir(m.mnt)) == ["HR_ANALYTICS", "MARKETING", "SALES"]
+    assert "TLS certificate verification is disabled" not in m.stderr_text()
+
+
+def test_url_option_with_dku_api_key_uses_that_key(two_key_emulator, mount_factory, home):
+    """-o url= and DKU_API_KEY (no DKU_DSS_URL): the environment's key, not the key of a
+    config.json instance of another server."""
+    _write_elsewhere_default(home)
+    m = mount_factory(two_key_emulator, creds=None, env={"DKU_API_KEY": ADMIN_KEY},
+                      options=["url=%s" % two_key_emulator.url])
+    assert sorted(os.listdir(m.mnt)) == ["HR_ANALYTICS", "MARKETING", "SALES"]
+    assert "key from DKU_API_KEY" in m.stderr_text()
+    assert "TLS certificate verification is disabled" not in m.stderr_text()
+
+
+def test_url_option_contradicting_the_instance_option_is_refused(tmp_path, home,
+                                                                 two_key_emulator):
+    _write_config(home / ".dataiku" / "config.json", two_key_emulator)
+    mp = _mp(tmp_path)
+    rc, out, err = run_dssfs(["-f", "-o", "instance=main,url=http://127.0.0.1:1", mp],
+                             clean_env(home), mountpoint=mp)
+    assert rc == 1 and 'not the URL of instance "main"' in err
+    assert ADMIN_KEY not in err and not is_mounted(mp)
 
 
 def test_api_key_file_option(emulator, mount_factory, tmp_path):

@@ -30,17 +30,98 @@ static void write_file(const char *path, const char *text, mode_t mode)
 	chmod(path, mode);
 }
 
-static void reset_env(void)
-{
-	env_url = env_key = env_nocheck = NULL;
-}
+/* config.json files.  dev is the one that skips TLS verification. */
+#define INSTANCES                                                                \
+	"\"dss_instances\": {"                                                   \
+	"\"prod\": {\"url\": \"https://prod:11200\", \"api_key\": \"prodkey\"}," \
+	"\"dev\": {\"url\": \"https://dev/\", \"api_key\": \" devkey\\n\","      \
+	"          \"no_check_certificate\": true},"                             \
+	"\"nourl\": {\"api_key\": \"nourlkey\"}}"
+#define PROD_DEFAULT "{" INSTANCES ", \"default_instance\": \"prod\"}"
+#define DEV_DEFAULT "{" INSTANCES ", \"default_instance\": \"dev\"}"
+
+#define KEY_FILE "  filekey  \nsecond line\n"
+#define ENV_PAIR .env_url = "http://env:1", .env_key = "envkey"
+
+struct row {
+	const char *what;
+	/* given */
+	const char *config;   /* ~/.dataiku/config.json, NULL: none */
+	const char *other;    /* another config file, named by -o config= */
+	const char *key_file; /* its text; "-": a file that does not exist */
+	const char *env_url, *env_key, *env_nocheck;
+	const char *instance, *url;
+	int no_check_option;
+	/* expected */
+	int ret;
+	const char *want_url, *want_key;
+	int want_nocheck;
+	const char *want_err; /* a part of the message */
+};
+
+static const struct row rows[] = {
+    {"nothing configured: say where to put things", .ret = -EINVAL, .want_err = "DKU_DSS_URL"},
+    {"the environment pair, URL without its trailing slash", .env_url = "http://127.0.0.1:1234/",
+     .env_key = "envkey", .want_url = "http://127.0.0.1:1234", .want_key = "envkey"},
+    {"DKU_NO_CHECK_CERTIFICATE", ENV_PAIR, .env_nocheck = "TRUE", .want_url = "http://env:1",
+     .want_key = "envkey", .want_nocheck = 1},
+    {"-o no_check_certificate", ENV_PAIR, .no_check_option = 1, .want_url = "http://env:1",
+     .want_key = "envkey", .want_nocheck = 1},
+    {"config.json's default instance", .config = PROD_DEFAULT, .want_url = "https://prod:11200",
+     .want_key = "prodkey"},
+    {"the instance the option names, with its settings", .config = PROD_DEFAULT, .instance = "dev",
+     .want_url = "https://dev", .want_key = "devkey", .want_nocheck = 1},
+    {"the option beats the environment", .config = PROD_DEFAULT, ENV_PAIR, .instance = "dev",
+     .want_url = "https://dev", .want_key = "devkey", .want_nocheck = 1},
+    {"the environment beats the default instance", .config = DEV_DEFAULT, ENV_PAIR,
+     .want_url = "http://env:1", .want_key = "envkey"},
+    {"DKU_NO_CHECK_CERTIFICATE applies to an instance too", .config = PROD_DEFAULT,
+     .env_nocheck = "yes", .want_url = "https://prod:11200", .want_key = "prodkey",
+     .want_nocheck = 1},
+    {"an unknown instance", .config = PROD_DEFAULT, .instance = "nope", .ret = -ENOENT,
+     .want_err = "\"nope\""},
+    {"an instance without a URL", .config = PROD_DEFAULT, .instance = "nourl", .ret = -EINVAL,
+     .want_err = "no \"url\""},
+    {"-o config= instead of ~/.dataiku/config.json", .config = PROD_DEFAULT, .other = DEV_DEFAULT,
+     .want_url = "https://dev", .want_key = "devkey", .want_nocheck = 1},
+    {"a broken config file", .other = "{not json", .ret = -EINVAL, .want_err = "other.json"},
+    {"a key file: first line, trimmed", .key_file = KEY_FILE, .url = "http://opt:9",
+     .want_url = "http://opt:9", .want_key = "filekey"},
+    {"an empty key file", .key_file = "\n", .url = "http://opt:9", .ret = -EINVAL,
+     .want_err = "empty"},
+    {"a missing key file", .key_file = "-", .url = "http://opt:9", .ret = -ENOENT,
+     .want_err = "cannot read"},
+    {"a URL that is not http(s)", .url = "ftp://x", .env_key = "envkey", .ret = -EINVAL,
+     .want_err = "http://"},
+
+    /* An instance's key and settings go only with its own URL. */
+    {"url= elsewhere + key file: not the default instance's TLS setting", .config = DEV_DEFAULT,
+     .key_file = KEY_FILE, .url = "http://other:1", .want_url = "http://other:1",
+     .want_key = "filekey"},
+    {"url= elsewhere + DKU_API_KEY: that key, not the default instance's", .config = DEV_DEFAULT,
+     .env_key = "envkey", .url = "http://other:1", .want_url = "http://other:1",
+     .want_key = "envkey"},
+    {"url= elsewhere, no key: the default instance's key is not sent there", .config = DEV_DEFAULT,
+     .url = "http://other:1", .ret = -EINVAL, .want_err = "API key"},
+    {"url= elsewhere and an instance named: refused", .config = PROD_DEFAULT, .instance = "dev",
+     .url = "http://other:1", .ret = -EINVAL, .want_err = "not the URL of instance \"dev\""},
+    {"url= the named instance's own URL", .config = PROD_DEFAULT, .instance = "dev",
+     .url = "https://dev", .want_url = "https://dev", .want_key = "devkey", .want_nocheck = 1},
+    {"url= the default instance's URL + key file: its settings apply", .config = DEV_DEFAULT,
+     .key_file = KEY_FILE, .url = "https://dev///", .want_url = "https://dev",
+     .want_key = "filekey", .want_nocheck = 1},
+    {"key file, URL of the default instance", .config = DEV_DEFAULT, .key_file = KEY_FILE,
+     .want_url = "https://dev", .want_key = "filekey", .want_nocheck = 1},
+    {"DKU_API_KEY alone, URL of the default instance: the instance's key", .config = DEV_DEFAULT,
+     .env_key = "envkey", .want_url = "https://dev", .want_key = "devkey", .want_nocheck = 1},
+};
+
+static const char *const all_keys[] = {"prodkey", "devkey", "nourlkey", "filekey", "envkey"};
 
 int main(void)
 {
 	char dir[] = "/tmp/dssfs-test-config-XXXXXX";
-	char cfgdir[64], cfgfile[128], keyfile[128], badjson[128];
-	struct config_sources src = {.get_env = fake_env};
-	struct config cfg;
+	char cfgdir[64], cfgfile[128], keyfile[128], otherfile[128];
 	struct buf err = BUF_INIT;
 
 	CHECK(mkdtemp(dir) != NULL);
@@ -48,104 +129,63 @@ int main(void)
 	mkdir(cfgdir, 0700);
 	snprintf(cfgfile, sizeof(cfgfile), "%s/config.json", cfgdir);
 	snprintf(keyfile, sizeof(keyfile), "%s/key", dir);
-	snprintf(badjson, sizeof(badjson), "%s/bad.json", dir);
+	snprintf(otherfile, sizeof(otherfile), "%s/other.json", dir);
 	env_home = dir;
 
-	/* Nothing configured: a message that says where to put things. */
-	CHECK_INT(config_resolve(&src, &cfg, &err), -EINVAL);
-	CHECK(strstr(err.data, "DKU_DSS_URL") != NULL);
-	buf_reset(&err);
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const struct row *r = &rows[i];
+		struct config_sources src = {.get_env = fake_env,
+					     .instance = r->instance,
+					     .url = r->url,
+					     .no_check_certificate = r->no_check_option};
+		struct config cfg;
+		int ret, failures = check_failures;
 
-	/* The environment pair; the URL loses its trailing slashes. */
-	env_url = "http://127.0.0.1:1234/";
-	env_key = "envkey";
-	CHECK_INT(config_resolve(&src, &cfg, &err), 0);
-	CHECK_STR(cfg.url, "http://127.0.0.1:1234");
-	CHECK_STR(cfg.api_key, "envkey");
-	CHECK_INT(cfg.no_check_certificate, 0);
-	config_release(&cfg);
-	env_nocheck = "TRUE";
-	CHECK_INT(config_resolve(&src, &cfg, &err), 0);
-	CHECK_INT(cfg.no_check_certificate, 1);
-	config_release(&cfg);
-	reset_env();
+		unlink(cfgfile);
+		unlink(keyfile);
+		unlink(otherfile);
+		if (r->config)
+			write_file(cfgfile, r->config, 0600);
+		if (r->other) {
+			write_file(otherfile, r->other, 0600);
+			src.config_path = otherfile;
+		}
+		if (r->key_file) {
+			if (strcmp(r->key_file, "-"))
+				write_file(keyfile, r->key_file, 0600);
+			src.api_key_file = keyfile;
+		}
+		env_url = r->env_url;
+		env_key = r->env_key;
+		env_nocheck = r->env_nocheck;
+		buf_reset(&err);
 
-	/* config.json: default instance, or the one the option names. */
-	write_file(cfgfile,
-		   "{\"dss_instances\": {"
-		   "\"prod\": {\"url\": \"https://prod:11200\", \"api_key\": \"prodkey\"},"
-		   "\"dev\": {\"url\": \"https://dev/\", \"api_key\": \" devkey\\n\","
-		   "          \"no_check_certificate\": true}},"
-		   "\"default_instance\": \"prod\"}",
-		   0600);
-	CHECK_INT(config_resolve(&src, &cfg, &err), 0);
-	CHECK_STR(cfg.url, "https://prod:11200");
-	CHECK_STR(cfg.api_key, "prodkey");
-	CHECK_INT(cfg.no_check_certificate, 0);
-	config_release(&cfg);
-	src.instance = "dev";
-	CHECK_INT(config_resolve(&src, &cfg, &err), 0);
-	CHECK_STR(cfg.url, "https://dev");
-	CHECK_STR(cfg.api_key, "devkey");
-	CHECK_INT(cfg.no_check_certificate, 1);
-	config_release(&cfg);
+		ret = config_resolve(&src, &cfg, &err);
+		CHECK_INT(ret, r->ret);
+		if (!ret && !r->ret) {
+			CHECK_STR(cfg.url, r->want_url);
+			CHECK_STR(cfg.api_key, r->want_key);
+			CHECK_INT(cfg.no_check_certificate, r->want_nocheck);
+			CHECK(cfg.origin != NULL);
+			config_release(&cfg);
+		}
+		if (r->want_err)
+			CHECK(err.data && strstr(err.data, r->want_err) != NULL);
+		/* No message ever contains a key. */
+		for (size_t k = 0; err.data && k < sizeof(all_keys) / sizeof(all_keys[0]); k++)
+			CHECK(strstr(err.data, all_keys[k]) == NULL);
+		if (check_failures != failures)
+			fprintf(stderr, "  in: %s (message: %s)\n", r->what,
+				err.data ? err.data : "");
+	}
 
-	/* The option beats the environment; the environment beats the file's
-	 * default instance. */
-	env_url = "http://env:1";
-	env_key = "envkey";
-	CHECK_INT(config_resolve(&src, &cfg, &err), 0);
-	CHECK_STR(cfg.api_key, "devkey");
-	config_release(&cfg);
-	src.instance = NULL;
-	CHECK_INT(config_resolve(&src, &cfg, &err), 0);
-	CHECK_STR(cfg.api_key, "envkey");
-	CHECK_STR(cfg.url, "http://env:1");
-	config_release(&cfg);
-	reset_env();
-
-	src.instance = "nope";
-	CHECK_INT(config_resolve(&src, &cfg, &err), -ENOENT);
-	CHECK(strstr(err.data, "nope") != NULL);
-	buf_reset(&err);
-	src.instance = NULL;
-
-	/* A key file: first line, trimmed; the URL from elsewhere. */
-	write_file(keyfile, "  filekey  \nsecond line\n", 0600);
-	src.api_key_file = keyfile;
-	src.url = "http://opt:9";
-	CHECK_INT(config_resolve(&src, &cfg, &err), 0);
-	CHECK_STR(cfg.api_key, "filekey");
-	CHECK_STR(cfg.url, "http://opt:9");
-	config_release(&cfg);
-	write_file(keyfile, "\n", 0600);
-	CHECK_INT(config_resolve(&src, &cfg, &err), -EINVAL);
-	buf_reset(&err);
-	src.api_key_file = "/nonexistent/key";
-	CHECK_INT(config_resolve(&src, &cfg, &err), -ENOENT);
-	buf_reset(&err);
-	src.api_key_file = NULL;
-
-	/* A bad URL and a broken config file are reported. */
-	src.url = "ftp://x";
-	CHECK_INT(config_resolve(&src, &cfg, &err), -EINVAL);
-	CHECK(strstr(err.data, "http") != NULL);
-	buf_reset(&err);
-	src.url = NULL;
-	write_file(badjson, "{not json", 0600);
-	src.config_path = badjson;
-	CHECK_INT(config_resolve(&src, &cfg, &err), -EINVAL);
-	CHECK(strstr(err.data, "bad.json") != NULL);
-	/* No message ever contains a key. */
-	CHECK(strstr(err.data, "prodkey") == NULL && strstr(err.data, "filekey") == NULL);
-	buf_reset(&err);
-
-	CHECK(config_truthy("yes") && config_truthy("1") && config_truthy("True"));
+	CHECK(config_truthy("yes") && config_truthy("1") && config_truthy("True") &&
+	      config_truthy("ON"));
 	CHECK(!config_truthy("0") && !config_truthy("false") && !config_truthy(NULL));
 
 	unlink(cfgfile);
 	unlink(keyfile);
-	unlink(badjson);
+	unlink(otherfile);
 	rmdir(cfgdir);
 	rmdir(dir);
 	buf_release(&err);
