@@ -47,6 +47,7 @@ struct options {
 	int read_only;
 	int last_writer_wins;
 	int scratch_max_mb;
+	int dirty_max_mb;
 	int prefetch;
 	int secret_on_cmdline;
 	char *source;	  /* [SOURCE] MOUNTPOINT: what mount(8) gives first */
@@ -79,6 +80,7 @@ static const struct fuse_opt option_spec[] = {
     OPT("max_response=%d", max_response_mb, 0),
     OPT("last_writer_wins", last_writer_wins, 1),
     OPT("scratch_max=%d", scratch_max_mb, 0),
+    OPT("dirty_max=%d", dirty_max_mb, 0),
     OPT("prefetch=%d", prefetch, 0),
     FUSE_OPT_KEY("api_key=", KEY_SECRET),
     FUSE_OPT_KEY("apikey=", KEY_SECRET),
@@ -176,7 +178,9 @@ static void usage(const char *prog)
 	       "Saving:\n"
 	       "    -o last_writer_wins     save even if the object changed on DSS since\n"
 	       "                            it was read (default: refuse with ESTALE)\n"
-	       "    -o scratch_max=MIB      memory for editors' temporary files (default 64)\n\n"
+	       "    -o scratch_max=MIB      memory for editors' temporary files (default 64)\n"
+	       "    -o dirty_max=MIB        memory for files open for writing, in all\n"
+	       "                            (default 256)\n\n"
 	       "Signals: SIGHUP drops every cached object.\n\n",
 	       prog);
 }
@@ -289,6 +293,7 @@ int main(int argc, char *argv[])
 			    .retries = 2,
 			    .max_response_mb = 256,
 			    .scratch_max_mb = 64,
+			    .dirty_max_mb = 256,
 			    .prefetch = 16};
 	struct fuse_cmdline_opts cmd = {0};
 	struct config cfg = {0};
@@ -340,7 +345,8 @@ int main(int argc, char *argv[])
 	}
 	if (o.cache_ttl < 0 || o.cache_max_mb < 1 || o.attr_timeout <= 0 ||
 	    o.negative_timeout <= 0 || o.timeout < 1 || o.connect_timeout < 1 || o.retries < 0 ||
-	    o.max_response_mb < 1 || o.scratch_max_mb < 1 || o.prefetch < 0 || o.prefetch > 256) {
+	    o.max_response_mb < 1 || o.scratch_max_mb < 1 || o.dirty_max_mb < 1 || o.prefetch < 0 ||
+	    o.prefetch > 256) {
 		fprintf(stderr, "dssfs: invalid option value (see --help for the ranges)\n");
 		goto out;
 	}
@@ -411,7 +417,7 @@ int main(int argc, char *argv[])
 	ctx.negative_timeout_permanent = o.negative_timeout;
 	ctx.read_only = o.read_only;
 	ctx.max_file = (size_t)o.max_response_mb << 20;
-	ctx.buffered_max = (size_t)256 << 20;
+	ctx.buffered_max = (size_t)o.dirty_max_mb << 20;
 	mountpoint_abs = realpath(cmd.mountpoint, NULL);
 	ctx.mountpoint = mountpoint_abs;
 

@@ -446,3 +446,37 @@ def test_parallel_readers_of_two_files_of_one_document(mounted_ttl0):
         t.join(HANG_GUARD)
         assert not t.is_alive()
     assert errors == []
+
+
+# --- 2.4 memory of open files is bounded in total -----------------------------------------
+
+def vm_hwm_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.expect_dssfs_errors
+def test_sparse_writes_are_bounded_in_total(emulator, mount_factory):
+    """One byte written at offset 6 MiB in each of several open files: the first fits
+    under -o dirty_max=8 (MiB), the next fail with ENOSPC instead of growing memory; a
+    write past max_response fails with EFBIG.  Nothing is sent to DSS (the buffers are
+    not valid text)."""
+    emu = emulator
+    m = mount_factory(emu, options=["dirty_max=8", "max_response=16"])
+    paths = [m.path("SALES", "recipes", r, "payload." + ext) for r, ext in
+             (("compute_orders_enriched", "py"), ("compute_top_customers", "sql"))]
+    emu.reset_stats()
+    fds = [os.open(p, os.O_WRONLY) for p in paths]
+    try:
+        assert os.pwrite(fds[0], b"x", 6 << 20) == 1
+        assert errno_of(os.pwrite, fds[1], b"x", 6 << 20) == errno.ENOSPC
+        assert errno_of(os.pwrite, fds[1], b"x", 17 << 20) == errno.EFBIG
+        assert errno_of(os.ftruncate, fds[1], 7 << 20) == errno.ENOSPC
+        assert vm_hwm_kib(m.proc.pid) < 200 * 1024
+    finally:
+        results = [errno_of(os.close, fd) for fd in fds]
+    assert results[0] == errno.EINVAL    # a NUL-filled payload is not saved
+    assert puts(emu) == []
