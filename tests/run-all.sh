@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: installs the dependencies, builds
 # dssfs twice (plain with -Werror, and with ASan+UBSan), and runs the unit
 # tests (CTest) and the mount tests (pytest, through a real FUSE mount
-# against the DSS emulator) on both builds.
+# against the DSS emulator) on both builds; then a ThreadSanitizer build
+# under the concurrency-heavy mount tests.
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -35,5 +36,16 @@ export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 build build-asan -DDSSFS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 run_suite build-asan "ASan+UBSan build"
+
+# ThreadSanitizer: the daemon under the concurrency-heavy mount tests (walks,
+# parallel readers and writers, saves, SIGHUP).
+unset ASAN_OPTIONS UBSAN_OPTIONS
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
+build build-tsan -DDSSFS_TSAN=ON -DCMAKE_BUILD_TYPE=Debug
+echo "== ThreadSanitizer build: concurrency mount tests"
+DSSFS_BIN="$ROOT/build-tsan/dssfs" "$PY" -m pytest -q -p no:cacheprovider \
+	tests/integration/test_trust.py tests/integration/test_walk.py \
+	tests/integration/test_cache.py tests/integration/test_write.py
+unset TSAN_OPTIONS
 
 echo "== all tests passed"
