@@ -9,6 +9,7 @@
 #include "dssfs/json.h"
 #include "dssfs/log.h"
 #include "dssfs/pathtab.h"
+#include "dssfs/strmap.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -272,6 +273,61 @@ int get_row_resource(struct tree *t, const struct pt_row *row, const struct pt_v
 	return ret;
 }
 
+/* DSS not answering (a timeout, a refused connection) is remembered for
+ * FAILURE_WINDOW_MS: the kernel runs lookups in one folder one at a time
+ * (libfuse 3.14 never grants parallel directory operations), so the
+ * lookups that waited behind one hung listing would otherwise each wait a
+ * whole timeout again, one after the other.  They share its deadline. */
+#define FAILURE_WINDOW_MS 1000
+
+struct failure {
+	int err;
+	int64_t at_ms;
+};
+
+static int expired_failure(const char *key, void *value, void *ctx)
+{
+	struct failure *f = value;
+
+	(void)key;
+	if (f->at_ms + FAILURE_WINDOW_MS >= *(int64_t *)ctx)
+		return 0;
+	free(f);
+	return 1;
+}
+
+static int recent_failure(struct tree *t, const char *key)
+{
+	int64_t now = cache_monotonic_ms();
+	int err = 0;
+
+	pthread_mutex_lock(&t->lock);
+	struct failure *f = strmap_get(t->failures, key);
+	if (f && f->at_ms + FAILURE_WINDOW_MS >= now)
+		err = f->err;
+	pthread_mutex_unlock(&t->lock);
+	return err;
+}
+
+static void note_failure(struct tree *t, const char *key, int err)
+{
+	int64_t now = cache_monotonic_ms();
+
+	if (err != -ETIMEDOUT && err != -ECONNREFUSED && err != -EHOSTUNREACH)
+		return;
+	pthread_mutex_lock(&t->lock);
+	if (strmap_size(t->failures) >= 1024)
+		strmap_filter(t->failures, expired_failure, &now);
+	struct failure *f = strmap_get(t->failures, key);
+	if (!f) {
+		f = xmalloc(sizeof(*f));
+		strmap_put(t->failures, key, f);
+	}
+	f->err = err;
+	f->at_ms = now;
+	pthread_mutex_unlock(&t->lock);
+}
+
 int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
 		 struct cache_ref **ref)
 {
@@ -279,7 +335,12 @@ int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
 	int ret = pathtab_expand(tmpl, vars, &key);
 
 	if (!ret)
+		ret = recent_failure(t, key.data);
+	if (!ret) {
 		ret = cache_get(t->cache, key.data, fetch_resource, t, ref);
+		if (ret)
+			note_failure(t, key.data, ret);
+	}
 	buf_release(&key);
 	return ret;
 }

@@ -70,6 +70,7 @@ struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options
 	nodes_init(t);
 	saves_init(t);
 	t->times = strmap_new();
+	t->failures = strmap_new();
 	t->scratch = scratch_new(o->scratch_max);
 	return t;
 }
@@ -82,6 +83,7 @@ void tree_free(struct tree *t)
 	nodes_release(t);
 	saves_release(t);
 	strmap_free(t->times, free);
+	strmap_free(t->failures, free);
 	scratch_free(t->scratch);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
@@ -184,7 +186,9 @@ static int64_t content_mtime(struct tree *t, const char *path, uint64_t hash, in
 			/* Bounded: forgetting only means a time may move once
 			 * more than needed. */
 			strmap_free(t->times, free);
+			strmap_free(t->failures, free);
 			t->times = strmap_new();
+			t->failures = strmap_new();
 		}
 		ft = xmalloc(sizeof(*ft));
 		ft->hash = hash;

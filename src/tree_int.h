@@ -67,9 +67,10 @@ struct tree {
 	pthread_mutex_t lock; /* guards the tables below */
 	struct inode **inodes;
 	size_t ninode_buckets, ninodes;
-	struct strmap *paths; /* path -> struct inode, the names in use */
-	struct strmap *bases; /* path -> struct base_list (save.c) */
-	struct strmap *times; /* path -> struct file_time (tree.c) */
+	struct strmap *paths;	 /* path -> struct inode, the names in use */
+	struct strmap *bases;	 /* path -> struct base_list (save.c) */
+	struct strmap *times;	 /* path -> struct file_time (tree.c) */
+	struct strmap *failures; /* key -> struct failure (resource.c) */
 	struct scratch *scratch;
 	struct prefetch *prefetch; /* NULL: disabled */
 	/* saves of one document run one at a time (save.c) */

@@ -480,3 +480,38 @@ def test_sparse_writes_are_bounded_in_total(emulator, mount_factory):
         results = [errno_of(os.close, fd) for fd in fds]
     assert results[0] == errno.EINVAL    # a NUL-filled payload is not saved
     assert puts(emu) == []
+
+
+# --- 3.3 one hung listing does not serialise a folder --------------------------------------
+
+@pytest.mark.expect_dssfs_errors
+def test_waiters_for_one_hung_listing_share_its_deadline(emulator, mount_factory):
+    """The datasets listing hangs; 10 processes look up files of 10 different objects in
+    that folder at once (-o timeout=2, no retries): all fail together when the one fetch
+    times out, not one after the other (lookups in one folder run in parallel, and they
+    wait for one fetch).  The bound below is only a "does not hang" guard: serialised,
+    the last would return after 20 s."""
+    emu = emulator
+    m = mount_factory(emu, options=["timeout=2", "retries=0", "attr_timeout=0.1",
+                                    "prefetch=0"])
+    datasets = sorted(x["name"] for x in emu.api_get("projects/SALES/datasets/"))
+    paths = [m.path("SALES", "datasets", d, f) for d in datasets
+             for f in ("schema.json", "settings.json")][:10]
+    assert len(paths) == 10
+    emu.add_fault(path_regex="projects/SALES/datasets/?$", delay_ms=30000)
+    results = {}
+
+    def cat(p):
+        start = time.monotonic()
+        r = subprocess.run(["cat", p], capture_output=True)
+        results[p] = (r.returncode, time.monotonic() - start)
+
+    threads = [threading.Thread(target=cat, args=(p,), daemon=True) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG_GUARD)
+    assert len(results) == 10
+    assert all(rc != 0 for rc, _ in results.values()), results
+    assert max(el for _, el in results.values()) < 6.0, sorted(results.values())
+    emu.clear_faults()
