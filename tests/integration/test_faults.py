@@ -31,7 +31,7 @@ import time
 import pytest
 
 from dssfs_harness import (CONTROL_PORT_ARGS, HANG_GUARD, api_path, assert_errno, errname,
-                           in_thread, read_bytes)
+                           escape_name, in_thread, read_bytes)
 
 SCHEMA = ("SALES", "datasets", "orders", "schema.json")
 SCHEMA_GET = "GET /public/api/projects/SALES/datasets/orders/schema"
@@ -51,7 +51,8 @@ def timed(fn, *args):
 
 def request_worst_case(timeout, retries):
     """The README's bound of one read request: 1 + retries attempts of at most
-    ``timeout`` each (connecting included), 0.1 s, 0.4 s, ... between them."""
+    ``timeout`` each (``connect_timeout`` for an attempt that cannot connect), 0.1 s,
+    0.4 s, ... between them."""
     return (1 + retries) * timeout + sum(0.1 * 4 ** i for i in range(retries))
 
 
@@ -126,7 +127,7 @@ def test_tar_under_random_faults_is_complete_or_reports_every_miss(
     the same mount copies everything again (errors are not cached).
 
     With prefetch, most faults hit prefetches, whose failures the walk's own reads
-    redo; without it, every fault hits a read of tar (and a seed gives the same run)."""
+    redo; without it, every fault hits a read of tar."""
     demo = os.path.join(os.path.dirname(__file__), "..", "emulator", "demo")
     emu = emulator_factory(args=["--generate", "3,8", "--fixture", demo])
     m = mount_factory(emu, options=["timeout=5", "connect_timeout=2", "retries=2",
@@ -165,14 +166,15 @@ def test_dss_down_then_back_the_same_mount_recovers(emulator_factory, mount_fact
     """While DSS refuses connections, what is not cached fails with ECONNREFUSED in
     bounded time (ls, cat, stat), what is cached is still served; once DSS listens
     again, the same mount (same process, no SIGHUP) serves everything."""
-    timeout, retries = 2, 2
+    connect_timeout, retries = 1, 2
     emu = emulator_factory(args=list(CONTROL_PORT_ARGS))
-    m = mount_factory(emu, options=["timeout=%d" % timeout, "connect_timeout=1",
+    m = mount_factory(emu, options=["timeout=5", "connect_timeout=%d" % connect_timeout,
                                     "retries=%d" % retries, "prefetch=0"])
     cached = read_bytes(m.path("SALES", "metadata.json"))
     assert sorted(os.listdir(m.path("SALES", "datasets")))
-    # An operation below makes at most 3 requests in a row (lookups, then the read).
-    bound = 3 * 3 * request_worst_case(timeout, retries)
+    # Each operation below needs one uncached resource (what is above it is cached),
+    # and a refused attempt ends within connect_timeout.
+    bound = 3 * request_worst_case(connect_timeout, retries)
 
     emu.reset_stats()
     emu.pause()
@@ -349,7 +351,7 @@ def test_an_invalid_name_in_a_listing_skips_that_item_only(emulator_factory, mou
     log_before = len(m.stderr_text().splitlines())
     listed = in_thread(os.listdir, m.path("SALES", "datasets"))
     assert listed[0] == "ok", "ls SALES/datasets: %s" % (listed[1],)
-    assert sorted(listed[1]) == sorted(n for n in names if n != WEIRD)
+    assert sorted(listed[1]) == sorted(escape_name(n) for n in names if n != WEIRD)
     assert json.loads(read_bytes(m.path(*SCHEMA)))["columns"]
     new_lines = m.stderr_text().splitlines()[log_before:]
     assert any(ln.startswith("dssfs: ") for ln in new_lines), "the skipped item is not logged"
