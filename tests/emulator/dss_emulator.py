@@ -24,9 +24,11 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -163,7 +165,12 @@ def without(d, *keys):
 
 
 def json_bytes(obj):
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (a name created as "weird\ud800name") has no UTF-8 form:
+        # send it as JSON does, escaped (hostile-data tests).
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def decode_segment(seg):
@@ -1310,12 +1317,54 @@ def default_error_type(status):
             404: ERR_NOT_FOUND}.get(status, ERR_CODED)
 
 
+# Kinds of injected faults (rule "fault" field, --fault-rate, /__emulator__/fault-rates).
+FAULT_KINDS = ("500", "503", "reset", "stall", "truncate", "badjson", "drip", "garbage")
+
+# How the kinds behave; a rule or the rate configuration may override each.
+FAULT_OPTION_DEFAULTS = {
+    "retry_after": 1,          # 503: the Retry-After header (seconds)
+    "stall_s": 60.0,           # stall: hold the request this long, then close unanswered
+    "drip_bytes": 8,           # drip: send the body this many bytes at a time ...
+    "drip_interval_ms": 10.0,  # ... every this many ms
+    "garbage_text": "xyz",     # garbage: appended after the real body
+}
+
+
+def fault_kind(value):
+    """A fault kind from JSON or the command line (500 and "500" are the same)."""
+    kind = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if kind not in FAULT_KINDS:
+        raise bad_request("Unknown fault kind %r (one of %s)" % (value, ", ".join(FAULT_KINDS)))
+    return kind
+
+
+def fault_options(spec, base=None):
+    """FAULT_OPTION_DEFAULTS (or ``base``) overridden by the option keys of ``spec``."""
+    out = dict(base or FAULT_OPTION_DEFAULTS)
+    for name in FAULT_OPTION_DEFAULTS:
+        if name not in spec:
+            continue
+        value = spec[name]
+        if name == "garbage_text":
+            if not isinstance(value, str) or not value:
+                raise bad_request("Fault garbage_text must be a non-empty string")
+        elif (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0
+              or (name in ("retry_after", "drip_bytes") and value != int(value))
+              or (name == "drip_bytes" and value < 1)):
+            raise bad_request("Fault %s must be a non-negative number (%s)" % (
+                name, "a positive integer" if name == "drip_bytes" else "got %r" % (value,)))
+        out[name] = int(value) if name in ("retry_after", "drip_bytes") else value
+    return out
+
+
 class FaultRule:
     def __init__(self, rule_id, spec):
         if not isinstance(spec, dict):
             raise bad_request("A fault is a JSON object")
         self.id = rule_id
         self.spec = spec
+        self.kind = fault_kind(spec["fault"]) if spec.get("fault") is not None else None
+        self.options = fault_options(spec)
         method = spec.get("method")
         self.method = method.upper() if isinstance(method, str) and method else None
         try:
@@ -1335,8 +1384,9 @@ class FaultRule:
         if self.raw_body is not None and not isinstance(self.raw_body, str):
             raise bad_request("Fault raw_body must be a string")
         # A rule with only delay_ms delays, then the request is answered normally.
-        self.answers = (self.drop or self.status is not None or self.raw_body is not None
-                        or "errorType" in spec or "message" in spec)
+        self.answers = (self.drop or self.kind is not None or self.status is not None
+                        or self.raw_body is not None or "errorType" in spec
+                        or "message" in spec)
 
     def matches(self, method, path):
         return (self.method is None or self.method == method) and self.regex.search(path)
@@ -1395,6 +1445,93 @@ class Faults:
         return None
 
 
+class FaultRates:
+    """Random faults: each eligible DSS API request draws at most one fault kind.
+
+    ``rates`` maps kinds to probabilities (sum <= 1); one draw of a seeded generator
+    per eligible request, so a sequential client sees the same faults on every run.
+    Eligible: the method is in ``methods`` (all if None) and the path (after prefix
+    removal, as for path_regex) starts with ``path_prefix``.
+    """
+
+    def __init__(self, seed=0):
+        self.lock = threading.Lock()
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.rates = {}
+        self.methods = None
+        self.path_prefix = ""
+        self.options = dict(FAULT_OPTION_DEFAULTS)
+
+    def configure(self, spec):
+        """Replaces the whole configuration with ``spec`` (400 if it is wrong)."""
+        if not isinstance(spec, dict):
+            raise bad_request("Fault rates are a JSON object")
+        rates, methods, prefix = {}, None, ""
+        for key, value in spec.items():
+            if key in FAULT_OPTION_DEFAULTS:
+                continue
+            if key == "seed":
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise bad_request("seed must be an integer")
+            elif key == "methods":
+                if isinstance(value, str):
+                    value = value.split(",")
+                if not isinstance(value, list) or not all(
+                        isinstance(m, str) and m.strip() for m in value):
+                    raise bad_request("methods must be a list of HTTP methods")
+                methods = {m.strip().upper() for m in value}
+            elif key == "path_prefix":
+                if not isinstance(value, str):
+                    raise bad_request("path_prefix must be a string")
+                prefix = value
+            else:
+                kind = fault_kind(key)
+                if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                        or not 0 <= value <= 1):
+                    raise bad_request("The rate of %s must be between 0 and 1" % kind)
+                if value:
+                    rates[kind] = float(value)
+        if sum(rates.values()) > 1 + 1e-9:
+            raise bad_request("Fault rates add up to more than 1")
+        options = fault_options(spec)
+        with self.lock:
+            if "seed" in spec:
+                self.seed = spec["seed"]
+                self.rng = random.Random(self.seed)
+            self.rates, self.methods, self.path_prefix = rates, methods, prefix
+            self.options = options
+
+    def clear(self):
+        self.configure({})
+
+    def draw(self, method, path):
+        """The kind of fault for this request, or None."""
+        if not self.rates:
+            return None
+        with self.lock:
+            if self.methods is not None and method not in self.methods:
+                return None
+            if not path.startswith(self.path_prefix):
+                return None
+            x = self.rng.random()
+            for kind in FAULT_KINDS:
+                rate = self.rates.get(kind, 0.0)
+                if x < rate:
+                    return kind
+                x -= rate
+        return None
+
+    def describe(self):
+        with self.lock:
+            out = {k: self.rates[k] for k in FAULT_KINDS if k in self.rates}
+            out["seed"] = self.seed
+            out["methods"] = sorted(self.methods) if self.methods is not None else None
+            out["path_prefix"] = self.path_prefix
+            out.update(self.options)
+            return out
+
+
 class Recorder:
     """Counts answered DSS API requests and appends them to the request log."""
 
@@ -1402,6 +1539,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.total = 0
         self.by_method = {}
+        self.faults = {}            # fault kind (or "rule") -> how many were injected
         self.in_flight = 0
         self.max_in_flight = 0
         self.log = open(log_path, "ab", buffering=0) if log_path else None
@@ -1423,15 +1561,20 @@ class Recorder:
             if self.log is not None:
                 self.log.write(("%s %s\n" % (method, raw_path)).encode("latin-1", "replace"))
 
+    def fault(self, kind):
+        with self.lock:
+            self.faults[kind] = self.faults.get(kind, 0) + 1
+
     def stats(self):
         with self.lock:
             return {"requests": self.total, "by_method": dict(self.by_method),
-                    "max_in_flight": self.max_in_flight}
+                    "max_in_flight": self.max_in_flight, "faults": dict(self.faults)}
 
     def reset(self):
         with self.lock:
             self.total = 0
             self.by_method = {}
+            self.faults = {}
             self.max_in_flight = self.in_flight
 
     def close(self):
@@ -1446,15 +1589,92 @@ class Recorder:
 class Emulator:
     """Ties the state, keys, faults and stats to HTTP requests."""
 
-    def __init__(self, state, users, latency_ms=0, log_path=None, dss_version="13.4.0"):
+    def __init__(self, state, users, latency_ms=0, log_path=None, dss_version="13.4.0",
+                 rates=None):
         self.state = state
         self.users = users                   # key -> User
         self.latency = latency_ms / 1000.0
         self.recorder = Recorder(log_path)
         self.faults = Faults()
+        self.rates = rates or FaultRates()
         self.dss_version = dss_version
         self.router = Router(ROUTES)
-        self.server = None
+        self.api_server = None               # serves everything
+        self.control_server = None           # --control-port: /__emulator__ only
+        self.stopping = threading.Event()    # set by POST /__emulator__/shutdown
+        self.wake = threading.Event()        # set (and replaced) by pause: ends stalls
+        self.pause_lock = threading.Lock()   # one pause / resume at a time
+        self.conns_lock = threading.Lock()   # guards paused and conns
+        self.paused = False
+        self.conns = set()                   # open connections of the API port
+
+    # --- serving, pause and resume ---------------------------------------------------------
+
+    def serve(self, server):
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                         daemon=True).start()
+
+    def close(self):
+        for server in (self.api_server, self.control_server):
+            if server is None:
+                continue
+            if not (server is self.api_server and self.paused):
+                server.shutdown()
+            server.server_close()
+        self.recorder.close()
+
+    def track(self, conn, server):
+        """A new connection (Handler.setup); closed at once while paused."""
+        if server is not self.api_server:
+            return
+        with self.conns_lock:
+            if not self.paused:
+                self.conns.add(conn)
+                return
+        close_socket(conn)
+
+    def untrack(self, conn):
+        with self.conns_lock:
+            self.conns.discard(conn)
+
+    def pause(self, keep=None):
+        """Closes the API port's listening socket and its open connections (all but
+        ``keep``): clients get ECONNREFUSED until resume() listens again."""
+        with self.pause_lock:
+            if self.control_server is None:
+                raise ApiError(409, ERR_CODED, "pause needs the control port: start the "
+                               "emulator with --control-port or --control-port-file")
+            if self.paused:
+                return
+            with self.conns_lock:
+                self.paused = True
+                conns = [c for c in self.conns if c is not keep]
+            self.api_server.shutdown()
+            self.api_server.socket.close()
+            wake, self.wake = self.wake, threading.Event()
+            wake.set()
+            for conn in conns:
+                close_socket(conn)
+
+    def resume(self):
+        """Listens again on the same address and port."""
+        with self.pause_lock:
+            if not self.paused:
+                return
+            server = self.api_server
+            sock = socket.socket(server.address_family, server.socket_type)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(server.server_address)
+                sock.listen(server.request_queue_size)
+            except OSError as e:
+                sock.close()
+                raise ApiError(500, ERR_INTERNAL, "cannot listen again on %s: %s"
+                               % (server.server_address[:2], e))
+            server.socket = sock
+            with self.conns_lock:
+                self.paused = False
+            self.serve(server)
 
     # --- entry point ----------------------------------------------------------------------
 
@@ -1475,6 +1695,10 @@ class Emulator:
             return
         if segs and segs[0] == CONTROL_PREFIX:
             self.control(h, method, segs[1:], body)
+        elif h.server is self.control_server:
+            err = ApiError(404, ERR_NOT_FOUND, "The control port only serves /%s/"
+                           % CONTROL_PREFIX)
+            h.send_bytes(404, json_bytes(err.body()), "application/json", self.dss_version)
         else:
             self.api(h, method, raw, segs, query, body)
 
@@ -1522,20 +1746,65 @@ class Emulator:
                 break
         norm = "/" + "/".join(segs if rel is None else rel)
         fault = self.faults.match(method, norm)
+        kind, options = None, self.rates.options
+        if fault is not None and fault.kind is not None:
+            kind, options = fault.kind, fault.options
+        elif fault is None and rel is not None:
+            kind = self.rates.draw(method, norm)
         delay = self.latency + (fault.delay_ms / 1000.0 if fault else 0)
         if delay > 0:
             time.sleep(delay)
+        if kind is not None:
+            self.recorder.fault(kind)
+            self.recorder.record(method, raw)
+            self.inject(h, kind, options, method, rel, segs, query, body)
+            return
         if fault is not None and fault.drop:
+            self.recorder.fault("rule")
             self.recorder.record(method, raw)
             h.drop_connection()
             return
         if fault is not None and fault.answers:
+            self.recorder.fault("rule")
             status, data, ctype = fault.response()
             extra = ()
         else:
             status, data, ctype, extra = self.answer(h, method, rel, segs, query, body)
         self.recorder.record(method, raw)
         h.send_bytes(status, data, ctype, self.dss_version, extra)
+
+    def inject(self, h, kind, opts, method, rel, segs, query, body):
+        """Answers (or not) with fault ``kind`` (FAULT_KINDS), options ``opts``."""
+        if kind in ("500", "503"):
+            status = int(kind)
+            err = ApiError(status, ERR_CODED, "Injected fault (HTTP %d)" % status)
+            extra = (("Retry-After", str(opts["retry_after"])),) if status == 503 else ()
+            h.send_bytes(status, json_bytes(err.body()), "application/json",
+                         self.dss_version, extra)
+            return
+        if kind == "reset":
+            h.reset_connection()
+            return
+        if kind == "stall":
+            self.wake.wait(opts["stall_s"])
+            h.drop_connection()
+            return
+        status, data, ctype, extra = self.answer(h, method, rel, segs, query, body)
+        if kind == "truncate":
+            # Content-Length of the whole body, half of it sent, then the connection closes.
+            h.send_bytes(status, data[:len(data) // 2], ctype, self.dss_version, extra,
+                         length=len(data))
+            h.drop_connection()
+        elif kind == "badjson":
+            # A strict prefix of a JSON object or array is never valid JSON.
+            h.send_bytes(200, data[:max(1, len(data) // 2)], "application/json",
+                         self.dss_version, extra)
+        elif kind == "drip":
+            h.send_bytes(status, data, ctype, self.dss_version, extra,
+                         drip=(opts["drip_bytes"], opts["drip_interval_ms"] / 1000.0))
+        else:  # garbage
+            h.send_bytes(status, data + opts["garbage_text"].encode("utf-8"), ctype,
+                         self.dss_version, extra)
 
     def answer(self, h, method, rel, segs, query, body):
         """(status, body bytes, content type, extra headers) of a DSS API request."""
@@ -1604,11 +1873,13 @@ class Emulator:
         h.send_bytes(status, json_bytes(result), "application/json", self.dss_version)
         if what == "shutdown" and status == 200:
             # Only once the answer is out: the process may exit as soon as serving stops.
-            threading.Thread(target=self.server.shutdown, daemon=True).start()
+            self.stopping.set()
 
     def control_answer(self, h, method, what, body):
         if what == "stats" and method == "GET":
-            return self.recorder.stats()
+            out = self.recorder.stats()
+            out["paused"] = self.paused
+            return out
         if what == "reset-stats" and method == "POST":
             self.recorder.reset()
             return {"msg": "stats reset"}
@@ -1620,10 +1891,27 @@ class Emulator:
         if what == "faults" and method == "DELETE":
             self.faults.clear()
             return {"msg": "faults cleared"}
+        if what == "fault-rates" and method == "GET":
+            return self.rates.describe()
+        if what == "fault-rates" and method == "POST":
+            self.rates.configure(Request(method, {}, {}, body, None).json())
+            return self.rates.describe()
+        if what == "fault-rates" and method == "DELETE":
+            self.rates.clear()
+            return {"msg": "fault rates cleared"}
+        if what == "pause" and method == "POST":
+            if h.server is self.api_server:
+                h.close_connection = True
+            self.pause(keep=h.connection)
+            return {"msg": "paused", "paused": True}
+        if what == "resume" and method == "POST":
+            self.resume()
+            return {"msg": "resumed", "paused": False}
         if what == "shutdown" and method == "POST":
             h.close_connection = True
             return {"msg": "shutting down"}
-        if what in ("stats", "reset-stats", "faults", "shutdown"):
+        if what in ("stats", "reset-stats", "faults", "fault-rates", "pause", "resume",
+                    "shutdown"):
             raise ApiError(405, ERR_METHOD, "Method %s not supported on /%s/%s"
                            % (method, CONTROL_PREFIX, what))
         raise ApiError(404, ERR_NOT_FOUND, "No control endpoint /%s/%s" % (CONTROL_PREFIX, what))
@@ -1653,20 +1941,42 @@ class Handler(BaseHTTPRequestHandler):
     def do_PATCH(self):
         self.server.emulator.handle(self, "PATCH")
 
-    def send_bytes(self, status, data, content_type, dss_version, extra_headers=()):
-        """The whole response in one send (no Nagle / delayed-ACK stall)."""
+    def setup(self):
+        super().setup()
+        self.server.emulator.track(self.connection, self.server)
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            self.server.emulator.untrack(self.connection)
+
+    def send_bytes(self, status, data, content_type, dss_version, extra_headers=(),
+                   length=None, drip=None):
+        """The whole response in one send (no Nagle / delayed-ACK stall).
+
+        ``length``: the Content-Length to announce, if not len(data) (a truncate
+        fault).  ``drip`` = (bytes, seconds): the head at once, then the body that
+        many bytes at a time with a pause between them (a drip fault)."""
         reason = self.responses.get(status, ("Error",))[0]
         lines = ["HTTP/1.1 %d %s" % (status, reason),
                  "Date: " + email.utils.formatdate(usegmt=True),
                  "Server: " + self.server_version,
                  "DSS-Version: " + dss_version,
                  "Content-Type: " + content_type,
-                 "Content-Length: %d" % len(data)]
+                 "Content-Length: %d" % (len(data) if length is None else length)]
         lines.extend("%s: %s" % kv for kv in extra_headers)
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-        self.wfile.write(head + data)
+        if drip is None:
+            self.wfile.write(head + data)
+            return
+        step, pause = drip
+        self.wfile.write(head)
+        for i in range(0, len(data), step):
+            time.sleep(pause)
+            self.wfile.write(data[i:i + step])
 
     def drop_connection(self):
         """Close the connection without answering (a 'drop' fault)."""
@@ -1676,17 +1986,40 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def reset_connection(self):
+        """Close the connection with a TCP RST at once, without answering."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        # The socket is really closed (RST sent) only once its buffered reader is.
+        self.rfile.close()
+        self.connection.close()
+
+
+def close_socket(sock):
+    """Shuts a connection down from another thread (its handler sees the end)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
     allow_reuse_address = True
 
-    def __init__(self, address, emulator):
+    def __init__(self, address, emulator, control_only=False):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.emulator = emulator
-        emulator.server = self
+        if control_only:
+            emulator.control_server = self
+        else:
+            emulator.api_server = self
         super().__init__(address, Handler)
 
     def handle_error(self, request, client_address):
@@ -1724,7 +2057,57 @@ def parse_args(argv):
     ap.add_argument("--dss-version", default="13.4.0", help="DSS-Version response header")
     ap.add_argument("--node-type", default="DESIGN", choices=("DESIGN", "AUTOMATION"),
                     help="nodeType of /instance-info")
+    ap.add_argument("--control-port", type=int, metavar="N",
+                    help="also serve /__emulator__ (only) on this port (0 = any free "
+                         "port); needed for pause/resume")
+    ap.add_argument("--control-port-file", metavar="PATH",
+                    help="write the control port here (implies --control-port 0 if absent)")
+    ap.add_argument("--fault-rate", action="append", default=[], metavar="KIND=RATE",
+                    help="inject fault KIND (%s) into this fraction of DSS API requests "
+                         "(repeatable)" % ", ".join(FAULT_KINDS))
+    ap.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")
+    ap.add_argument("--fault-methods", metavar="M,M",
+                    help="draw faults only for these methods (default: all)")
+    ap.add_argument("--fault-path-prefix", metavar="P", default="",
+                    help="draw faults only for paths starting with P, e.g. /projects/SALES/")
+    ap.add_argument("--retry-after", type=int, metavar="S",
+                    help="Retry-After of 503 faults (default 1)")
+    ap.add_argument("--stall-seconds", type=float, metavar="S",
+                    help="how long a stall fault holds a request (default 60)")
+    ap.add_argument("--drip-bytes", type=int, metavar="N",
+                    help="drip faults send N bytes at a time (default 8)")
+    ap.add_argument("--drip-interval-ms", type=float, metavar="MS",
+                    help="... every MS milliseconds (default 10)")
+    ap.add_argument("--garbage-text", metavar="TEXT",
+                    help="what garbage faults append after the body (default xyz)")
     return ap.parse_args(argv)
+
+
+def build_rates(args):
+    """The FaultRates of the command line (SystemExit with a message if wrong)."""
+    spec = {"seed": args.seed, "path_prefix": args.fault_path_prefix}
+    if args.fault_methods:
+        spec["methods"] = args.fault_methods
+    for name, value in (("retry_after", args.retry_after), ("stall_s", args.stall_seconds),
+                        ("drip_bytes", args.drip_bytes),
+                        ("drip_interval_ms", args.drip_interval_ms),
+                        ("garbage_text", args.garbage_text)):
+        if value is not None:
+            spec[name] = value
+    for item in args.fault_rate:
+        kind, sep, rate = item.partition("=")
+        try:
+            spec[kind.strip()] = float(rate)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise SystemExit("dss_emulator: --fault-rate expects KIND=RATE, e.g. 503=0.05")
+    rates = FaultRates(args.seed)
+    try:
+        rates.configure(spec)
+    except ApiError as e:
+        raise SystemExit("dss_emulator: %s" % e.message)
+    return rates
 
 
 def build_users(args):
@@ -1777,27 +2160,39 @@ def write_port_file(path, port):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     users = build_users(args)
+    rates = build_rates(args)
     state = State(build_projects(args), node_type=args.node_type)
     emulator = Emulator(state, users, latency_ms=max(0.0, args.latency_ms),
-                        log_path=args.log_requests, dss_version=args.dss_version)
+                        log_path=args.log_requests, dss_version=args.dss_version,
+                        rates=rates)
     server = Server((args.host, args.port), emulator)
+    control = None
+    if args.control_port is not None or args.control_port_file:
+        control = Server((args.host, args.control_port or 0), emulator, control_only=True)
     port = server.server_address[1]
+    if control is not None and args.control_port_file:
+        write_port_file(args.control_port_file, control.server_address[1])
     if args.port_file:
         write_port_file(args.port_file, port)
-    print("dss_emulator: %d projects, listening on http://%s:%d/"
-          % (len(state.projects), args.host, port), file=sys.stderr, flush=True)
+    print("dss_emulator: %d projects, listening on http://%s:%d/%s"
+          % (len(state.projects), args.host, port,
+             " (control port %d)" % control.server_address[1] if control else ""),
+          file=sys.stderr, flush=True)
 
     def on_sigterm(signum, frame):
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    emulator.serve(server)
+    if control is not None:
+        emulator.serve(control)
     try:
-        server.serve_forever(poll_interval=0.2)
+        while not emulator.stopping.wait(0.2):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
-        emulator.recorder.close()
+        emulator.close()
     return 0
 
 

@@ -467,7 +467,8 @@ def test_chunked_and_expect_continue_bodies(fresh):
 
 def test_stats_and_request_log(fresh):
     fresh.json("POST", "/__emulator__/reset-stats", key=None)
-    assert fresh.stats() == {"requests": 0, "by_method": {}, "max_in_flight": 0}
+    assert fresh.stats() == {"requests": 0, "by_method": {}, "max_in_flight": 0,
+                             "faults": {}, "paused": False}
     n_lines = len(fresh.log_lines())
     fresh.api("GET", "/projects/SALES/datasets/")
     fresh.api("GET", "/projects/SALES/scenarios/DAILY_BUILD/get-last-runs?limit=3&x=True")
@@ -475,7 +476,7 @@ def test_stats_and_request_log(fresh):
     fresh.api("PUT", "/projects/SALES/variables/", {"standard": {}, "local": {}})
     fresh.stats()
     assert fresh.stats() == {"requests": 4, "by_method": {"GET": 3, "PUT": 1},
-                             "max_in_flight": 1}
+                             "max_in_flight": 1, "faults": {}, "paused": False}
     assert fresh.log_lines()[n_lines:] == [
         "GET /public/api/projects/SALES/datasets/",
         "GET /public/api/projects/SALES/scenarios/DAILY_BUILD/get-last-runs?limit=3&x=True",
@@ -549,6 +550,277 @@ def test_latency_is_per_request_and_concurrent(request):
     t0 = time.monotonic()
     emu.json("GET", "/__emulator__/stats", key=None)     # control endpoints: no latency
     assert time.monotonic() - t0 < 0.09
+
+
+# ---------------------------------------------------------------------------------------
+# Fault kinds, fault rates, pause / resume, hostile data
+# ---------------------------------------------------------------------------------------
+
+SCHEMA_PATH = "/public/api/projects/SALES/datasets/orders/schema"
+
+
+def rates(emu, **spec):
+    """POST /__emulator__/fault-rates (kind keys such as "500" go in ``spec`` as _500)."""
+    body = {k.lstrip("_"): v for k, v in spec.items()}
+    return emu.json("POST", "/__emulator__/fault-rates", body, key=None)
+
+
+def raw_get(port, path, key=ADMIN_KEY, timeout=10):
+    """Sends one GET on a new socket; reads until the server closes or a complete
+    response (by Content-Length) has arrived.  (head bytes, body bytes, error)."""
+    token = base64.b64encode((key + ":").encode()).decode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    data, error = b"", None
+    try:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n\r\n"
+                   % (path, token)).encode())
+        while True:
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                length = [int(ln.split(b":")[1]) for ln in head.split(b"\r\n")
+                          if ln.lower().startswith(b"content-length:")]
+                if length and len(body) >= length[0]:
+                    break
+            try:
+                chunk = s.recv(65536)
+            except OSError as e:
+                error = e
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body, error
+
+
+def header(head, name):
+    for ln in head.split(b"\r\n")[1:]:
+        k, _, v = ln.partition(b":")
+        if k.strip().lower() == name.lower().encode():
+            return v.strip().decode()
+    return None
+
+
+def test_fault_rate_500_and_503_with_retry_after(fresh):
+    rates(fresh, _500=1.0)
+    e = fresh.api("GET", "/projects/SALES/datasets/orders/schema", expect=500)
+    assert e["errorType"] == "com.dataiku.dip.exceptions.CodedException"
+    assert "Injected fault" in e["message"]
+    rates(fresh, _503=1.0)
+    status, resp, _ = fresh.request("GET", SCHEMA_PATH)
+    assert status == 503 and resp.getheader("Retry-After") == "1"
+    rates(fresh, _503=1.0, retry_after=7)
+    status, resp, _ = fresh.request("GET", SCHEMA_PATH)
+    assert status == 503 and resp.getheader("Retry-After") == "7"
+    # control requests never get faults; the connection stayed usable (keep-alive)
+    assert fresh.stats()["faults"] == {"500": 1, "503": 2}
+    fresh.json("DELETE", "/__emulator__/fault-rates", key=None)
+    assert fresh.api("GET", "/projects/SALES/datasets/orders/schema")["columns"]
+
+
+def test_fault_reset_sends_rst(fresh):
+    rates(fresh, reset=1.0)
+    head, body, error = raw_get(fresh.port, SCHEMA_PATH)
+    assert isinstance(error, ConnectionResetError) and head == b"" and body == b""
+    assert fresh.stats()["faults"] == {"reset": 1}
+    assert fresh.log_lines()[-1] == "GET " + SCHEMA_PATH
+
+
+def test_fault_stall_holds_then_closes_without_answer(fresh):
+    rates(fresh, stall=1.0, stall_s=0.5)
+    t0 = time.monotonic()
+    head, body, error = raw_get(fresh.port, SCHEMA_PATH)
+    took = time.monotonic() - t0
+    assert (head, body, error) == (b"", b"", None)       # a clean close, no answer
+    assert 0.5 <= took < 5
+    assert fresh.stats()["faults"] == {"stall": 1}
+
+
+def test_fault_truncate_announces_more_than_it_sends(fresh):
+    full = fresh.request("GET", SCHEMA_PATH)[2]
+    rates(fresh, truncate=1.0)
+    head, body, error = raw_get(fresh.port, SCHEMA_PATH)
+    assert error is None and head.startswith(b"HTTP/1.1 200")
+    assert int(header(head, "Content-Length")) == len(full)
+    assert body == full[:len(full) // 2] and 0 < len(body) < len(full)
+
+
+def test_fault_badjson_is_a_200_with_a_cut_body(fresh):
+    full = fresh.request("GET", SCHEMA_PATH)[2]
+    rates(fresh, badjson=1.0)
+    status, resp, body = fresh.request("GET", SCHEMA_PATH)
+    assert status == 200 and int(resp.getheader("Content-Length")) == len(body)
+    assert full.startswith(body) and len(body) < len(full)
+    with pytest.raises(ValueError):
+        json.loads(body)
+    # also for a listing (an array)
+    status, _, body = fresh.request("GET", "/public/api/projects/")
+    assert status == 200
+    with pytest.raises(ValueError):
+        json.loads(body)
+
+
+def test_fault_drip_sends_the_real_body_slowly(fresh):
+    full = fresh.request("GET", SCHEMA_PATH)[2]
+    rates(fresh, drip=1.0, drip_bytes=64, drip_interval_ms=20)
+    t0 = time.monotonic()
+    status, resp, body = fresh.request("GET", SCHEMA_PATH)
+    took = time.monotonic() - t0
+    assert status == 200 and body == full
+    assert took >= 0.02 * (len(full) // 64)             # one pause per 64 bytes
+    assert fresh.stats()["faults"] == {"drip": 1}
+
+
+def test_fault_garbage_appends_after_valid_json(fresh):
+    full = fresh.request("GET", SCHEMA_PATH)[2]
+    rates(fresh, garbage=1.0)
+    status, resp, body = fresh.request("GET", SCHEMA_PATH)
+    assert status == 200 and body == full + b"xyz"
+    assert int(resp.getheader("Content-Length")) == len(body)
+    # as a rule, with its own text, on one path only
+    fresh.json("DELETE", "/__emulator__/fault-rates", key=None)
+    fresh.json("POST", "/__emulator__/faults",
+               {"path_regex": "/orders/schema$", "fault": "garbage", "garbage_text": "}!"},
+               key=None)
+    assert fresh.request("GET", SCHEMA_PATH)[2] == full + b"}!"
+    assert fresh.api("GET", "/projects/SALES/datasets/orders/metadata")
+    assert fresh.stats()["faults"] == {"garbage": 2}
+
+
+def test_fault_rule_kinds(fresh):
+    ctl = lambda body: fresh.json("POST", "/__emulator__/faults", body, key=None)  # noqa
+    ctl({"path_regex": "/orders/schema$", "fault": 503, "retry_after": 3, "count": 1})
+    ctl({"path_regex": "/orders/schema$", "fault": "reset", "count": 1})
+    status, resp, _ = fresh.request("GET", SCHEMA_PATH, conn=fresh.connect())
+    assert status == 503 and resp.getheader("Retry-After") == "3"
+    assert isinstance(raw_get(fresh.port, SCHEMA_PATH)[2], ConnectionResetError)
+    assert fresh.request("GET", SCHEMA_PATH, conn=fresh.connect())[0] == 200
+    for bad in ({"fault": "nope"}, {"fault": "stall", "stall_s": -1},
+                {"fault": "drip", "drip_bytes": 0}, {"fault": "garbage", "garbage_text": 3}):
+        err(fresh, "POST", "/faults", 400, bad, prefix="/__emulator__", key=None)
+
+
+def test_fault_rates_scope_seed_and_validation(request):
+    """Rates apply to API requests only, filtered by method and path prefix; the same
+    seed gives the same faults; wrong configurations are refused."""
+    def statuses(emu, n=40):
+        return [emu.request("GET", SCHEMA_PATH)[0] for _ in range(n)]
+
+    a = start(request, "--fault-rate", "500=0.3", "--seed", "5")
+    b = start(request, "--fault-rate", "500=0.3", "--seed", "5")
+    sa = statuses(a)
+    assert sa == statuses(b) and 0 < sa.count(500) < 40
+    assert a.stats()["faults"] == {"500": sa.count(500)}
+    assert a.stats()["requests"] == 40                   # faults are counted requests
+    assert rates(a, _500=0.3, seed=5)["seed"] == 5       # reseeded: the same sequence
+    assert statuses(a) == sa
+
+    rates(a, _500=1.0, methods=["PUT"])
+    assert a.request("GET", SCHEMA_PATH)[0] == 200
+    status, _, _ = a.request("PUT", "/public/api/projects/SALES/variables/",
+                             {"standard": {}, "local": {}})
+    assert status == 500
+    rates(a, _500=1.0, path_prefix="/projects/MARKETING/")
+    assert a.request("GET", SCHEMA_PATH)[0] == 200
+    assert a.request("GET", "/public/api/projects/MARKETING/metadata")[0] == 500
+    assert a.request("GET", "/dip/publicapi/projects/MARKETING/metadata")[0] == 500
+    got = a.json("GET", "/__emulator__/fault-rates", key=None)
+    assert got["500"] == 1.0 and got["path_prefix"] == "/projects/MARKETING/"
+    a.json("POST", "/__emulator__/reset-stats", key=None)
+    assert a.stats()["faults"] == {}
+
+    for bad in ({"500": 0.7, "503": 0.7}, {"nope": 0.1}, {"500": 2}, {"500": "x"},
+                {"methods": 3}, {"seed": "x"}, {"stall_s": "long"}):
+        err(a, "POST", "/fault-rates", 400, bad, prefix="/__emulator__", key=None)
+    out = subprocess.run([sys.executable, EMULATOR, "--api-key", "k", "--fault-rate", "500"],
+                         capture_output=True, timeout=10)
+    assert out.returncode != 0 and b"KIND=RATE" in out.stderr
+    out = subprocess.run([sys.executable, EMULATOR, "--api-key", "k", "--fault-rate",
+                          "boom=0.1"], capture_output=True, timeout=10)
+    assert out.returncode != 0 and b"Unknown fault kind" in out.stderr
+
+
+def start_with_control(request, *args):
+    ctl_file = tempfile.mktemp(prefix="dss-emu-ctl-")
+    request.addfinalizer(lambda: os.path.exists(ctl_file) and os.unlink(ctl_file))
+    emu = start(request, "--control-port-file", ctl_file, *args)
+    with open(ctl_file) as f:
+        emu.control_port = int(f.read())
+    return emu
+
+
+def control(emu, method, what, body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", emu.control_port, timeout=10)
+    try:
+        return emu.json(method, "/__emulator__/" + what, body, key=None, conn=conn)
+    finally:
+        conn.close()
+
+
+def test_pause_refuses_connections_and_resume_listens_on_the_same_port(request):
+    emu = start_with_control(request)
+    keep = emu.connect()
+    assert emu.request("GET", SCHEMA_PATH, conn=keep)[0] == 200
+    rates(emu, stall=1.0, stall_s=60)
+    stalled = {}
+
+    def stall():
+        t0 = time.monotonic()
+        stalled["result"] = raw_get(emu.port, SCHEMA_PATH, timeout=30)
+        stalled["took"] = time.monotonic() - t0
+
+    t = threading.Thread(target=stall)
+    t.start()
+    deadline = time.monotonic() + 5
+    while emu.stats()["faults"].get("stall") != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert control(emu, "POST", "pause") == {"msg": "paused", "paused": True}
+    t.join(10)
+    assert stalled["result"] == (b"", b"", None) and stalled["took"] < 10  # closed by pause
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", emu.port), timeout=5)
+    # the kept-alive connection was closed too
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        emu.request("GET", SCHEMA_PATH, conn=keep)
+    assert control(emu, "GET", "stats")["paused"] is True
+    assert control(emu, "POST", "pause")["paused"] is True          # idempotent
+    control(emu, "DELETE", "fault-rates")
+    assert control(emu, "POST", "resume") == {"msg": "resumed", "paused": False}
+    assert emu.api("GET", "/projects/SALES/datasets/orders/schema", conn=emu.connect())
+    assert control(emu, "GET", "stats")["paused"] is False
+    # a second cycle, and the control port serves nothing else
+    control(emu, "POST", "pause")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", emu.port), timeout=5)
+    control(emu, "POST", "resume")
+    assert emu.request("GET", SCHEMA_PATH, conn=emu.connect())[0] == 200
+    conn = http.client.HTTPConnection("127.0.0.1", emu.control_port, timeout=10)
+    assert emu.request("GET", SCHEMA_PATH, conn=conn)[0] == 404
+    conn.close()
+    # pausing through the API port answers there, then that port is down too
+    assert emu.json("POST", "/__emulator__/pause", key=None, conn=emu.connect())["paused"]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", emu.port), timeout=5)
+    control(emu, "POST", "resume")
+    assert emu.request("GET", SCHEMA_PATH, conn=emu.connect())[0] == 200
+
+
+def test_pause_needs_the_control_port(fresh):
+    err(fresh, "POST", "/pause", 409, prefix="/__emulator__", key=None)
+    assert fresh.api("GET", "/projects/SALES")
+
+
+def test_dataset_with_a_lone_surrogate_in_its_name(fresh):
+    """Hostile data: a name that has no UTF-8 form is served escaped in the listing."""
+    status, _, _ = fresh.request("POST", "/public/api/projects/SALES/datasets/",
+                                 b'{"name": "weird\\ud800name"}')
+    assert status == 200
+    status, _, data = fresh.request("GET", "/public/api/projects/SALES/datasets/")
+    assert status == 200 and b'"weird\\ud800name"' in data
+    names = [d["name"] for d in json.loads(data)]
+    assert "weird\ud800name" in names and "orders" in names
 
 
 # ---------------------------------------------------------------------------------------

@@ -178,6 +178,11 @@ class ApiError(AssertionError):
     pass
 
 
+# The emulator runs in its workdir: a relative file lands there (Emulator.control_port()).
+CONTROL_PORT_FILE = "emulator.control-port"
+CONTROL_PORT_ARGS = ("--control-port-file", CONTROL_PORT_FILE)
+
+
 class Emulator:
     """One dss_emulator.py process on 127.0.0.1 (``--port 0``)."""
 
@@ -313,6 +318,59 @@ class Emulator:
 
     def clear_faults(self) -> None:
         self.control("DELETE", "faults")
+
+    # --- fault rates, pause / resume (start with args=CONTROL_PORT_ARGS to pause) ----------
+
+    def control_port(self) -> int | None:
+        """The port of the emulator's control-only listener, or None if it has none."""
+        p = self.workdir / CONTROL_PORT_FILE
+        return int(p.read_text()) if p.exists() else None
+
+    def control_always(self, method: str, what: str, body=None):
+        """Like control(), through the control port when there is one, so that it also
+        works while the emulator is paused."""
+        port = self.control_port()
+        if port is None:
+            return self.control(method, what, body)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            conn.request(method, "/__emulator__/" + what, body=data)
+            resp = conn.getresponse()
+            status, out = resp.status, resp.read()
+        finally:
+            conn.close()
+        if status != 200:
+            raise AssertionError("%s /__emulator__/%s (control port): HTTP %d %s"
+                                 % (method, what, status, out[:300]))
+        return json.loads(out) if out else None
+
+    def set_fault_rates(self, rates: dict, **options) -> dict:
+        """Random faults from now on: ``rates`` maps kinds ("500", "503", "reset",
+        "stall", "truncate", "badjson", "drip", "garbage") to probabilities; options:
+        seed, methods, path_prefix, retry_after, stall_s, drip_bytes, drip_interval_ms,
+        garbage_text (see tests/emulator/README.md).  Replaces the previous rates."""
+        body = {str(k): v for k, v in rates.items()}
+        body.update(options)
+        return self.control_always("POST", "fault-rates", body)
+
+    def clear_fault_rates(self) -> None:
+        self.control_always("DELETE", "fault-rates")
+
+    def fault_stats(self) -> dict:
+        """How many faults of each kind were injected since the last reset_stats()."""
+        return self.control_always("GET", "stats")["faults"]
+
+    def pause(self) -> None:
+        """DSS goes down: the API port stops listening (ECONNREFUSED) and its open
+        connections are closed.  Needs args=CONTROL_PORT_ARGS."""
+        if self.control_port() is None:
+            raise AssertionError("start the emulator with args=CONTROL_PORT_ARGS to pause it")
+        self.control_always("POST", "pause")
+
+    def resume(self) -> None:
+        """DSS is back, on the same port."""
+        self.control_always("POST", "resume")
 
 
 # ---------------------------------------------------------------------------------------
