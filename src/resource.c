@@ -273,11 +273,10 @@ int get_row_resource(struct tree *t, const struct pt_row *row, const struct pt_v
 	return ret;
 }
 
-/* DSS not answering (a timeout, a refused connection) is remembered for
- * FAILURE_WINDOW_MS: the kernel runs lookups in one folder one at a time
- * (libfuse 3.14 never grants parallel directory operations), so the
- * lookups that waited behind one hung listing would otherwise each wait a
- * whole timeout again, one after the other.  They share its deadline. */
+/* A listing DSS did not answer in time is remembered for FAILURE_WINDOW_MS: the kernel runs lookups
+ * in one folder one at a time (libfuse 3.14 never grants parallel directory operations), so the
+ * lookups queued behind one hung listing would otherwise each wait a whole timeout again, one after
+ * the other.  They share its deadline. Documents are not concerned: nothing queues behind them. */
 #define FAILURE_WINDOW_MS 1000
 
 struct failure {
@@ -313,7 +312,7 @@ static void note_failure(struct tree *t, const char *key, int err)
 {
 	int64_t now = cache_monotonic_ms();
 
-	if (err != -ETIMEDOUT && err != -ECONNREFUSED && err != -EHOSTUNREACH)
+	if (err != -ETIMEDOUT) /* a refused connection fails fast anyway */
 		return;
 	pthread_mutex_lock(&t->lock);
 	if (strmap_size(t->failures) >= 1024)
@@ -330,6 +329,18 @@ static void note_failure(struct tree *t, const char *key, int err)
 
 int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
 		 struct cache_ref **ref)
+{
+	struct buf key = BUF_INIT;
+	int ret = pathtab_expand(tmpl, vars, &key);
+
+	if (!ret)
+		ret = cache_get(t->cache, key.data, fetch_resource, t, ref);
+	buf_release(&key);
+	return ret;
+}
+
+int get_listing(struct tree *t, const char *tmpl, const struct pt_vars *vars,
+		struct cache_ref **ref)
 {
 	struct buf key = BUF_INIT;
 	int ret = pathtab_expand(tmpl, vars, &key);

@@ -142,7 +142,7 @@ static int object_mtime(struct tree *t, const struct pt_row *row, const struct p
 		int64_t m = -1;
 		if (!name)
 			break;
-		int ret = get_resource(t, dir->list, vars, &ref);
+		int ret = get_listing(t, dir->list, vars, &ref);
 		if (ret)
 			return ret;
 		const cJSON *list = ((struct resource *)cache_ref_value(ref))->json, *item;
@@ -352,7 +352,7 @@ static int for_each_listed(struct tree *t, const struct node *dir, child_fn fn, 
 	if (pathtab_children(dir->row, kids, 1) != 1 ||
 	    pathtab_leaf(kids[0], &var, NULL) != PT_SEG_VAR)
 		return -EIO;
-	ret = get_resource(t, dir->row->list, &dir->vars, &ref);
+	ret = get_listing(t, dir->row->list, &dir->vars, &ref);
 	if (ret)
 		return ret;
 	const cJSON *list = ((struct resource *)cache_ref_value(ref))->json;

@@ -83,6 +83,10 @@ struct tree {
 int fetch_resource(void *ctx, const char *key, void **value, size_t *cost);
 int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
 		 struct cache_ref **ref);
+/* get_resource for a folder's listing: a listing that just failed (see
+ * FAILURE_WINDOW_MS) fails again at once. */
+int get_listing(struct tree *t, const char *tmpl, const struct pt_vars *vars,
+		struct cache_ref **ref);
 int get_row_resource(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
 		     struct cache_ref **ref);
 /* The bytes of a file row rendered from res (valid while res is held) and

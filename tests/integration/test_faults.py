@@ -336,11 +336,6 @@ WEIRD = "weird\ud800name"     # a lone surrogate: valid JSON text, no UTF-8 form
 
 
 @pytest.mark.expect_dssfs_errors
-@pytest.mark.xfail(strict=True, reason=(
-    "dssfs defect: one dataset whose name is a lone surrogate (JSON \"weird\\ud800name\") "
-    "makes the whole listing invalid JSON (cJSON refuses the escape), so ls of datasets/ "
-    "fails with EIO instead of listing the siblings and skipping (and logging) that "
-    "item; tree.c fetch_resource() parses the body with cJSON_ParseWithLength"))
 def test_an_invalid_name_in_a_listing_skips_that_item_only(emulator_factory, mount_factory):
     emu = emulator_factory()
     status, _ = emu.request("POST", "/public/api/" + api_path("projects", "SALES", "datasets",
@@ -360,11 +355,6 @@ def test_an_invalid_name_in_a_listing_skips_that_item_only(emulator_factory, mou
 
 
 @pytest.mark.expect_dssfs_errors
-@pytest.mark.xfail(strict=True, reason=(
-    "dssfs defect: a body with trailing garbage after the JSON value ({...}xyz) is "
-    "accepted as valid and its first value shown, instead of EIO: tree.c "
-    "fetch_resource() calls cJSON_ParseWithLength, which stops after the first value "
-    "and does not check that only whitespace follows"))
 def test_trailing_garbage_after_the_json_is_an_error(emulator, mount_factory):
     emu = emulator
     m = mount_factory(emu, options=["prefetch=0"])
@@ -377,16 +367,10 @@ def test_trailing_garbage_after_the_json_is_an_error(emulator, mount_factory):
     r = subprocess.run(["cat", m.path(*SCHEMA)], capture_output=True, timeout=HANG_GUARD)
     assert r.returncode != 0 and r.stdout == b""
     assert_errno(in_thread(os.listdir, m.path("MARKETING", "recipes")), errno.EIO)
-    assert "invalid JSON" in m.stderr_text()
+    assert "text after the JSON document" in m.stderr_text()
 
 
 @pytest.mark.expect_dssfs_errors
-@pytest.mark.xfail(strict=True, reason=(
-    "dssfs defect: with DSS unreachable and the listings not cached (after SIGHUP), "
-    "stat of a folder the kernel still knows (an open directory, the cwd) succeeds "
-    "and shows the mount time instead of failing: tree.c object_mtime() falls back to "
-    "opt.mount_time_ms when get_resource() of the parent listing fails, and the "
-    "folder's getattr does not report the error"))
 def test_stat_of_a_folder_whose_listing_cannot_be_fetched_is_an_error(emulator_factory,
                                                                      mount_factory):
     emu = emulator_factory(args=list(CONTROL_PORT_ARGS))
