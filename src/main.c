@@ -48,6 +48,7 @@ struct options {
 	int last_writer_wins;
 	int scratch_max_mb;
 	int dirty_max_mb;
+	int spool_total_mb;
 	int prefetch;
 	int secret_on_cmdline;
 	char *source;	  /* [SOURCE] MOUNTPOINT: what mount(8) gives first */
@@ -81,6 +82,7 @@ static const struct fuse_opt option_spec[] = {
     OPT("last_writer_wins", last_writer_wins, 1),
     OPT("scratch_max=%d", scratch_max_mb, 0),
     OPT("dirty_max=%d", dirty_max_mb, 0),
+    OPT("spool_total=%d", spool_total_mb, 0),
     OPT("prefetch=%d", prefetch, 0),
     FUSE_OPT_KEY("api_key=", KEY_SECRET),
     FUSE_OPT_KEY("apikey=", KEY_SECRET),
@@ -180,7 +182,9 @@ static void usage(const char *prog)
 	       "                            it was read (default: refuse with ESTALE)\n"
 	       "    -o scratch_max=MIB      memory for editors' temporary files (default 64)\n"
 	       "    -o dirty_max=MIB        memory for files open for writing, in all\n"
-	       "                            (default 256)\n\n"
+	       "                            (default 256)\n"
+	       "    -o spool_total=MIB      disk for project exports held at once\n"
+	       "                            (default 1024)\n\n"
 	       "Signals: SIGHUP drops every cached object.\n\n",
 	       prog);
 }
@@ -294,6 +298,7 @@ int main(int argc, char *argv[])
 			    .max_response_mb = 256,
 			    .scratch_max_mb = 64,
 			    .dirty_max_mb = 256,
+			    .spool_total_mb = 1024,
 			    .prefetch = 16};
 	struct fuse_cmdline_opts cmd = {0};
 	struct config cfg = {0};
@@ -345,8 +350,8 @@ int main(int argc, char *argv[])
 	}
 	if (o.cache_ttl < 0 || o.cache_max_mb < 1 || o.attr_timeout <= 0 ||
 	    o.negative_timeout <= 0 || o.timeout < 1 || o.connect_timeout < 1 || o.retries < 0 ||
-	    o.max_response_mb < 1 || o.scratch_max_mb < 1 || o.dirty_max_mb < 1 || o.prefetch < 0 ||
-	    o.prefetch > 256) {
+	    o.max_response_mb < 1 || o.scratch_max_mb < 1 || o.dirty_max_mb < 1 ||
+	    o.spool_total_mb < 1 || o.prefetch < 0 || o.prefetch > 256) {
 		fprintf(stderr, "dssfs: invalid option value (see --help for the ranges)\n");
 		goto out;
 	}
@@ -398,6 +403,8 @@ int main(int argc, char *argv[])
 	    .scratch_max = (size_t)o.scratch_max_mb << 20,
 	    .prefetch_threads = o.prefetch,
 	    .spool_max = (size_t)o.max_response_mb << 20,
+	    .spool_total = (size_t)o.spool_total_mb << 20,
+	    .spool_ttl_ms = (int64_t)o.cache_ttl * 1000,
 	};
 	tree = tree_new(http, cache, &to);
 

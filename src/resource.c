@@ -34,8 +34,10 @@ static void resource_free(void *v)
 		free(r);
 	}
 	cJSON_Delete(res->json);
-	if (res->spool_fd >= 0)
+	if (res->spool_fd >= 0) {
 		close(res->spool_fd);
+		atomic_fetch_sub(&res->owner->spool_used, res->spool_size);
+	}
 	pthread_mutex_destroy(&res->lock);
 	free(res);
 }
@@ -229,34 +231,81 @@ static int spool_file(void)
 	return fd < 0 ? -errno : fd;
 }
 
-/* Fetches a stream (key "POST <path>") into a spool file. */
+/* Spooled streams stay on disk while cached or open; those older than
+ * spool_ttl_ms are dropped from the cache (their file goes with the last
+ * reference), so that, with spool_total, their disk use is bounded. */
+static int spool_expired(const char *key, void *value, void *ctx)
+{
+	int64_t *fetched = value;
+	void **c = ctx;
+	struct tree *t = c[0];
+
+	if (*fetched + t->opt.spool_ttl_ms > *(int64_t *)c[1])
+		return 0;
+	cache_invalidate(t->cache, key);
+	free(fetched);
+	return 1;
+}
+
+static void sweep_spools(struct tree *t)
+{
+	int64_t now = cache_monotonic_ms();
+	void *c[2] = {t, &now};
+
+	/* cache_invalidate takes only the cache's lock, never t->lock */
+	pthread_mutex_lock(&t->lock);
+	strmap_filter(t->spools, spool_expired, c);
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Fetches a stream (key "POST <path>") into a spool file, within what is
+ * left of spool_total (-ENOSPC beyond it) and spool_max (-EFBIG). */
 static int fetch_spool(void *ctx, const char *key, void **value, size_t *cost)
 {
 	struct tree *t = ctx;
 	const char *path = key + strlen(SPOOL_PREFIX);
 	struct resource *res;
-	size_t size = 0;
-	int fd = spool_file(), ret;
+	size_t size = 0, used, room, max;
+	int fd, ret;
 
+	sweep_spools(t);
+	used = atomic_load(&t->spool_used);
+	room = used < t->opt.spool_total ? t->opt.spool_total - used : 0;
+	max = room < t->opt.spool_max ? room : t->opt.spool_max;
+	if (!max) {
+		log_error("POST %s: exports being held take all of -o spool_total", path);
+		return -ENOSPC;
+	}
+	fd = spool_file();
 	if (fd < 0) {
 		log_error("POST %s: cannot make a temporary file: %s", path, strerror(-fd));
 		return fd;
 	}
-	ret = http_request_to_fd(t->http, "POST", path, "{}", 2, fd, t->opt.spool_max, &size);
+	ret = http_request_to_fd(t->http, "POST", path, "{}", 2, fd, max, &size);
+	if (ret == -EFBIG && max < t->opt.spool_max) {
+		log_error("POST %s: exports being held take all of -o spool_total", path);
+		ret = -ENOSPC;
+	}
 	if (ret) {
 		close(fd);
 		return ret;
 	}
+	atomic_fetch_add(&t->spool_used, size);
 	res = xcalloc(1, sizeof(*res));
 	res->spool_fd = fd;
 	res->spool_size = size;
+	res->owner = t;
 	pthread_mutex_init(&res->lock, NULL);
 	*cost = sizeof(*res) + 256; /* the bytes are on disk */
 	*value = res;
+	int64_t *fetched = xmalloc(sizeof(*fetched));
+	*fetched = cache_monotonic_ms();
+	pthread_mutex_lock(&t->lock);
+	free(strmap_put(t->spools, key, fetched));
+	pthread_mutex_unlock(&t->lock);
 	return 0;
 }
 
-/* The resource a file row shows. */
 int get_row_resource(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
 		     struct cache_ref **ref)
 {

@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -66,11 +67,14 @@ struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options
 	t->http = h;
 	t->cache = c;
 	t->opt = *o;
+	if (!t->opt.spool_total)
+		t->opt.spool_total = SIZE_MAX;
 	pthread_mutex_init(&t->lock, NULL);
 	nodes_init(t);
 	saves_init(t);
 	t->times = strmap_new();
 	t->failures = strmap_new();
+	t->spools = strmap_new();
 	t->scratch = scratch_new(o->scratch_max);
 	return t;
 }
@@ -84,6 +88,7 @@ void tree_free(struct tree *t)
 	saves_release(t);
 	strmap_free(t->times, free);
 	strmap_free(t->failures, free);
+	strmap_free(t->spools, free);
 	scratch_free(t->scratch);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
@@ -187,8 +192,10 @@ static int64_t content_mtime(struct tree *t, const char *path, uint64_t hash, in
 			 * more than needed. */
 			strmap_free(t->times, free);
 			strmap_free(t->failures, free);
+			strmap_free(t->spools, free);
 			t->times = strmap_new();
 			t->failures = strmap_new();
+			t->spools = strmap_new();
 		}
 		ft = xmalloc(sizeof(*ft));
 		ft->hash = hash;

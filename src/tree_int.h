@@ -42,6 +42,7 @@ struct resource {
 	const char *unfaithful;
 	pthread_mutex_t lock; /* guards the renderings */
 	struct rendering *r;
+	struct tree *owner; /* a spooled stream's, for its disk accounting */
 };
 
 /* What an inode stands for: a path, its table row and variables.
@@ -67,10 +68,12 @@ struct tree {
 	pthread_mutex_t lock; /* guards the tables below */
 	struct inode **inodes;
 	size_t ninode_buckets, ninodes;
-	struct strmap *paths;	 /* path -> struct inode, the names in use */
-	struct strmap *bases;	 /* path -> struct base_list (save.c) */
-	struct strmap *times;	 /* path -> struct file_time (tree.c) */
-	struct strmap *failures; /* key -> struct failure (resource.c) */
+	struct strmap *paths;	  /* path -> struct inode, the names in use */
+	struct strmap *bases;	  /* path -> struct base_list (save.c) */
+	struct strmap *times;	  /* path -> struct file_time (tree.c) */
+	struct strmap *failures;  /* key -> struct failure (resource.c) */
+	struct strmap *spools;	  /* spool key -> fetch time, ms (resource.c) */
+	atomic_size_t spool_used; /* bytes of spooled streams on disk */
 	struct scratch *scratch;
 	struct prefetch *prefetch; /* NULL: disabled */
 	/* saves of one document run one at a time (save.c) */

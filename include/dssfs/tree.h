@@ -69,6 +69,8 @@ struct tree_options {
 	size_t scratch_max;   /* bytes of scratch files held at most */
 	int prefetch_threads; /* parallel fetches after a listing; 0: none */
 	size_t spool_max;     /* largest stream spooled (bytes) */
+	size_t spool_total;   /* bytes of all streams spooled at once */
+	int64_t spool_ttl_ms; /* a spooled stream is dropped after this */
 };
 
 /* Uses (does not own) h and c; c must be made with tree_cache_new(). */

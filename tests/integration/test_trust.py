@@ -515,3 +515,37 @@ def test_waiters_for_one_hung_listing_share_its_deadline(emulator, mount_factory
     assert all(rc != 0 for rc, _ in results.values()), results
     assert max(el for _, el in results.values()) < 6.0, sorted(results.values())
     emu.clear_faults()
+
+
+# --- 2.4 exports spooled to disk are bounded in total, and expire ---------------------------
+
+def spool_files(pid):
+    """The spool files the daemon holds open (anonymous temporary files)."""
+    out = []
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if "dssfs-spool" in target or target.startswith("/tmp/#"):
+            out.append(target)
+    return out
+
+
+@pytest.mark.expect_dssfs_errors
+def test_exports_on_disk_are_bounded_in_total_and_dropped_after_the_ttl(emulator_factory,
+                                                                        mount_factory):
+    """Two generated projects' exports of about 3.4 MB each with -o spool_total=5 (MiB):
+    the second does not fit while the first is held (ENOSPC); once the first is older
+    than cache_ttl it is dropped and the second fits."""
+    emu = emulator_factory(args=["--generate", "2,3000"])
+    m = mount_factory(emu, options=["spool_total=5", "cache_ttl=2"])
+    first = os.stat(m.path("GEN001", "export.zip")).st_size
+    assert first > 3 << 20
+    assert len(spool_files(m.proc.pid)) == 1
+    assert errno_of(os.stat, m.path("GEN002", "export.zip")) == errno.ENOSPC
+    time.sleep(2.2)     # the first export expires (cache_ttl); not a time assertion
+    assert os.stat(m.path("GEN002", "export.zip")).st_size > 3 << 20
+    assert len(spool_files(m.proc.pid)) == 1
+    assert "take all of -o spool_total" in m.stderr_text()
