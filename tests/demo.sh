@@ -60,7 +60,21 @@ while [ ! -s "$STATE/port" ]; do
 done
 PORT=$(cat "$STATE/port")
 
-DKU_DSS_URL="http://127.0.0.1:$PORT" DKU_API_KEY="$(cat "$STATE/key")" ./build/dssfs "$MNT"
+# In the foreground of a background job: its log is a file, also where
+# there is no syslog.
+DKU_DSS_URL="http://127.0.0.1:$PORT" DKU_API_KEY="$(cat "$STATE/key")" \
+	setsid ./build/dssfs -f "$MNT" >"$STATE/dssfs.log" 2>&1 </dev/null &
+echo $! >"$STATE/dssfs.pid"
+i=0
+until grep -qs " $MNT fuse" /proc/mounts; do
+	i=$((i + 1))
+	if [ $i -gt 100 ] || ! kill -0 "$(cat "$STATE/dssfs.pid")" 2>/dev/null; then
+		echo "dssfs demo: dssfs did not mount:" >&2
+		cat "$STATE/dssfs.log" >&2
+		exit 1
+	fi
+	sleep 0.1
+done
 echo "$MNT" >"$STATE/mountpoint"
 
 cat <<MSG
@@ -72,6 +86,7 @@ Try:
     ls -l $MNT/SALES/datasets/*/
     jq .columns $MNT/SALES/datasets/*/schema.json
     grep -r connection $MNT/*/datasets/*/settings.json
+Logs: $STATE/dssfs.log (dssfs), $STATE/emulator.log (the emulator)
 To unmount and stop the emulator:
     $ROOT/tests/demo.sh stop
 (or by hand: fusermount3 -u $MNT; kill $(cat "$STATE/emulator.pid"))

@@ -25,7 +25,7 @@ run_suite() { # build dir, label
 	echo "== $2: unit tests"
 	(cd "$1" && ctest --output-on-failure)
 	echo "== $2: emulator and mount tests"
-	DSSFS_BIN="$ROOT/$1/dssfs" "$PY" -m pytest -q -p no:cacheprovider tests/emulator tests/integration
+	DSSFS_BIN="$ROOT/$1/dssfs" "$PY" -m pytest -q -rs -p no:cacheprovider tests/emulator tests/integration
 }
 
 build build
@@ -43,7 +43,7 @@ unset ASAN_OPTIONS UBSAN_OPTIONS
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
 build build-tsan -DDSSFS_TSAN=ON -DCMAKE_BUILD_TYPE=Debug
 echo "== ThreadSanitizer build: concurrency mount tests"
-DSSFS_BIN="$ROOT/build-tsan/dssfs" "$PY" -m pytest -q -p no:cacheprovider \
+DSSFS_BIN="$ROOT/build-tsan/dssfs" "$PY" -m pytest -q -rs -p no:cacheprovider \
 	tests/integration/test_trust.py tests/integration/test_walk.py \
 	tests/integration/test_cache.py tests/integration/test_write.py
 unset TSAN_OPTIONS
