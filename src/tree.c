@@ -84,6 +84,8 @@ void tree_free(struct tree *t)
 	if (!t)
 		return;
 	prefetch_free(t->prefetch);
+	/* Spooled resources count their disk use in the tree. */
+	cache_clear(t->cache);
 	nodes_release(t);
 	saves_release(t);
 	strmap_free(t->times, free);
