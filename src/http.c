@@ -212,6 +212,19 @@ static size_t on_read(char *dst, size_t size, size_t nmemb, void *ctx)
 	return n;
 }
 
+/* libcurl resends a request on a new connection when a kept-alive one turns
+ * out to be closed before anything was answered; an upload must then be
+ * rewound, else it fails ("necessary data rewind wasn't possible"). */
+static int on_seek(void *ctx, curl_off_t offset, int origin)
+{
+	struct upload *u = ctx;
+
+	if (origin != SEEK_SET || offset < 0 || (curl_off_t)u->len < offset)
+		return CURL_SEEKFUNC_CANTSEEK;
+	u->off = (size_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
+
 static void setup(struct http *h, CURL *c, const char *method, const char *url, struct sink *sink,
 		  struct upload *up, char *errbuf)
 {
@@ -256,6 +269,8 @@ static void setup(struct http *h, CURL *c, const char *method, const char *url, 
 		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
 		curl_easy_setopt(c, CURLOPT_READDATA, up);
+		curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(c, CURLOPT_SEEKDATA, up);
 		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)up->len);
 	} else {
 		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
