@@ -1,26 +1,36 @@
-"""HTTP behaviours through the mount: a save resent on a fresh connection.
+"""HTTP limits through the mount: bounded retries and waits, Retry-After, a PUT resent
+on a fresh connection, the stream deadline, timeouts, and a prompt exit with requests in
+flight.
 
-Behaviours the emulator lacks (a connection dropped after reading a PUT) come from
-``Proxy``: a small HTTP/1.1 server in this process between dssfs and the emulator,
-forwarding what no rule of the test takes.  Request counts are exact.
+Behaviours the emulator lacks (a Retry-After header, a connection dropped after reading a
+PUT, a dripping or silent server) come from ``Proxy``: a small HTTP/1.1 server
+in this process between dssfs and the emulator, forwarding what no rule of the test takes.
+Request counts are exact; times are only upper bounds (what the README documents, plus a
+margin for the process and FUSE round trips), and lower bounds where dssfs must wait.
 """
 
 from __future__ import annotations
 
+import errno
 import http.client
 import http.server
 import json
+import os
 import re
+import signal
 import threading
 import time
 
 import pytest
 
-from dssfs_harness import read_bytes
+from dssfs_harness import (assert_errno, clean_env, in_thread, is_mounted, read_bytes,
+                           run_dssfs, unmount)
 
 SCHEMA = ("SALES", "datasets", "orders", "schema.json")
 SCHEMA_API = "/public/api/projects/SALES/datasets/orders/schema"
 SCHEMA_RE = r"^/projects/SALES/datasets/orders/schema$"
+DOC_RE = r"^/public/api/projects/[^/]+/datasets/[^/]+(/.*)?$"     # a dataset's documents
+MARGIN = 1.0   # seconds beyond a documented bound: process start-up, FUSE round trips
 
 
 class Proxy:
@@ -112,6 +122,16 @@ class Proxy:
         self.server.server_close()
 
 
+def reply(h, status, body=b"", headers=()):
+    h.send_response(status)
+    for k, v in headers:
+        h.send_header(k, v)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+    return True
+
+
 @pytest.fixture
 def proxy_factory(emulator):
     started = []
@@ -128,6 +148,99 @@ def proxy_factory(emulator):
 
 def mount_via(mount_factory, emu, proxy, options=()):
     return mount_factory(emu, options=list(options), env={"DKU_DSS_URL": proxy.url})
+
+
+# --- retries: bounded count and time --------------------------------------------------------
+
+def capped_waits(retries):
+    """The most dssfs may wait between attempts without Retry-After (README, `retries`)."""
+    return sum(min(0.1 * 2 ** n, 2.0) for n in range(retries))
+
+
+@pytest.mark.expect_dssfs_errors
+def test_an_always_unavailable_dss_fails_within_the_documented_bound(emulator, mount_factory):
+    retries, timeout = 6, 1
+    m = mount_factory(emulator, options=["retries=%d" % retries, "timeout=%d" % timeout,
+                                         "prefetch=0"])
+    os.listdir(m.path("SALES", "datasets"))
+    emulator.add_fault(path_regex=SCHEMA_RE, status=503, message="maintenance",
+                       delay_ms=300)
+    emulator.reset_stats()
+    t0 = time.monotonic()
+    assert_errno(in_thread(read_bytes, m.path(*SCHEMA)), errno.EIO)
+    elapsed = time.monotonic() - t0
+    bound = (retries + 1) * timeout + capped_waits(retries)       # 7 + 5.1 s
+    assert elapsed <= bound + MARGIN, "%.1f s > %.1f s" % (elapsed, bound)
+    assert emulator.log_lines() == ["GET " + SCHEMA_API] * (retries + 1)
+
+
+@pytest.mark.parametrize("value", ["11", "100"])
+def test_retries_beyond_the_cap_are_refused(tmp_path, home, emulator, value):
+    env = clean_env(home, {"DKU_DSS_URL": emulator.url, "DKU_API_KEY": emulator.admin_key})
+    mp = str(tmp_path / "mnt")
+    os.mkdir(mp)
+    rc, out, err = run_dssfs(["-f", "-o", "retries=" + value, mp], env, mountpoint=mp)
+    assert rc == 1 and "invalid option value: retries=%s (0 to 10)" % value in err
+    assert not is_mounted(mp)
+
+
+def test_the_largest_retries_value_is_accepted(emulator, mount_factory):
+    m = mount_factory(emulator, options=["retries=10"])
+    assert read_bytes(m.path(*SCHEMA))
+
+
+def schema_refused(status, retry_after, times=None):
+    """A rule: GETs of the schema are answered `status` with this Retry-After (the first
+    `times` of them, or all); everything else passes."""
+    left = [times]
+
+    def rule(h, body):
+        if h.command != "GET" or h.path != SCHEMA_API or left[0] == 0:
+            return False
+        if left[0] is not None:
+            left[0] -= 1
+        return reply(h, status, b"busy", [("Retry-After", retry_after)])
+    return rule
+
+
+def mount_schema_via(mount_factory, emu, proxy, options):
+    """Mounts through proxy; the schema's folder is listed, so a read of it needs
+    exactly one request."""
+    m = mount_via(mount_factory, emu, proxy, list(options) + ["prefetch=0"])
+    os.listdir(m.path("SALES", "datasets"))
+    return m
+
+
+@pytest.mark.expect_dssfs_errors
+def test_retry_after_is_honoured_between_attempts(emulator, mount_factory, proxy_factory):
+    p = proxy_factory(schema_refused(503, "2"))
+    m = mount_schema_via(mount_factory, emulator, p, ["retries=2"])
+    assert_errno(in_thread(read_bytes, m.path(*SCHEMA)), errno.EIO)
+    times = p.requests("GET", SCHEMA_API)
+    assert len(times) == 3
+    for a, b in zip(times, times[1:]):
+        assert 2.0 <= b - a <= 2.0 + MARGIN + 1.0, "waited %.2f s, Retry-After: 2" % (b - a)
+
+
+@pytest.mark.expect_dssfs_errors
+def test_retry_after_beyond_the_cap_ends_the_retries(emulator, mount_factory, proxy_factory):
+    p = proxy_factory(schema_refused(503, "3600"))
+    m = mount_schema_via(mount_factory, emulator, p, ["retries=3"])
+    t0 = time.monotonic()
+    assert_errno(in_thread(read_bytes, m.path(*SCHEMA)), errno.EIO)
+    assert time.monotonic() - t0 < 5.0
+    assert len(p.requests("GET", SCHEMA_API)) == 1
+    assert "not retrying" in m.stderr_text()
+
+
+def test_a_429_is_retried_after_its_retry_after(emulator, mount_factory, proxy_factory):
+    p = proxy_factory(schema_refused(429, "1", times=1))
+    m = mount_schema_via(mount_factory, emulator, p, [])
+    emulator.reset_stats()
+    assert json.loads(read_bytes(m.path(*SCHEMA)))["columns"]
+    times = p.requests("GET", SCHEMA_API)
+    assert len(times) == 2 and times[1] - times[0] >= 1.0
+    assert emulator.log_lines() == ["GET " + SCHEMA_API]
 
 
 # --- a save whose kept-alive connection was dropped -----------------------------------------
@@ -170,3 +283,80 @@ def test_a_save_on_a_dropped_keepalive_connection_succeeds_once(emulator, mount_
     assert json.loads(read_bytes(m.path(*SCHEMA))) == doc
 
 
+# --- deadlines --------------------------------------------------------------------------------
+
+EXPORT_API = "/public/api/projects/SALES/export"
+
+
+@pytest.mark.expect_dssfs_errors
+def test_a_dripping_export_ends_at_stream_timeout(emulator, mount_factory, proxy_factory):
+    p = proxy_factory()
+
+    def rule(h, body):
+        if h.command == "POST" and h.path == EXPORT_API:
+            h.send_response(200)
+            h.send_header("Content-Type", "application/zip")
+            h.send_header("Content-Length", str(10 ** 7))
+            h.end_headers()
+            while not p.stopping.wait(0.5):     # 2 bytes every 0.5 s: never a stall
+                h.wfile.write(b"PK")
+                h.wfile.flush()
+            return True
+        return False
+
+    p.rule = rule
+    m = mount_via(mount_factory, emulator, p, ["timeout=2", "stream_timeout=3", "prefetch=0"])
+    t0 = time.monotonic()
+    assert_errno(in_thread(os.stat, m.path("SALES", "export.zip")), errno.ETIMEDOUT)
+    assert time.monotonic() - t0 <= 3 + MARGIN
+    assert len(p.requests("POST", EXPORT_API)) == 1
+
+
+def stall_rule(proxy, regex):
+    def rule(h, body):
+        if h.command == "GET" and re.match(regex, h.path):
+            proxy.stopping.wait(120)     # never answers while the test runs
+            return True
+        return False
+    return rule
+
+
+@pytest.mark.expect_dssfs_errors
+def test_a_silent_server_makes_a_read_fail_within_timeout(emulator, mount_factory,
+                                                          proxy_factory):
+    p = proxy_factory()
+    p.rule = stall_rule(p, "^" + SCHEMA_API + "$")
+    m = mount_schema_via(mount_factory, emulator, p, ["timeout=2"])
+    t0 = time.monotonic()
+    assert_errno(in_thread(read_bytes, m.path(*SCHEMA)), errno.ETIMEDOUT)
+    assert time.monotonic() - t0 <= 2 + MARGIN
+    assert len(p.requests("GET", SCHEMA_API)) == 1      # a timeout is not retried
+
+
+def wait_for(cond, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+@pytest.mark.parametrize("how", ["unmount", "sigterm"])
+def test_exit_is_prompt_while_prefetch_requests_hang(emulator, mount_factory, proxy_factory,
+                                                     how):
+    """Prefetch threads sit in requests to a server that never answers (timeout 30 s);
+    unmounting or SIGTERM must not wait for them."""
+    p = proxy_factory()
+    p.rule = stall_rule(p, DOC_RE)
+    m = mount_via(mount_factory, emulator, p, ["timeout=30"])
+    os.listdir(m.path("SALES", "datasets"))
+    wait_for(lambda: p.count("GET", DOC_RE) >= 2, "prefetch requests")
+    t0 = time.monotonic()
+    if how == "unmount":
+        assert unmount(m.mnt) == []
+    else:
+        os.kill(m.proc.pid, signal.SIGTERM)
+    assert m.proc.wait(timeout=60) == 0
+    assert time.monotonic() - t0 < 5.0
+    assert not is_mounted(m.mnt)
