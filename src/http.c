@@ -4,6 +4,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #define API_PREFIX "/public/api/"
+#define HTTP_MMAP_THRESHOLD (1 << 20)
 
 /* An easy handle and the multi handle it runs in: the multi keeps its
  * connections between requests, and running the transfer ourselves lets a
@@ -28,7 +30,7 @@ struct http {
 	int verify_tls;
 	char *ca_file, *client_cert, *client_key;
 	long connect_timeout_ms, timeout_ms, stream_timeout_ms;
-	size_t max_body;
+	size_t max_body, max_inflight;
 	int retries;
 
 	pthread_mutex_t pool_lock;
@@ -38,6 +40,7 @@ struct http {
 	struct curl_slist *headers;
 
 	atomic_uint_fast64_t requests, failures;
+	atomic_size_t inflight; /* bytes of response buffers charged */
 	atomic_int cancelled;
 };
 
@@ -50,6 +53,10 @@ static int global_ok;
 
 static void global_init(void)
 {
+	/* Large buffers (response bodies) straight from and back to the kernel:
+	 * with glibc's adaptive threshold, a freed 16 MiB body stays in its
+	 * thread's arena, and RSS grows well past max_inflight. */
+	mallopt(M_MMAP_THRESHOLD, HTTP_MMAP_THRESHOLD);
 	global_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
 }
 
@@ -94,6 +101,10 @@ struct http *http_new(const struct http_config *cfg)
 	h->stream_timeout_ms =
 	    cfg->stream_timeout_ms > 0 ? cfg->stream_timeout_ms : cfg->timeout_ms;
 	h->max_body = cfg->max_body;
+	h->max_inflight = cfg->max_inflight;
+	if (!h->max_inflight)
+		h->max_inflight =
+		    cfg->max_body > HTTP_INFLIGHT_MIN / 2 ? 2 * cfg->max_body : HTTP_INFLIGHT_MIN;
 	h->retries = cfg->retries < 0		       ? 0
 		     : cfg->retries > HTTP_RETRIES_MAX ? HTTP_RETRIES_MAX
 						       : cfg->retries;
@@ -175,13 +186,45 @@ static void pool_give(struct http *h, struct pooled *p)
 /* Where a response body goes: a buffer, or a file (then the buffer keeps
  * only the first bytes, enough for an error body). */
 struct sink {
+	struct http *h;
 	struct buf *out;
 	int fd;
 	size_t total, max;
-	int too_big, write_failed;
+	size_t charged; /* growth of out's capacity charged to h->inflight */
+	int too_big, no_memory, write_failed;
 };
 
 #define SINK_ERROR_BYTES 65536
+
+static int inflight_take(struct http *h, size_t n)
+{
+	size_t cur = atomic_load(&h->inflight);
+
+	do {
+		if (n > h->max_inflight - cur)
+			return 0;
+	} while (!atomic_compare_exchange_weak(&h->inflight, &cur, cur + n));
+	return 1;
+}
+
+/* Charges the growth of a response buffer before it happens, so that all
+ * buffers together stay within max_inflight.  buf_grow doubles the
+ * capacity until the bytes fit; what it allocates is what is charged. */
+static int sink_reserve(struct sink *s, size_t n)
+{
+	size_t need = s->out->len + n + 1, cap = s->out->cap, grown;
+
+	if (need <= cap)
+		return 1;
+	grown = cap ? cap : 64;
+	while (grown < need)
+		grown *= 2;
+	if (!inflight_take(s->h, grown - cap))
+		return 0;
+	s->charged += grown - cap;
+	buf_grow(s->out, n);
+	return 1;
+}
 
 /* libcurl hands over decoded bytes (it decodes Content-Encoding itself), so
  * the caps hold for what a compressed body expands to. */
@@ -196,6 +239,10 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *ctx)
 	}
 	s->total += n;
 	if (s->fd < 0) {
+		if (!sink_reserve(s, n)) {
+			s->no_memory = 1;
+			return 0;
+		}
 		buf_add(s->out, data, n);
 		return n;
 	}
@@ -269,6 +316,8 @@ static void setup(struct http *h, CURL *c, const char *method, const char *url, 
 	}
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
+	/* Refuses a declared Content-Length beyond the cap before any byte. */
+	curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)sink->max);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, h->verify_tls ? 1L : 0L);
@@ -402,16 +451,23 @@ static CURLcode run_transfer(struct http *h, struct pooled *p, int *cancel)
 
 /* Maps a finished transfer to 0 or -errno, logging failures once. */
 static int outcome(const char *what, CURLcode rc, long status, const struct sink *sink,
-		   const char *errbuf)
+		   const char *errbuf, size_t max_inflight)
 {
 	if (rc == CURLE_OK) {
 		if (status >= 200 && status < 300)
 			return 0;
 		return errmap_response(what, status, sink->out->data, sink->out->len);
 	}
-	if (sink->too_big) {
+	if (sink->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+		/* the second: a Content-Length beyond the cap */
 		log_error("%s: response larger than %zu bytes, refused", what, sink->max);
 		return -EFBIG;
+	}
+	if (sink->no_memory) {
+		log_error("%s: responses being received would hold more than %zu MiB of memory "
+			  "(max_inflight), refused",
+			  what, max_inflight >> 20);
+		return -ENOMEM;
 	}
 	if (sink->write_failed) {
 		log_error("%s: cannot spool the response: %s", what, strerror(sink->write_failed));
@@ -430,7 +486,8 @@ static int do_request(struct http *h, const char *method, const char *path, cons
 	long status = 0;
 	int ret, idempotent = !strcmp(method, "GET") && sink->fd < 0;
 
-	buf_reset(sink->out);
+	/* from nothing, so that all the capacity the body takes is charged */
+	buf_release(sink->out);
 	buf_addf(&what, "%s %s", method, path);
 	ret = cancel_check(h);
 	if (ret)
@@ -447,7 +504,7 @@ static int do_request(struct http *h, const char *method, const char *path, cons
 		long wait;
 
 		buf_reset(sink->out);
-		sink->too_big = sink->write_failed = 0;
+		sink->too_big = sink->no_memory = sink->write_failed = 0;
 		sink->total = 0;
 		errbuf[0] = '\0';
 		setup(h, p->curl, method, url.data, sink, &up, errbuf);
@@ -475,7 +532,7 @@ static int do_request(struct http *h, const char *method, const char *path, cons
 		if (ret)
 			goto out;
 	}
-	ret = outcome(what.data, rc, status, sink, errbuf);
+	ret = outcome(what.data, rc, status, sink, errbuf, h->max_inflight);
 out:
 	if (ret == -ECANCELED || ret == -EINTR)
 		log_debug("%s: %s", what.data, ret == -ECANCELED ? "cancelled" : "interrupted");
@@ -483,6 +540,9 @@ out:
 		atomic_fetch_add(&h->failures, 1);
 		buf_release(sink->out);
 	}
+	/* The body is the caller's now: no longer in flight. */
+	atomic_fetch_sub(&h->inflight, sink->charged);
+	sink->charged = 0;
 	if (p)
 		pool_give(h, p);
 	buf_release(&url);
@@ -493,7 +553,7 @@ out:
 int http_request(struct http *h, const char *method, const char *path, const char *body,
 		 size_t body_len, struct buf *resp)
 {
-	struct sink sink = {.out = resp, .fd = -1, .max = h->max_body};
+	struct sink sink = {.h = h, .out = resp, .fd = -1, .max = h->max_body};
 
 	return do_request(h, method, path, body, body_len, &sink);
 }
@@ -502,7 +562,7 @@ int http_request_to_fd(struct http *h, const char *method, const char *path, con
 		       size_t body_len, int fd, size_t max, size_t *size)
 {
 	struct buf err = BUF_INIT;
-	struct sink sink = {.out = &err, .fd = fd, .max = max};
+	struct sink sink = {.h = h, .out = &err, .fd = fd, .max = max};
 	int ret = do_request(h, method, path, body, body_len, &sink);
 
 	*size = sink.total;

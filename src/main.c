@@ -42,6 +42,7 @@ struct options {
 	int retries;
 	int max_response_mb;
 	int stream_timeout; /* seconds */
+	int max_inflight_mb;
 	int read_only;
 	int last_writer_wins;
 	int scratch_max_mb;
@@ -74,6 +75,7 @@ static const struct fuse_opt option_spec[] = {
     OPT("retries=%d", retries, 0),
     OPT("max_response=%d", max_response_mb, 0),
     OPT("stream_timeout=%d", stream_timeout, 0),
+    OPT("max_inflight=%d", max_inflight_mb, 0),
     OPT("last_writer_wins", last_writer_wins, 1),
     OPT("scratch_max=%d", scratch_max_mb, 0),
     OPT("prefetch=%d", prefetch, 0),
@@ -140,7 +142,9 @@ static void usage(const char *prog)
 	       "    -o prefetch=N           parallel fetches after a listing (default 16,\n"
 	       "                            0: none)\n"
 	       "    -o max_response=MIB     largest response accepted, and largest file\n"
-	       "                            saved (default 256)\n\n"
+	       "                            saved (default 256)\n"
+	       "    -o max_inflight=MIB     memory for responses being received, all\n"
+	       "                            together (default max(2*max_response, 64))\n\n"
 	       "Saving:\n"
 	       "    -o last_writer_wins     save even if the object changed on DSS since\n"
 	       "                            it was read (default: refuse with ESTALE)\n"
@@ -261,8 +265,10 @@ int main(int argc, char *argv[])
 			HTTP_RETRIES_MAX);
 		goto out;
 	}
-	if (o.stream_timeout < 1) {
-		fprintf(stderr, "dssfs: invalid option value: stream_timeout must be at least 1\n");
+	if (o.stream_timeout < 1 ||
+	    (o.max_inflight_mb && o.max_inflight_mb / 2 < o.max_response_mb)) {
+		fprintf(stderr, "dssfs: invalid option value: stream_timeout must be at least 1, "
+				"max_inflight at least twice max_response\n");
 		goto out;
 	}
 	if (cmd.debug)
@@ -293,6 +299,7 @@ int main(int argc, char *argv[])
 	    .timeout_ms = o.timeout * 1000L,
 	    .stream_timeout_ms = o.stream_timeout * 1000L,
 	    .max_body = (size_t)o.max_response_mb << 20,
+	    .max_inflight = (size_t)o.max_inflight_mb << 20,
 	    .retries = o.retries,
 	};
 	http = http_new(&hc);

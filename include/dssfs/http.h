@@ -10,7 +10,13 @@
  * timeout (`timeout_ms`, connection included); a stream has a total limit of
  * its own (`stream_timeout_ms`) and a stall limit (no byte for
  * `timeout_ms`).  A response body larger than `max_body` (counted after
- * gzip/deflate decoding) is refused with EFBIG.
+ * gzip/deflate decoding) is refused with EFBIG, and the buffers of all
+ * responses being received at once are bounded together by `max_inflight`
+ * (their allocated capacity, which is up to twice their length): a response
+ * that would pass it is refused with ENOMEM rather than filling memory.
+ * The first http_new() sets glibc's mmap threshold to 1 MiB for the whole
+ * process, so that freed bodies return to the system instead of staying in
+ * per-thread arenas (RSS then follows what is held).
  *
  * Retries.  Idempotent requests (GET into memory) are retried at most
  * `retries` times (0..HTTP_RETRIES_MAX) after failures that leave the
@@ -58,6 +64,8 @@
 #define HTTP_BACKOFF_MAX_MS 2000L
 #define HTTP_RETRY_AFTER_MAX_MS 10000L
 #define HTTP_CANCEL_POLL_MS 100L
+/* max_inflight when the config leaves it 0: max(2 * max_body, this). */
+#define HTTP_INFLIGHT_MIN ((size_t)64 << 20)
 
 struct http_config {
 	const char *base_url; /* "https://dss.example.com:11200", no trailing '/' */
@@ -70,7 +78,8 @@ struct http_config {
 	long timeout_ms;	/* one attempt of a request, connection included */
 	long stream_timeout_ms; /* a whole stream (http_request_to_fd); 0: timeout_ms */
 	size_t max_body;
-	int retries; /* clamped to 0..HTTP_RETRIES_MAX */
+	size_t max_inflight; /* response buffers of all requests together; 0: default */
+	int retries;	     /* clamped to 0..HTTP_RETRIES_MAX */
 };
 
 struct http_stats {
@@ -89,8 +98,8 @@ void http_free(struct http *h);
 /* Sends `method` on `path` with an optional JSON body (NULL for none).  On a
  * 2xx answer returns 0 with the body in *resp; otherwise returns -errno
  * (mapped and logged) and *resp is left empty.  -ECANCELED after
- * http_cancel_all(), -EINTR when the thread's cancel hook fired, -EFBIG
- * beyond max_body. */
+ * http_cancel_all(), -EINTR when the thread's cancel hook fired, -ENOMEM
+ * when the response would pass max_inflight, -EFBIG beyond max_body. */
 int http_request(struct http *h, const char *method, const char *path, const char *body,
 		 size_t body_len, struct buf *resp);
 

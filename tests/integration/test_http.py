@@ -1,9 +1,9 @@
 """HTTP limits through the mount: bounded retries and waits, Retry-After, a PUT resent
-on a fresh connection, the stream deadline, timeouts, and a prompt exit with requests in
-flight.
+on a fresh connection, decoded-size and in-flight memory caps, the stream deadline,
+timeouts, and a prompt exit with requests in flight.
 
 Behaviours the emulator lacks (a Retry-After header, a connection dropped after reading a
-PUT, a dripping or silent server) come from ``Proxy``: a small HTTP/1.1 server
+PUT, gzip bodies, a dripping or silent server) come from ``Proxy``: a small HTTP/1.1 server
 in this process between dssfs and the emulator, forwarding what no rule of the test takes.
 Request counts are exact; times are only upper bounds (what the README documents, plus a
 margin for the process and FUSE round trips), and lower bounds where dssfs must wait.
@@ -18,13 +18,15 @@ import json
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
+import zlib
 
 import pytest
 
-from dssfs_harness import (assert_errno, clean_env, in_thread, is_mounted, read_bytes,
-                           run_dssfs, unmount)
+from dssfs_harness import (assert_errno, clean_env, dssfs_bin, dssfs_has_asan, in_thread,
+                           is_mounted, read_bytes, run_dssfs, unmount)
 
 SCHEMA = ("SALES", "datasets", "orders", "schema.json")
 SCHEMA_API = "/public/api/projects/SALES/datasets/orders/schema"
@@ -281,6 +283,123 @@ def test_a_save_on_a_dropped_keepalive_connection_succeeds_once(emulator, mount_
     assert state["dropped"] and len(p.requests("PUT", SCHEMA_API)) == 2
     assert emulator.api_get("projects/SALES/datasets/orders/schema") == doc
     assert json.loads(read_bytes(m.path(*SCHEMA))) == doc
+
+
+# --- memory: decoded sizes and responses in flight ------------------------------------------
+
+PAD_START = b'{"columns": [], "pad": "'
+BOMB_FIRST = 15 << 20          # decoded bytes of the first part
+BOMB_TOTAL = 300 * 10 ** 6     # decoded bytes in all
+_bomb = {}
+
+
+def gzip_bomb():
+    """(first, rest): a gzip body of BOMB_TOTAL decoded bytes (~300 KB), cut where the
+    first part decodes to BOMB_FIRST bytes, under a 16 MiB max_response."""
+    if not _bomb:
+        c = zlib.compressobj(9, zlib.DEFLATED, 31)
+        first = c.compress(PAD_START + b"x" * (BOMB_FIRST - len(PAD_START)))
+        first += c.flush(zlib.Z_SYNC_FLUSH)
+        rest = []
+        chunk = b"x" * (1 << 20)
+        left = BOMB_TOTAL - BOMB_FIRST - 2
+        while left > 0:
+            rest.append(c.compress(chunk[:min(left, len(chunk))]))
+            left -= len(chunk)
+        rest.append(c.compress(b'"}') + c.flush())
+        _bomb["parts"] = (first, b"".join(rest))
+    return _bomb["parts"]
+
+
+def bomb_rule(proxy):
+    """Dataset documents come as gzip bombs: the first 15 MiB decoded at once, the rest
+    one second later, so that concurrent fetches hold their buffers at the same time."""
+    first, rest = gzip_bomb()
+
+    def rule(h, body):
+        if h.command != "GET" or not re.match(DOC_RE, h.path):
+            return False
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Encoding", "gzip")
+        h.send_header("Content-Length", str(len(first) + len(rest)))
+        h.end_headers()
+        h.wfile.write(first)
+        h.wfile.flush()
+        proxy.stopping.wait(1.0)
+        for i in range(0, len(rest), 16384):
+            h.wfile.write(rest[i:i + 16384])
+        return True
+    return rule
+
+
+def dssfs_sanitized() -> bool:
+    """Whether the binary under test runs under a sanitizer's allocator (its memory
+    figures then say nothing about dssfs's own bounds)."""
+    if dssfs_has_asan():
+        return True
+    with open(dssfs_bin(), "rb") as f:
+        return b"__tsan_init" in f.read()
+
+
+def vm_hwm_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM for pid %d" % pid)
+
+
+@pytest.mark.expect_dssfs_errors
+def test_a_gzip_body_is_capped_by_its_decoded_size(emulator, mount_factory, proxy_factory):
+    p = proxy_factory()
+    p.rule = bomb_rule(p)
+    m = mount_schema_via(mount_factory, emulator, p, ["max_response=16"])
+    r = subprocess.run(["cat", m.path(*SCHEMA)], capture_output=True, timeout=60)
+    assert r.returncode != 0 and r.stdout == b""
+    assert "File too large" in r.stderr.decode()
+    assert "response larger than %d bytes" % (16 << 20) in m.stderr_text()
+    assert p.count("GET", DOC_RE) == 1
+    if not dssfs_sanitized():
+        assert vm_hwm_kib(m.proc.pid) < 100 << 10
+
+
+@pytest.mark.expect_dssfs_errors
+def test_concurrent_gzip_bombs_stay_within_the_inflight_bound(emulator_factory, mount_factory,
+                                                              proxy_factory):
+    emu = emulator_factory(args=["--generate", "1,8"])
+    p = proxy_factory(emu=emu)
+    p.rule = bomb_rule(p)
+    m = mount_via(mount_factory, emu, p, ["max_response=16"])   # prefetch: 16 threads
+    assert len(os.listdir(m.path("GEN001", "datasets"))) == 8
+    # the prefetch threads fetch the 8 x 5 dataset documents; wait until they are done
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        n = p.count("GET", DOC_RE)
+        time.sleep(1.5)
+        if n >= 16 and n == p.count("GET", DOC_RE) and p.done == len(p.log):
+            break
+    assert p.count("GET", DOC_RE) >= 16
+    text = m.stderr_text()
+    assert m.proc.poll() is None and "out of memory" not in text
+    r = subprocess.run(["cat", m.path("GEN001", "datasets", "ds_000", "schema.json")],
+                       capture_output=True, timeout=60)
+    assert r.returncode != 0 and "File too large" in r.stderr.decode()
+    if not dssfs_sanitized():
+        # max_inflight defaults to max(2 x 16, 64) MiB (measured: 74 MiB in all); without
+        # it, 16 buffers of 16 MiB (measured: 269 MiB)
+        hwm = vm_hwm_kib(m.proc.pid)
+        assert hwm < 128 << 10, "dssfs peaked at %d MiB" % (hwm >> 10)
+    assert read_bytes(m.path("GEN001", "metadata.json"))
+
+
+def test_max_inflight_below_twice_max_response_is_refused(tmp_path, home, emulator):
+    env = clean_env(home, {"DKU_DSS_URL": emulator.url, "DKU_API_KEY": emulator.admin_key})
+    mp = str(tmp_path / "mnt")
+    os.mkdir(mp)
+    rc, out, err = run_dssfs(["-f", "-o", "max_response=16,max_inflight=31", mp], env,
+                             mountpoint=mp)
+    assert rc == 1 and "max_inflight at least twice max_response" in err
 
 
 # --- deadlines --------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 /*
  * http against a tiny HTTP/1.1 server on 127.0.0.1 run by a thread of this
  * test: retries and their waits, Retry-After, timeouts, the stream deadline,
- * cancellation (http_cancel_all, the thread hook), and the resend of a PUT
- * whose kept-alive connection was dropped.
+ * cancellation (http_cancel_all, the thread hook), the memory bound, and the
+ * resend of a PUT whose kept-alive connection was dropped.
  *
  * The server answers by path (after /public/api/):
  *   ok                 200 {"ok":true}
  *   stall              reads the request, never answers
  *   status/S/R         status S, with "Retry-After: R" if R >= 0
+ *   big/N              200 with N bytes
  *   drip               200 with a Content-Length of 100000, 2 bytes every 200 ms
  *   put-drop           the first PUT that arrives on a connection that already
  *                      served a request: read, then the connection is closed
@@ -270,7 +271,8 @@ static int log_count(const char *method, const char *path, int64_t *first, int64
 	return n;
 }
 
-static struct http *client(long timeout_ms, long stream_timeout_ms, int retries, size_t max_body)
+static struct http *client(long timeout_ms, long stream_timeout_ms, int retries, size_t max_body,
+			   size_t max_inflight)
 {
 	char url[64];
 	struct http_config cfg = {
@@ -281,6 +283,7 @@ static struct http *client(long timeout_ms, long stream_timeout_ms, int retries,
 	    .timeout_ms = timeout_ms,
 	    .stream_timeout_ms = stream_timeout_ms,
 	    .max_body = max_body,
+	    .max_inflight = max_inflight,
 	    .retries = retries,
 	};
 
@@ -353,7 +356,7 @@ static void test_retries(void)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct http *h = client(5000, 0, cases[i].retries, MiB);
+		struct http *h = client(5000, 0, cases[i].retries, MiB, 0);
 		struct buf resp = BUF_INIT;
 		const char *body = strcmp(cases[i].method, "GET") ? "{}" : NULL;
 		int64_t t0 = now_ms();
@@ -371,7 +374,7 @@ static void test_retries(void)
 
 static void test_retry_after_is_honoured(void)
 {
-	struct http *h = client(5000, 0, 2, MiB);
+	struct http *h = client(5000, 0, 2, MiB, 0);
 	struct buf resp = BUF_INIT;
 	int64_t first = 0, last = 0;
 
@@ -386,7 +389,7 @@ static void test_retry_after_is_honoured(void)
 
 static void test_stall_times_out(void)
 {
-	struct http *h = client(1000, 0, 2, MiB);
+	struct http *h = client(1000, 0, 2, MiB, 0);
 	struct buf resp = BUF_INIT;
 	int64_t t0 = now_ms();
 
@@ -401,7 +404,7 @@ static void test_stream_has_a_total_deadline(void)
 {
 	/* 2 bytes every 200 ms never stall for 1 s, but the stream must end
 	 * after 1.5 s in all */
-	struct http *h = client(1000, 1500, 2, MiB);
+	struct http *h = client(1000, 1500, 2, MiB, 0);
 	FILE *f = tmpfile();
 	size_t size = 0;
 	int64_t t0 = now_ms();
@@ -416,7 +419,7 @@ static void test_stream_has_a_total_deadline(void)
 
 static void test_thread_hook_interrupts(void)
 {
-	struct http *h = client(30000, 0, 2, MiB);
+	struct http *h = client(30000, 0, 2, MiB, 0);
 	struct buf resp = BUF_INIT;
 	atomic_int flag = 0;
 	struct later l;
@@ -474,7 +477,7 @@ static void *getter_main(void *arg)
 
 static void test_cancel_all(void)
 {
-	struct http *h = client(30000, 0, 3, MiB);
+	struct http *h = client(30000, 0, 3, MiB, 0);
 	struct getter g[2] = {{h, "stall", 1, 0}, {h, "status/503/8", 1, 0}};
 	pthread_t tid[2];
 	struct buf resp = BUF_INIT;
@@ -497,9 +500,37 @@ static void test_cancel_all(void)
 	http_free(h);
 }
 
+static void test_memory_bounds(void)
+{
+	struct http *h = client(5000, 0, 0, 4 * MiB, MiB);
+	struct buf resp = BUF_INIT;
+
+	/* 600 KB take a 1 MiB buffer: within max_inflight, and released after
+	 * each request (else the second would be refused) */
+	for (int i = 0; i < 3; i++) {
+		CHECK_INT(http_get(h, "big/600000", &resp), 0);
+		CHECK_INT(resp.len, 600000);
+	}
+	/* 1.5 MB would take 2 MiB: refused, memory released */
+	CHECK_INT(http_get(h, "big/1500000", &resp), -ENOMEM);
+	CHECK_INT(resp.len, 0);
+	CHECK_INT(http_get(h, "big/600000", &resp), 0);
+	/* beyond max_body: refused by its Content-Length */
+	CHECK_INT(http_get(h, "big/5000000", &resp), -EFBIG);
+	/* into a file: max_inflight does not apply */
+	FILE *f = tmpfile();
+	size_t size = 0;
+	CHECK_INT(http_request_to_fd(h, "POST", "big/3000000", "{}", 2, fileno(f), 4 * MiB, &size),
+		  0);
+	CHECK_INT(size, 3000000);
+	fclose(f);
+	buf_release(&resp);
+	http_free(h);
+}
+
 static void test_put_resent_on_dropped_keepalive(void)
 {
-	struct http *h = client(5000, 0, 2, MiB);
+	struct http *h = client(5000, 0, 2, MiB, 0);
 	struct buf resp = BUF_INIT;
 	const char *body = "{\"columns\":[]}";
 
@@ -523,6 +554,7 @@ int main(void)
 	test_stall_times_out();
 	test_stream_has_a_total_deadline();
 	test_thread_hook_interrupts();
+	test_memory_bounds();
 	test_put_resent_on_dropped_keepalive();
 	test_cancel_all();
 	server_stop();
