@@ -4,6 +4,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -12,9 +13,14 @@
 #include <unistd.h>
 
 #define API_PREFIX "/public/api/"
+#define HTTP_MMAP_THRESHOLD (1 << 20)
 
+/* An easy handle and the multi handle it runs in: the multi keeps its
+ * connections between requests, and running the transfer ourselves lets a
+ * request notice a cancellation while it waits for the network. */
 struct pooled {
 	CURL *curl;
+	CURLM *multi;
 	struct pooled *next;
 };
 
@@ -23,8 +29,8 @@ struct http {
 	char *api_key;
 	int verify_tls;
 	char *ca_file, *client_cert, *client_key;
-	long connect_timeout_ms, timeout_ms;
-	size_t max_body;
+	long connect_timeout_ms, timeout_ms, stream_timeout_ms;
+	size_t max_body, max_inflight;
 	int retries;
 
 	pthread_mutex_t pool_lock;
@@ -34,13 +40,23 @@ struct http {
 	struct curl_slist *headers;
 
 	atomic_uint_fast64_t requests, failures;
+	atomic_size_t inflight; /* bytes of response buffers charged */
+	atomic_int cancelled;
 };
+
+/* The calling thread's cancel hook (http_set_thread_cancel). */
+static _Thread_local int (*thread_cancelled)(void *arg);
+static _Thread_local void *thread_cancel_arg;
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static int global_ok;
 
 static void global_init(void)
 {
+	/* Large buffers (response bodies) straight from and back to the kernel:
+	 * with glibc's adaptive threshold, a freed 16 MiB body stays in its
+	 * thread's arena, and RSS grows well past max_inflight. */
+	mallopt(M_MMAP_THRESHOLD, HTTP_MMAP_THRESHOLD);
 	global_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
 }
 
@@ -82,8 +98,16 @@ struct http *http_new(const struct http_config *cfg)
 	h->client_key = dup_or_null(cfg->client_key);
 	h->connect_timeout_ms = cfg->connect_timeout_ms;
 	h->timeout_ms = cfg->timeout_ms;
+	h->stream_timeout_ms =
+	    cfg->stream_timeout_ms > 0 ? cfg->stream_timeout_ms : cfg->timeout_ms;
 	h->max_body = cfg->max_body;
-	h->retries = cfg->retries;
+	h->max_inflight = cfg->max_inflight;
+	if (!h->max_inflight)
+		h->max_inflight =
+		    cfg->max_body > HTTP_INFLIGHT_MIN / 2 ? 2 * cfg->max_body : HTTP_INFLIGHT_MIN;
+	h->retries = cfg->retries < 0		       ? 0
+		     : cfg->retries > HTTP_RETRIES_MAX ? HTTP_RETRIES_MAX
+						       : cfg->retries;
 	pthread_mutex_init(&h->pool_lock, NULL);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&h->share_locks[i], NULL);
@@ -109,6 +133,7 @@ void http_free(struct http *h)
 	while (h->idle) {
 		struct pooled *p = h->idle;
 		h->idle = p->next;
+		curl_multi_cleanup(p->multi);
 		curl_easy_cleanup(p->curl);
 		free(p);
 	}
@@ -140,7 +165,10 @@ static struct pooled *pool_take(struct http *h)
 		return p;
 	p = xcalloc(1, sizeof(*p));
 	p->curl = curl_easy_init();
-	if (!p->curl) {
+	p->multi = curl_multi_init();
+	if (!p->curl || !p->multi) {
+		curl_multi_cleanup(p->multi);
+		curl_easy_cleanup(p->curl);
 		free(p);
 		return NULL;
 	}
@@ -158,25 +186,63 @@ static void pool_give(struct http *h, struct pooled *p)
 /* Where a response body goes: a buffer, or a file (then the buffer keeps
  * only the first bytes, enough for an error body). */
 struct sink {
+	struct http *h;
 	struct buf *out;
 	int fd;
 	size_t total, max;
-	int too_big, write_failed;
+	size_t charged; /* growth of out's capacity charged to h->inflight */
+	int too_big, no_memory, write_failed;
 };
 
 #define SINK_ERROR_BYTES 65536
 
+static int inflight_take(struct http *h, size_t n)
+{
+	size_t cur = atomic_load(&h->inflight);
+
+	do {
+		if (n > h->max_inflight - cur)
+			return 0;
+	} while (!atomic_compare_exchange_weak(&h->inflight, &cur, cur + n));
+	return 1;
+}
+
+/* Charges the growth of a response buffer before it happens, so that all
+ * buffers together stay within max_inflight.  buf_grow doubles the
+ * capacity until the bytes fit; what it allocates is what is charged. */
+static int sink_reserve(struct sink *s, size_t n)
+{
+	size_t need = s->out->len + n + 1, cap = s->out->cap, grown;
+
+	if (need <= cap)
+		return 1;
+	grown = cap ? cap : 64;
+	while (grown < need)
+		grown *= 2;
+	if (!inflight_take(s->h, grown - cap))
+		return 0;
+	s->charged += grown - cap;
+	buf_grow(s->out, n);
+	return 1;
+}
+
+/* libcurl hands over decoded bytes (it decodes Content-Encoding itself), so
+ * the caps hold for what a compressed body expands to. */
 static size_t on_data(char *data, size_t size, size_t nmemb, void *ctx)
 {
 	struct sink *s = ctx;
 	size_t n = size * nmemb;
 
-	if (s->total + n > s->max) {
+	if (n > s->max - s->total) {
 		s->too_big = 1;
 		return 0;
 	}
 	s->total += n;
 	if (s->fd < 0) {
+		if (!sink_reserve(s, n)) {
+			s->no_memory = 1;
+			return 0;
+		}
 		buf_add(s->out, data, n);
 		return n;
 	}
@@ -212,6 +278,19 @@ static size_t on_read(char *dst, size_t size, size_t nmemb, void *ctx)
 	return n;
 }
 
+/* libcurl resends a request on a new connection when a kept-alive one turns
+ * out to be closed before anything was answered; an upload must then be
+ * rewound, else it fails ("necessary data rewind wasn't possible"). */
+static int on_seek(void *ctx, curl_off_t offset, int origin)
+{
+	struct upload *u = ctx;
+
+	if (origin != SEEK_SET || offset < 0 || (curl_off_t)u->len < offset)
+		return CURL_SEEKFUNC_CANTSEEK;
+	u->off = (size_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
+
 static void setup(struct http *h, CURL *c, const char *method, const char *url, struct sink *sink,
 		  struct upload *up, char *errbuf)
 {
@@ -230,12 +309,15 @@ static void setup(struct http *h, CURL *c, const char *method, const char *url, 
 	if (sink->fd < 0) {
 		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->timeout_ms);
 	} else {
-		/* A stream may take long; it must not stall. */
+		/* A stream may take long, within its own limit; it must not stall. */
+		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->stream_timeout_ms);
 		curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (h->timeout_ms + 999) / 1000);
 	}
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
+	/* Refuses a declared Content-Length beyond the cap before any byte. */
+	curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)sink->max);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, h->verify_tls ? 1L : 0L);
@@ -256,6 +338,8 @@ static void setup(struct http *h, CURL *c, const char *method, const char *url, 
 		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
 		curl_easy_setopt(c, CURLOPT_READDATA, up);
+		curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(c, CURLOPT_SEEKDATA, up);
 		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)up->len);
 	} else {
 		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
@@ -270,32 +354,145 @@ static void setup(struct http *h, CURL *c, const char *method, const char *url, 
 static int retryable(CURLcode rc, long status)
 {
 	if (rc == CURLE_OK)
-		return status == 502 || status == 503 || status == 504;
+		return status == 429 || status == 502 || status == 503 || status == 504;
 	return rc == CURLE_COULDNT_CONNECT || rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR ||
 	       rc == CURLE_GOT_NOTHING;
 }
 
-static void sleep_ms(long ms)
+/* The wait before retry `attempt` (0-based): DSS's Retry-After on a 429 or
+ * 503, else a random time up to the capped exponential backoff ("full
+ * jitter", so that clients that failed together do not retry together).
+ * -1: do not retry (DSS asks for a longer wait than we allow). */
+static long backoff_ms(CURL *c, long status, int attempt)
 {
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
+	curl_off_t after = 0;
+	long cap = HTTP_BACKOFF_MAX_MS;
+
+	if ((status == 429 || status == 503) &&
+	    curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0)
+		return after > HTTP_RETRY_AFTER_MAX_MS / 1000 ? -1 : (long)after * 1000;
+	if (attempt < 16 && (HTTP_BACKOFF_FIRST_MS << attempt) < cap)
+		cap = HTTP_BACKOFF_FIRST_MS << attempt;
+	return (long)arc4random_uniform((uint32_t)cap + 1);
+}
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* 0, or -ECANCELED (http_cancel_all), or -EINTR (the thread's hook). */
+static int cancel_check(struct http *h)
+{
+	if (atomic_load(&h->cancelled))
+		return -ECANCELED;
+	if (thread_cancelled && thread_cancelled(thread_cancel_arg))
+		return -EINTR;
+	return 0;
+}
+
+/* Waits at least `ms` (a Retry-After is honoured, not approached). */
+static int wait_cancellable(struct http *h, long ms)
+{
+	int64_t end = now_us() + (int64_t)ms * 1000;
+
+	for (;;) {
+		int ret = cancel_check(h);
+		int64_t left = end - now_us();
+		if (ret || left <= 0)
+			return ret;
+		if (left > HTTP_CANCEL_POLL_MS * 1000)
+			left = HTTP_CANCEL_POLL_MS * 1000;
+		struct timespec ts = {0, (long)left * 1000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Runs the transfer set up on p->curl in p's multi handle, checking for
+ * cancellation whenever it wakes (at least every HTTP_CANCEL_POLL_MS).
+ * Returns libcurl's result; if cancelled, aborts the transfer (libcurl
+ * closes its connection) and sets *cancel. */
+static CURLcode run_transfer(struct http *h, struct pooled *p, int *cancel)
+{
+	CURLcode rc = CURLE_FAILED_INIT;
+	CURLMcode mc;
+	CURLMsg *msg;
+	int running = 1, left;
+
+	*cancel = 0;
+	mc = curl_multi_add_handle(p->multi, p->curl);
+	if (mc != CURLM_OK)
+		return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+	for (;;) {
+		mc = curl_multi_perform(p->multi, &running);
+		if (mc != CURLM_OK)
+			break;
+		if (!running) {
+			while ((msg = curl_multi_info_read(p->multi, &left)))
+				if (msg->msg == CURLMSG_DONE && msg->easy_handle == p->curl)
+					rc = msg->data.result;
+			break;
+		}
+		*cancel = cancel_check(h);
+		if (*cancel)
+			break;
+		mc = curl_multi_poll(p->multi, NULL, 0, (int)HTTP_CANCEL_POLL_MS, NULL);
+		if (mc != CURLM_OK)
+			break;
+	}
+	if (mc == CURLM_OUT_OF_MEMORY)
+		rc = CURLE_OUT_OF_MEMORY;
+	curl_multi_remove_handle(p->multi, p->curl);
+	return rc;
+}
+
+/* Maps a finished transfer to 0 or -errno, logging failures once. */
+static int outcome(const char *what, CURLcode rc, long status, const struct sink *sink,
+		   const char *errbuf, size_t max_inflight)
+{
+	if (rc == CURLE_OK) {
+		if (status >= 200 && status < 300)
+			return 0;
+		return errmap_response(what, status, sink->out->data, sink->out->len);
+	}
+	if (sink->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+		/* the second: a Content-Length beyond the cap */
+		log_error("%s: response larger than %zu bytes, refused", what, sink->max);
+		return -EFBIG;
+	}
+	if (sink->no_memory) {
+		log_error("%s: responses being received would hold more than %zu MiB of memory "
+			  "(max_inflight), refused",
+			  what, max_inflight >> 20);
+		return -ENOMEM;
+	}
+	if (sink->write_failed) {
+		log_error("%s: cannot spool the response: %s", what, strerror(sink->write_failed));
+		return -sink->write_failed;
+	}
+	return errmap_transport(what, rc, errbuf);
 }
 
 static int do_request(struct http *h, const char *method, const char *path, const char *body,
-		      size_t body_len, struct sink *sinkp)
+		      size_t body_len, struct sink *sink)
 {
 	struct buf url = BUF_INIT, what = BUF_INIT;
 	char errbuf[CURL_ERROR_SIZE];
 	struct pooled *p = NULL;
 	CURLcode rc = CURLE_OK;
 	long status = 0;
-	int ret, idempotent = !strcmp(method, "GET") && sinkp->fd < 0;
-	struct sink sink = *sinkp;
-	struct buf *resp = sink.out;
+	int ret, idempotent = !strcmp(method, "GET") && sink->fd < 0;
 
-	buf_reset(resp);
-	buf_addf(&url, "%s%s%s", h->base_url, API_PREFIX, path);
+	/* from nothing, so that all the capacity the body takes is charged */
+	buf_release(sink->out);
 	buf_addf(&what, "%s %s", method, path);
+	ret = cancel_check(h);
+	if (ret)
+		goto out;
+	buf_addf(&url, "%s%s%s", h->base_url, API_PREFIX, path);
 	p = pool_take(h);
 	if (!p) {
 		log_error("%s: cannot create a libcurl handle", what.data);
@@ -304,46 +501,48 @@ static int do_request(struct http *h, const char *method, const char *path, cons
 	}
 	for (int attempt = 0;; attempt++) {
 		struct upload up = {body, body_len, 0};
+		long wait;
 
-		buf_reset(resp);
-		sink.too_big = sink.write_failed = 0;
-		sink.total = 0;
+		buf_reset(sink->out);
+		sink->too_big = sink->no_memory = sink->write_failed = 0;
+		sink->total = 0;
 		errbuf[0] = '\0';
-		setup(h, p->curl, method, url.data, &sink, &up, errbuf);
-		rc = curl_easy_perform(p->curl);
+		setup(h, p->curl, method, url.data, sink, &up, errbuf);
+		rc = run_transfer(h, p, &ret);
+		atomic_fetch_add(&h->requests, 1);
+		if (ret)
+			goto out;
 		status = 0;
 		curl_easy_getinfo(p->curl, CURLINFO_RESPONSE_CODE, &status);
-		atomic_fetch_add(&h->requests, 1);
 		log_debug("%s -> %ld (%s)", what.data, status, curl_easy_strerror(rc));
 		if (!idempotent || attempt >= h->retries || !retryable(rc, status))
 			break;
-		log_warn("%s: %s, retrying", what.data,
-			 rc != CURLE_OK ? curl_easy_strerror(rc) : "server unavailable");
-		sleep_ms(100L << (2 * attempt));
-	}
-	if (rc != CURLE_OK) {
-		if (sink.too_big) {
-			log_error("%s: response larger than %zu bytes, refused", what.data,
-				  sink.max);
-			ret = -EFBIG;
-		} else if (sink.write_failed) {
-			log_error("%s: cannot spool the response: %s", what.data,
-				  strerror(sink.write_failed));
-			ret = -sink.write_failed;
-		} else {
-			ret = errmap_transport(what.data, rc, errbuf);
+		wait = backoff_ms(p->curl, status, attempt);
+		if (wait < 0) {
+			log_warn("%s: DSS asks to retry in more than %ld s, not retrying",
+				 what.data, HTTP_RETRY_AFTER_MAX_MS / 1000);
+			break;
 		}
-	} else if (status < 200 || status >= 300) {
-		ret = errmap_response(what.data, status, resp->data, resp->len);
-	} else {
-		ret = 0;
+		if (rc != CURLE_OK)
+			log_warn("%s: %s, retrying in %ld ms", what.data, curl_easy_strerror(rc),
+				 wait);
+		else
+			log_warn("%s: HTTP %ld, retrying in %ld ms", what.data, status, wait);
+		ret = wait_cancellable(h, wait);
+		if (ret)
+			goto out;
 	}
+	ret = outcome(what.data, rc, status, sink, errbuf, h->max_inflight);
+out:
+	if (ret == -ECANCELED || ret == -EINTR)
+		log_debug("%s: %s", what.data, ret == -ECANCELED ? "cancelled" : "interrupted");
 	if (ret) {
 		atomic_fetch_add(&h->failures, 1);
-		buf_release(resp);
+		buf_release(sink->out);
 	}
-	sinkp->total = sink.total;
-out:
+	/* The body is the caller's now: no longer in flight. */
+	atomic_fetch_sub(&h->inflight, sink->charged);
+	sink->charged = 0;
 	if (p)
 		pool_give(h, p);
 	buf_release(&url);
@@ -354,7 +553,7 @@ out:
 int http_request(struct http *h, const char *method, const char *path, const char *body,
 		 size_t body_len, struct buf *resp)
 {
-	struct sink sink = {.out = resp, .fd = -1, .max = h->max_body};
+	struct sink sink = {.h = h, .out = resp, .fd = -1, .max = h->max_body};
 
 	return do_request(h, method, path, body, body_len, &sink);
 }
@@ -363,12 +562,24 @@ int http_request_to_fd(struct http *h, const char *method, const char *path, con
 		       size_t body_len, int fd, size_t max, size_t *size)
 {
 	struct buf err = BUF_INIT;
-	struct sink sink = {.out = &err, .fd = fd, .max = max};
+	struct sink sink = {.h = h, .out = &err, .fd = fd, .max = max};
 	int ret = do_request(h, method, path, body, body_len, &sink);
 
 	*size = sink.total;
 	buf_release(&err);
 	return ret;
+}
+
+void http_cancel_all(struct http *h)
+{
+	if (h)
+		atomic_store(&h->cancelled, 1);
+}
+
+void http_set_thread_cancel(int (*cancelled)(void *arg), void *arg)
+{
+	thread_cancelled = cancelled;
+	thread_cancel_arg = cancelled ? arg : NULL;
 }
 
 void http_get_stats(struct http *h, struct http_stats *st)

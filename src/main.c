@@ -44,6 +44,8 @@ struct options {
 	int connect_timeout; /* seconds */
 	int retries;
 	int max_response_mb;
+	int stream_timeout; /* seconds */
+	int max_inflight_mb;
 	int read_only;
 	int last_writer_wins;
 	int scratch_max_mb;
@@ -79,6 +81,8 @@ static const struct fuse_opt option_spec[] = {
     OPT("connect_timeout=%d", connect_timeout, 0),
     OPT("retries=%d", retries, 0),
     OPT("max_response=%d", max_response_mb, 0),
+    OPT("stream_timeout=%d", stream_timeout, 0),
+    OPT("max_inflight=%d", max_inflight_mb, 0),
     OPT("last_writer_wins", last_writer_wins, 1),
     OPT("scratch_max=%d", scratch_max_mb, 0),
     OPT("dirty_max=%d", dirty_max_mb, 0),
@@ -170,13 +174,20 @@ static void usage(const char *prog)
 	       "    -o attr_timeout=SECONDS kernel attribute/entry cache (default 1)\n"
 	       "    -o negative_timeout=SECONDS  kernel cache of names that cannot\n"
 	       "                            exist (default 30)\n"
-	       "    -o timeout=SECONDS      limit for one HTTP request (default 30)\n"
+	       "    -o timeout=SECONDS      limit for one attempt of an HTTP request,\n"
+	       "                            connection included (default 30)\n"
+	       "    -o stream_timeout=SECONDS  limit for a whole stream (export.zip),\n"
+	       "                            which must also never stall for `timeout`\n"
+	       "                            (default 600)\n"
 	       "    -o connect_timeout=SECONDS  limit for connecting (default 10)\n"
-	       "    -o retries=N            retries of failed reads (default 2)\n"
+	       "    -o retries=N            retries of failed reads, 0 to 10 (default 2);\n"
+	       "                            a read takes at most (N+1)*timeout + N*10 s\n"
 	       "    -o prefetch=N           parallel fetches after a listing (default 16,\n"
 	       "                            0: none)\n"
 	       "    -o max_response=MIB     largest response accepted, and largest file\n"
-	       "                            saved (default 256)\n\n"
+	       "                            saved (default 256)\n"
+	       "    -o max_inflight=MIB     memory for responses being received, all\n"
+	       "                            together (default max(2*max_response, 64))\n\n"
 	       "Saving:\n"
 	       "    -o last_writer_wins     save even if the object changed on DSS since\n"
 	       "                            it was read (default: refuse with ESTALE)\n"
@@ -296,6 +307,7 @@ int main(int argc, char *argv[])
 			    .connect_timeout = 10,
 			    .retries = 2,
 			    .max_response_mb = 256,
+			    .stream_timeout = 600,
 			    .scratch_max_mb = 64,
 			    .dirty_max_mb = 256,
 			    .spool_total_mb = 1024,
@@ -355,6 +367,17 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "dssfs: invalid option value (see --help for the ranges)\n");
 		goto out;
 	}
+	if (o.retries < 0 || o.retries > HTTP_RETRIES_MAX) {
+		fprintf(stderr, "dssfs: invalid option value: retries=%d (0 to %d)\n", o.retries,
+			HTTP_RETRIES_MAX);
+		goto out;
+	}
+	if (o.stream_timeout < 1 ||
+	    (o.max_inflight_mb && o.max_inflight_mb / 2 < o.max_response_mb)) {
+		fprintf(stderr, "dssfs: invalid option value: stream_timeout must be at least 1, "
+				"max_inflight at least twice max_response\n");
+		goto out;
+	}
 	if (cmd.debug)
 		log_set_level(LOG_LVL_DEBUG);
 
@@ -387,7 +410,9 @@ int main(int argc, char *argv[])
 	    .client_key = o.client_key,
 	    .connect_timeout_ms = o.connect_timeout * 1000L,
 	    .timeout_ms = o.timeout * 1000L,
+	    .stream_timeout_ms = o.stream_timeout * 1000L,
 	    .max_body = (size_t)o.max_response_mb << 20,
+	    .max_inflight = (size_t)o.max_inflight_mb << 20,
 	    .retries = o.retries,
 	};
 	http = http_new(&hc);
@@ -496,6 +521,7 @@ out:
 			fuse_remove_signal_handlers(se);
 		fuse_session_destroy(se);
 	}
+	http_cancel_all(http); /* prefetch threads in a request end now */
 	tree_free(tree);
 	cache_free(cache);
 	http_free(http);

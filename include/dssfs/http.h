@@ -4,11 +4,43 @@
  * One struct http per mount.  It keeps a pool of libcurl handles, each
  * holding its keep-alive connections, so requests from any number of
  * threads reuse connections; DNS and TLS sessions are shared between
- * handles.  Every request has a connect timeout and a total timeout, and a
- * response body larger than `max_body` is refused (EFBIG) instead of filling
- * memory.  Idempotent requests (GET) are retried a bounded number of times
- * after failures that leave the server unchanged (connection refused or
- * reset, 502/503/504), with a short backoff.
+ * handles.
+ *
+ * Limits.  Every attempt of a request has a connect timeout and a total
+ * timeout (`timeout_ms`, connection included); a stream has a total limit of
+ * its own (`stream_timeout_ms`) and a stall limit (no byte for
+ * `timeout_ms`).  A response body larger than `max_body` (counted after
+ * gzip/deflate decoding) is refused with EFBIG, and the buffers of all
+ * responses being received at once are bounded together by `max_inflight`
+ * (their allocated capacity, which is up to twice their length): a response
+ * that would pass it is refused with ENOMEM rather than filling memory.
+ * The first http_new() sets glibc's mmap threshold to 1 MiB for the whole
+ * process, so that freed bodies return to the system instead of staying in
+ * per-thread arenas (RSS then follows what is held).
+ *
+ * Retries.  Idempotent requests (GET into memory) are retried at most
+ * `retries` times (0..HTTP_RETRIES_MAX) after failures that leave the
+ * server unchanged: connection refused or reset, no answer, HTTP 429, 502,
+ * 503, 504.  Before retry n (0-based) dssfs waits a random time between 0
+ * and min(HTTP_BACKOFF_FIRST_MS << n, HTTP_BACKOFF_MAX_MS) ("full jitter"),
+ * or, when a 429 or 503 carries a Retry-After, exactly that long; a
+ * Retry-After beyond HTTP_RETRY_AFTER_MAX_MS ends the retries at once (the
+ * server asked for more than a file operation may wait).  So one request
+ * takes at most
+ *
+ *     (retries + 1) * timeout + retries * HTTP_RETRY_AFTER_MAX_MS
+ *
+ * and, from a server that sends no Retry-After, at most
+ * (retries + 1) * timeout + sum over n < retries of the capped waits.
+ * A PUT or POST is never resent by dssfs; libcurl itself resends a request
+ * once on a new connection when a kept-alive connection turns out to be
+ * closed before anything was answered, rewinding an upload to do so.
+ *
+ * Cancellation.  http_cancel_all() ends every request of the struct http,
+ * and a thread may install a hook that interrupts its own requests
+ * (http_set_thread_cancel: a FUSE interrupt).  Both are checked at least
+ * every HTTP_CANCEL_POLL_MS while a request waits for the network and
+ * during backoff waits.
  *
  * Paths are relative to the API root ("projects/SALES/datasets/"); the base
  * URL and the "/public/api/" prefix are added here.  The API key is sent as
@@ -16,6 +48,7 @@
  * do; it is never logged, and libcurl's verbose mode is never enabled.
  *
  * Failures are mapped and logged by errmap (once); callers get -errno.
+ * Cancellations (ECANCELED, EINTR) are logged at debug level only.
  * All functions are thread-safe.
  */
 #ifndef DSSFS_HTTP_H
@@ -26,6 +59,14 @@
 
 #include "dssfs/buf.h"
 
+#define HTTP_RETRIES_MAX 10
+#define HTTP_BACKOFF_FIRST_MS 100L
+#define HTTP_BACKOFF_MAX_MS 2000L
+#define HTTP_RETRY_AFTER_MAX_MS 10000L
+#define HTTP_CANCEL_POLL_MS 100L
+/* max_inflight when the config leaves it 0: max(2 * max_body, this). */
+#define HTTP_INFLIGHT_MIN ((size_t)64 << 20)
+
 struct http_config {
 	const char *base_url; /* "https://dss.example.com:11200", no trailing '/' */
 	const char *api_key;
@@ -34,9 +75,11 @@ struct http_config {
 	const char *client_cert; /* PEM client certificate, or NULL */
 	const char *client_key;	 /* its key, or NULL */
 	long connect_timeout_ms;
-	long timeout_ms;
+	long timeout_ms;	/* one attempt of a request, connection included */
+	long stream_timeout_ms; /* a whole stream (http_request_to_fd); 0: timeout_ms */
 	size_t max_body;
-	int retries;
+	size_t max_inflight; /* response buffers of all requests together; 0: default */
+	int retries;	     /* clamped to 0..HTTP_RETRIES_MAX */
 };
 
 struct http_stats {
@@ -49,19 +92,22 @@ struct http;
 /* Copies what it needs from cfg.  Returns NULL (logged) if libcurl cannot
  * be set up. */
 struct http *http_new(const struct http_config *cfg);
-/* NULL-safe; wipes the key from memory. */
+/* NULL-safe; wipes the key from memory.  No request may be in progress. */
 void http_free(struct http *h);
 
 /* Sends `method` on `path` with an optional JSON body (NULL for none).  On a
  * 2xx answer returns 0 with the body in *resp; otherwise returns -errno
- * (mapped and logged) and *resp is left empty. */
+ * (mapped and logged) and *resp is left empty.  -ECANCELED after
+ * http_cancel_all(), -EINTR when the thread's cancel hook fired, -ENOMEM
+ * when the response would pass max_inflight, -EFBIG beyond max_body. */
 int http_request(struct http *h, const char *method, const char *path, const char *body,
 		 size_t body_len, struct buf *resp);
 
 /* Like http_request, but a 2xx body is written to fd (at most `max` bytes,
- * else -EFBIG), never held in memory; *size gets its length.  A stream
- * has no total timeout, only a stall limit (no byte for `timeout_ms`), and
- * is not retried.  Error bodies are read for the log as usual. */
+ * else -EFBIG), never held in memory; *size gets its length.  A stream is
+ * limited to stream_timeout_ms in all and must not stall for timeout_ms
+ * (-ETIMEDOUT); it is not retried.  Error bodies are read for the log as
+ * usual. */
 int http_request_to_fd(struct http *h, const char *method, const char *path, const char *body,
 		       size_t body_len, int fd, size_t max, size_t *size);
 
@@ -69,6 +115,25 @@ static inline int http_get(struct http *h, const char *path, struct buf *resp)
 {
 	return http_request(h, "GET", path, NULL, 0, resp);
 }
+
+/* Ends every request of h, for good (call it at shutdown, before joining
+ * threads that may be in a request): requests in progress, and their
+ * backoff waits, return -ECANCELED within about HTTP_CANCEL_POLL_MS, and
+ * every later request returns -ECANCELED at once without sending anything.
+ * Only stores a flag: async-signal-safe, so a SIGTERM/SIGINT handler may
+ * call it.  NULL-safe. */
+void http_cancel_all(struct http *h);
+
+/* Installs, for the calling thread only, a hook that its requests poll (at
+ * least every HTTP_CANCEL_POLL_MS while waiting for the network, and during
+ * backoff waits; also before a request starts): when cancelled(arg) returns
+ * nonzero, the request is aborted (its connection closed) and returns
+ * -EINTR.  A PUT interrupted this way may or may not have reached DSS.
+ * cancelled must be cheap and thread-safe with respect to whoever makes it
+ * return nonzero.  Pass NULL to remove the hook; the hook stays installed
+ * until then (install it around one operation, e.g. with
+ * fuse_req_interrupted). */
+void http_set_thread_cancel(int (*cancelled)(void *arg), void *arg);
 
 void http_get_stats(struct http *h, struct http_stats *st);
 
