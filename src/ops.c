@@ -509,7 +509,20 @@ static void reply_entry(struct ops_ctx *c, fuse_req_t req, uint64_t ino, const s
 		tree_forget(c->tree, ino, 1); /* the request was interrupted */
 }
 
-static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+/* A FUSE interrupt (the process waiting on the operation got a signal)
+ * ends the HTTP request the operation is waiting for, with EINTR.  Only
+ * for reads: a save is never cut in the middle. */
+static int req_interrupted(void *req)
+{
+	return fuse_req_interrupted(req);
+}
+
+static void interruptible(fuse_req_t req)
+{
+	tree_thread_cancel(req ? req_interrupted : NULL, req);
+}
+
+static void op_lookup_body(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct ops_ctx *c = ctx_of(req);
 	struct stat st;
@@ -528,6 +541,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	} else {
 		reply_entry(c, req, ino, &st);
 	}
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	interruptible(req);
+	op_lookup_body(req, parent, name);
+	interruptible(NULL);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -584,7 +604,7 @@ static double writer_view(struct ops_ctx *c, fuse_req_t req, uint64_t ino,
 	return timeout;
 }
 
-static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void op_getattr_body(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ops_ctx *c = ctx_of(req);
 	struct stat st;
@@ -594,6 +614,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, -ret);
 	else
 		fuse_reply_attr(req, &st, writer_view(c, req, ino, fi, &st));
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	interruptible(req);
+	op_getattr_body(req, ino, fi);
+	interruptible(NULL);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -659,7 +686,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		invalidate_kernel(c, ino);
 }
 
-static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void op_opendir_body(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ops_ctx *c = ctx_of(req);
 	struct dir_handle *d = xcalloc(1, sizeof(*d));
@@ -674,6 +701,13 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fi->fh = (uint64_t)(uintptr_t)d;
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		dir_close(c, d);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	interruptible(req);
+	op_opendir_body(req, ino, fi);
+	interruptible(NULL);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -770,7 +804,7 @@ static int open_handle(struct ops_ctx *c, fuse_req_t req, uint64_t ino, struct f
 	return 0;
 }
 
-static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void op_open_body(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ops_ctx *c = ctx_of(req);
 	int ret;
@@ -786,6 +820,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		handle_close(c, (struct handle *)(uintptr_t)fi->fh);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	interruptible(req);
+	op_open_body(req, ino, fi);
+	interruptible(NULL);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,

@@ -19,8 +19,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -100,6 +100,11 @@ void tree_set_changed_cb(struct tree *t, void (*fn)(uint64_t ino, void *ctx), vo
 {
 	t->changed = fn;
 	t->changed_ctx = ctx;
+}
+
+void tree_thread_cancel(int (*cancelled)(void *arg), void *arg)
+{
+	http_set_thread_cancel(cancelled, arg);
 }
 
 void tree_changed(struct tree *t, uint64_t ino)

@@ -190,6 +190,11 @@ void tree_stream_close(struct tree_stream *s); /* NULL-safe */
 /* Calls fn for every inode the kernel holds (without the tree lock held). */
 void tree_for_each_ino(struct tree *t, void (*fn)(uint64_t ino, void *ctx), void *ctx);
 
+/* Until called again with NULL, an HTTP request made by the calling thread
+ * ends with -EINTR as soon as cancelled(arg) returns nonzero (a FUSE
+ * interrupt).  Thread-local. */
+void tree_thread_cancel(int (*cancelled)(void *arg), void *arg);
+
 /* The path of ino in the tree (for messages): 0, or -ESTALE. */
 int tree_path_of(struct tree *t, uint64_t ino, struct buf *out);
 

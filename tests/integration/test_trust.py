@@ -549,3 +549,24 @@ def test_exports_on_disk_are_bounded_in_total_and_dropped_after_the_ttl(emulator
     assert os.stat(m.path("GEN002", "export.zip")).st_size > 3 << 20
     assert len(spool_files(m.proc.pid)) == 1
     assert "take all of -o spool_total" in m.stderr_text()
+
+
+# --- 3.3 interrupts ------------------------------------------------------------------------
+
+@pytest.mark.expect_dssfs_errors
+def test_a_signal_ends_a_read_waiting_for_a_stalled_server(emulator, mount_factory):
+    """`cat` of a file whose GET stalls (timeout 30 s) gets SIGINT: the FUSE interrupt ends
+    the request and cat dies at once instead of waiting for the timeout.  The bound is a
+    "does not hang" guard (without interrupts: 30 s)."""
+    emu = emulator
+    m = mount_factory(emu, options=["timeout=30", "retries=0", "prefetch=0"])
+    os.listdir(m.path(*DS))
+    emu.add_fault(path_regex="datasets/orders/schema", delay_ms=60000)
+    p = subprocess.Popen(["cat", m.path(*SCHEMA)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    start = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=HANG_GUARD)
+    assert time.monotonic() - start < 10.0
+    emu.clear_faults()
