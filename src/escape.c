@@ -72,46 +72,6 @@ int escape_name(const char *name, struct buf *out)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-int unescape_name(const char *fname, struct buf *out)
-{
-	struct buf dec = BUF_INIT, again = BUF_INIT;
-	int ret = -EINVAL;
-
-	for (const char *p = fname; *p; p++) {
-		if (*p != '%') {
-			buf_addch(&dec, *p);
-			continue;
-		}
-		int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
-		if (hi < 0 || lo < 0)
-			goto out;
-		char c = (char)(hi * 16 + lo);
-		if (c == '\0')
-			goto out;
-		buf_addch(&dec, c);
-		p += 2;
-	}
-	/* Only the canonical spelling names an object, so that one object
-	 * never appears under two file names. */
-	if (escape_name(dec.data, &again) || strcmp(again.data, fname))
-		goto out;
-	buf_add(out, dec.data, dec.len);
-	ret = 0;
-out:
-	buf_release(&again);
-	buf_release(&dec);
-	return ret;
-}
-
 void url_encode_segment(const char *seg, struct buf *out)
 {
 	static const char hex[] = "0123456789ABCDEF";
