@@ -112,7 +112,7 @@ static const struct pt_row rows[] = {
      .cond_get = SC,
      .cond_field = "type",
      .cond_equals = "custom_python"},
-    {.pattern = "/{project}/scenarios/{scenario}/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.json",
+    {.pattern = "/{project}/scenarios/{scenario}/last-runs.json",
      .kind = PT_FILE,
      .get = SC "/get-last-runs"},
 };
