@@ -15,23 +15,28 @@ uint64_t hash64(const char *s)
 }
 
 /* Longest prefix of the escaped name kept before a hash suffix: at most
- * `limit` bytes, not splitting a "%XX" sequence or a UTF-8 character. */
+ * `limit` bytes, not splitting a "%XX" sequence or a UTF-8 character.  A
+ * character is its lead byte and the continuation bytes that follow it:
+ * in a name that is not UTF-8 a lead byte may be followed by fewer, or by
+ * a "%XX" sequence, which must not be taken as part of the character. */
 static size_t cut_point(const char *s, size_t len, size_t limit)
 {
 	size_t i = 0, last = 0;
 
 	while (i < len) {
-		size_t step = 1;
 		unsigned char c = (unsigned char)s[i];
+		size_t step = 1, want = c >= 0xF8   ? 1
+					: c >= 0xF0 ? 4
+					: c >= 0xE0 ? 3
+					: c >= 0xC0 ? 2
+						    : 1;
 
 		if (c == '%')
 			step = 3;
-		else if (c >= 0xF0)
-			step = 4;
-		else if (c >= 0xE0)
-			step = 3;
-		else if (c >= 0xC0)
-			step = 2;
+		else
+			while (step < want && i + step < len &&
+			       ((unsigned char)s[i + step] & 0xC0) == 0x80)
+				step++;
 		if (i + step > limit || i + step > len)
 			break;
 		i += step;

@@ -100,6 +100,30 @@ int main(void)
 		buf_release(&fb);
 	}
 
+	/* A lead byte of a UTF-8 character followed by an escaped '/' or '%'
+	 * (not UTF-8): the cut keeps the %XX sequence whole (fuzz_escape). */
+	static const char *const leads[] = {"\xd0/", "\xe2%", "\xf0\x9f/", "\xff/"};
+	for (size_t i = 0; i < sizeof(leads) / sizeof(leads[0]); i++) {
+		for (size_t shift = 0; shift < 4; shift++) {
+			struct buf n = BUF_INIT, f = BUF_INIT;
+			for (size_t k = 0; k < shift; k++)
+				buf_addch(&n, 'a');
+			while (n.len < 300)
+				buf_addstr(&n, leads[i]);
+			CHECK_INT(escape_name(n.data, &f), 0);
+			const char *h = strstr(f.data, "%~");
+			CHECK(h != NULL && f.len <= NAME_MAX_BYTES);
+			for (const char *p = f.data; h && p < h; p++)
+				if (*p == '%') {
+					CHECK(p + 3 <= h &&
+					      (!strncmp(p, "%2F", 3) || !strncmp(p, "%25", 3)));
+					p += 2;
+				}
+			buf_release(&n);
+			buf_release(&f);
+		}
+	}
+
 	/* The cut never splits a %XX sequence or a UTF-8 character. */
 	struct buf sl = BUF_INIT, out = BUF_INIT;
 	for (int i = 0; i < 150; i++)
