@@ -248,7 +248,9 @@ int pathtab_expand(const char *tmpl, const struct pt_vars *vars, struct buf *out
 			return -EINVAL;
 		buf_add(out, p, (size_t)(open - p));
 		const char *v = vars_find(vars, open + 1, (size_t)(close - open - 1));
-		if (!v)
+		/* An empty value would leave "//", which servers collapse:
+		 * the path would lose a segment and name another resource. */
+		if (!v || !*v)
 			return -EINVAL;
 		url_encode_segment(v, out);
 		p = close + 1;

@@ -118,7 +118,8 @@ int pathtab_map_has(const struct pt_map *map, const char *value, size_t len);
 /* Appends `tmpl` with each {var} replaced by the value from vars encoded
  * by url_encode_segment(), so that a value is always exactly one path
  * segment whatever it holds ('/', '.', "..", '?', '%' ...).  Returns 0, or
- * -EINVAL if a variable is not in vars or a '{' is not closed. */
+ * -EINVAL if a variable is not in vars or is empty, or a '{' is not
+ * closed. */
 int pathtab_expand(const char *tmpl, const struct pt_vars *vars, struct buf *out);
 
 /* Returns the value of variable `name`, or NULL. */

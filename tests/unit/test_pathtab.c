@@ -257,6 +257,9 @@ int main(void)
 	struct pt_vars one = {1, {"project"}, {"A"}};
 	CHECK_INT(pathtab_expand("projects/{projectKey}", &one, &out), -EINVAL);
 	buf_reset(&out);
+	struct pt_vars empty = {1, {"project"}, {""}};
+	CHECK_INT(pathtab_expand("projects/{project}/x", &empty, &out), -EINVAL);
+	buf_reset(&out);
 	CHECK_INT(pathtab_expand("projects/{project}/x", &one, &out), 0);
 	CHECK_STR(out.data, "projects/A/x");
 	CHECK_STR(pt_vars_get(&one, "project"), "A");
