@@ -36,4 +36,8 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 build build-asan -DDSSFS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 run_suite build-asan "ASan+UBSan build"
 
+# libFuzzer targets (clang), a bounded run of each: FUZZ_SECONDS, default 60.
+echo "== fuzzing"
+tests/fuzz/run.sh
+
 echo "== all tests passed"
