@@ -8,7 +8,8 @@
  * request fails with ENOENT.  The engine is driven as `ls -lR` and `cat`
  * drive it through FUSE: readdir from the root, lookup of every listed name
  * and of a few hostile ones, getattr, and open (read-only) of every file,
- * down to the leaves of the table.
+ * down to the leaves of the table.  The first byte of the input chooses
+ * the mount (see LLVMFuzzerTestOneInput).
  *
  * This file defines every function of include/dssfs/http.h, so the linker
  * takes none of src/http.c from dssfs_core (check: nm fuzz_tree | grep
@@ -31,6 +32,8 @@
 #include "fuzz.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,8 +56,10 @@ struct http {
 static struct {
 	const char *data;
 	size_t size, pos;
-	int requests, trace;
-} server;
+	atomic_int requests;
+	int trace;
+	pthread_mutex_t lock; /* prefetch threads ask too */
+} server = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static const int errnos[] = {ENOENT, EACCES, EIO, EFBIG, ETIMEDOUT, ECONNREFUSED, EPERM, EINVAL};
 
@@ -84,17 +89,25 @@ static int safe_path(const char *path)
 static int next_body(const char *method, const char *expected, const char *path, const char **body,
 		     size_t *len)
 {
+	const char *start, *end;
+	size_t n;
+	int nr;
+
 	REQUIRE(!strcmp(method, expected));
 	REQUIRE(safe_path(path));
-	server.requests++;
+	pthread_mutex_lock(&server.lock);
+	nr = server.requests++;
 	if (server.trace)
-		fprintf(stderr, "body %d: %s %s\n", server.requests - 1, method, path);
-	if (server.pos > server.size || server.requests > MAX_REQUESTS)
+		fprintf(stderr, "body %d: %s %s\n", nr, method, path);
+	if (server.pos > server.size || nr >= MAX_REQUESTS) {
+		pthread_mutex_unlock(&server.lock);
 		return -ENOENT;
-	const char *start = server.data + server.pos;
-	const char *end = memmem(start, server.size - server.pos, SEP, strlen(SEP));
-	size_t n = end ? (size_t)(end - start) : server.size - server.pos;
+	}
+	start = server.data + server.pos;
+	end = memmem(start, server.size - server.pos, SEP, strlen(SEP));
+	n = end ? (size_t)(end - start) : server.size - server.pos;
 	server.pos += n + strlen(SEP);
+	pthread_mutex_unlock(&server.lock);
 	if (n >= 1 && start[0] == '!')
 		return -errnos[(n >= 2 ? (unsigned char)start[1] : 0) %
 			       (sizeof(errnos) / sizeof(errnos[0]))];
@@ -285,7 +298,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				 .uid = 1000,
 				 .gid = 1000,
 				 .scratch_max = 1 << 20,
-				 .prefetch_threads = 0,
 				 .spool_max = 1 << 20};
 	uint8_t flags = size ? data[0] : 0;
 
@@ -295,8 +307,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		server.trace = getenv("DSSFS_FUZZ_TRACE") != NULL;
 		once = 1;
 	}
-	/* The first byte chooses the mount: read-only or not, and a cache
-	 * small enough to drop documents between two questions. */
+	/* The first byte chooses the mount: read-only or not (bit 0), a cache
+	 * small enough to drop documents between two questions (bit 1), and
+	 * prefetching by one thread (bit 2; the bodies then answer requests
+	 * in the order the two threads send them, which may vary). */
 	if (size) {
 		data++;
 		size--;
@@ -310,7 +324,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	struct http *h = http_new(NULL);
 	struct cache *c = tree_cache_new(strict ? (size_t)1 << 30 : 4096, INT64_MAX / 4);
+	o.prefetch_threads = flags & 4 ? 1 : 0;
 	struct tree *t = tree_new(h, c, &o);
+	tree_start(t);
 	visit(t, TREE_ROOT_INO, 0);
 	tree_free(t);
 	cache_free(c);
