@@ -4,7 +4,8 @@
 set -eu
 
 PKGS="build-essential cmake pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev libcjson-dev
-      python3 python3-pytest ca-certificates curl jq rsync tar vim-nox"
+      python3 python3-pytest ca-certificates curl jq rsync tar vim-nox
+      clang libclang-rt-14-dev llvm"
 PKGS="$PKGS strace"  # tests/integration/test_system.py counts the daemon's threads with it
 
 missing=""

@@ -45,6 +45,10 @@ struct cache {
 	struct cache_stats st;
 };
 
+/* The table starts small and doubles whenever it holds more entries than
+ * buckets, so chains stay short however many keys a walk touches. */
+#define MIN_BUCKETS 64
+
 int64_t cache_monotonic_ms(void)
 {
 	struct timespec ts;
@@ -60,7 +64,7 @@ struct cache *cache_new(size_t max_bytes, int64_t ttl_ms, void (*free_value)(voi
 
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->done, NULL);
-	c->nbuckets = 4096;
+	c->nbuckets = MIN_BUCKETS;
 	c->table = xcalloc(c->nbuckets, sizeof(*c->table));
 	c->max_bytes = max_bytes;
 	c->ttl_ms = ttl_ms;
@@ -143,6 +147,30 @@ static struct entry **find_slot(struct cache *c, const char *key, uint64_t h)
 	return pp;
 }
 
+/* Doubles the table once it holds more entries than buckets (caller holds
+ * the lock).  Entries are allocated one by one: pointers to them held by
+ * waiting threads stay valid. */
+static void maybe_grow(struct cache *c)
+{
+	size_t n = c->nbuckets * 2;
+	struct entry **t;
+
+	if (c->st.entries <= c->nbuckets)
+		return;
+	t = xcalloc(n, sizeof(*t));
+	for (size_t i = 0; i < c->nbuckets; i++) {
+		struct entry *e = c->table[i], *next;
+		for (; e; e = next) {
+			next = e->hnext;
+			e->hnext = t[e->hash % n];
+			t[e->hash % n] = e;
+		}
+	}
+	free(c->table);
+	c->table = t;
+	c->nbuckets = n;
+}
+
 /* Removes e from the table if nothing refers to it any more. */
 static void maybe_remove(struct cache *c, struct entry *e)
 {
@@ -208,6 +236,7 @@ retry:
 		e->hnext = c->table[h % c->nbuckets];
 		c->table[h % c->nbuckets] = e;
 		c->st.entries++;
+		maybe_grow(c);
 	}
 	if (is_fresh(c, e)) {
 		c->st.hits++;
@@ -302,6 +331,7 @@ void cache_get_stats(struct cache *c, struct cache_stats *st)
 {
 	pthread_mutex_lock(&c->lock);
 	*st = c->st;
+	st->buckets = c->nbuckets;
 	pthread_mutex_unlock(&c->lock);
 }
 

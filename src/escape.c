@@ -15,23 +15,28 @@ uint64_t hash64(const char *s)
 }
 
 /* Longest prefix of the escaped name kept before a hash suffix: at most
- * `limit` bytes, not splitting a "%XX" sequence or a UTF-8 character. */
+ * `limit` bytes, not splitting a "%XX" sequence or a UTF-8 character.  A
+ * character is its lead byte and the continuation bytes that follow it:
+ * in a name that is not UTF-8 a lead byte may be followed by fewer, or by
+ * a "%XX" sequence, which must not be taken as part of the character. */
 static size_t cut_point(const char *s, size_t len, size_t limit)
 {
 	size_t i = 0, last = 0;
 
 	while (i < len) {
-		size_t step = 1;
 		unsigned char c = (unsigned char)s[i];
+		size_t step = 1, want = c >= 0xF8   ? 1
+					: c >= 0xF0 ? 4
+					: c >= 0xE0 ? 3
+					: c >= 0xC0 ? 2
+						    : 1;
 
 		if (c == '%')
 			step = 3;
-		else if (c >= 0xF0)
-			step = 4;
-		else if (c >= 0xE0)
-			step = 3;
-		else if (c >= 0xC0)
-			step = 2;
+		else
+			while (step < want && i + step < len &&
+			       ((unsigned char)s[i + step] & 0xC0) == 0x80)
+				step++;
 		if (i + step > limit || i + step > len)
 			break;
 		i += step;
@@ -70,46 +75,6 @@ int escape_name(const char *name, struct buf *out)
 	buf_add(out, e.data, e.len);
 	buf_release(&e);
 	return 0;
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-int unescape_name(const char *fname, struct buf *out)
-{
-	struct buf dec = BUF_INIT, again = BUF_INIT;
-	int ret = -EINVAL;
-
-	for (const char *p = fname; *p; p++) {
-		if (*p != '%') {
-			buf_addch(&dec, *p);
-			continue;
-		}
-		int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
-		if (hi < 0 || lo < 0)
-			goto out;
-		char c = (char)(hi * 16 + lo);
-		if (c == '\0')
-			goto out;
-		buf_addch(&dec, c);
-		p += 2;
-	}
-	/* Only the canonical spelling names an object, so that one object
-	 * never appears under two file names. */
-	if (escape_name(dec.data, &again) || strcmp(again.data, fname))
-		goto out;
-	buf_add(out, dec.data, dec.len);
-	ret = 0;
-out:
-	buf_release(&again);
-	buf_release(&dec);
-	return ret;
 }
 
 void url_encode_segment(const char *seg, struct buf *out)

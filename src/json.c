@@ -53,7 +53,8 @@ static void render_number(double d, struct buf *out)
 	char tmp[64];
 
 	if (!isfinite(d)) {
-		/* JSON has no spelling for these; cJSON never parses them. */
+		/* JSON has no spelling for these; cJSON reads numbers beyond
+		 * the range of a double (1e400) as infinities. */
 		buf_addstr(out, "null");
 		return;
 	}

@@ -119,23 +119,16 @@ static const struct pt_row rows[] = {
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
 
-/* Parsed form of each pattern, computed once. */
+/* Parsed form of each pattern, computed once and kept for the life of the
+ * process.  The strings are tails of the patterns or copies made once, so a
+ * literal or a variable name can be of any length. */
 static struct {
 	const struct pt_row *parent;
 	enum pt_seg seg;
-	char text[64];	 /* literal, variable name or derived prefix */
-	char suffix[32]; /* derived suffix */
-	size_t depth;
+	const char *text;   /* literal, variable name or derived prefix */
+	const char *suffix; /* derived suffix; "" for other segments */
 } info[NROWS];
 static pthread_once_t parsed = PTHREAD_ONCE_INIT;
-
-static void copy_span(char *dst, size_t cap, const char *s, size_t n)
-{
-	if (n >= cap)
-		n = cap - 1;
-	memcpy(dst, s, n);
-	dst[n] = '\0';
-}
 
 static void parse_rows(void)
 {
@@ -144,12 +137,9 @@ static void parse_rows(void)
 		const char *last = strrchr(pat, '/');
 		size_t plen = (size_t)(last - pat);
 
-		info[i].depth = 0;
-		for (const char *p = pat; *p; p++)
-			info[i].depth += *p == '/';
+		info[i].text = info[i].suffix = "";
 		if (!strcmp(pat, "/")) {
 			info[i].seg = PT_SEG_ROOT;
-			info[i].depth = 0;
 			continue;
 		}
 		for (size_t j = 0; j < NROWS; j++) {
@@ -162,16 +152,14 @@ static void parse_rows(void)
 		const char *open = strchr(leaf, '{');
 		if (!open) {
 			info[i].seg = PT_SEG_LITERAL;
-			copy_span(info[i].text, sizeof(info[i].text), leaf, strlen(leaf));
+			info[i].text = leaf;
 		} else if (open == leaf && leaf[strlen(leaf) - 1] == '}') {
 			info[i].seg = PT_SEG_VAR;
-			copy_span(info[i].text, sizeof(info[i].text), leaf + 1, strlen(leaf) - 2);
+			info[i].text = xstrndup(leaf + 1, strlen(leaf) - 2);
 		} else {
-			const char *close = strchr(open, '}');
 			info[i].seg = PT_SEG_DERIVED;
-			copy_span(info[i].text, sizeof(info[i].text), leaf, (size_t)(open - leaf));
-			copy_span(info[i].suffix, sizeof(info[i].suffix), close + 1,
-				  strlen(close + 1));
+			info[i].text = xstrndup(leaf, (size_t)(open - leaf));
+			info[i].suffix = strchr(open, '}') + 1;
 		}
 	}
 }
@@ -180,16 +168,6 @@ static size_t index_of(const struct pt_row *row)
 {
 	pthread_once(&parsed, parse_rows);
 	return (size_t)(row - rows);
-}
-
-size_t pathtab_count(void)
-{
-	return NROWS;
-}
-
-const struct pt_row *pathtab_row(size_t i)
-{
-	return i < NROWS ? &rows[i] : NULL;
 }
 
 const struct pt_row *pathtab_root(void)
@@ -242,12 +220,17 @@ int pathtab_map_has(const struct pt_map *map, const char *value, size_t len)
 	}
 }
 
-const char *pt_vars_get(const struct pt_vars *vars, const char *name)
+static const char *vars_find(const struct pt_vars *vars, const char *name, size_t len)
 {
 	for (int i = 0; i < vars->n; i++)
-		if (!strcmp(vars->name[i], name))
+		if (strlen(vars->name[i]) == len && !memcmp(vars->name[i], name, len))
 			return vars->value[i];
 	return NULL;
+}
+
+const char *pt_vars_get(const struct pt_vars *vars, const char *name)
+{
+	return vars_find(vars, name, strlen(name));
 }
 
 int pathtab_expand(const char *tmpl, const struct pt_vars *vars, struct buf *out)
@@ -264,51 +247,13 @@ int pathtab_expand(const char *tmpl, const struct pt_vars *vars, struct buf *out
 		if (!close)
 			return -EINVAL;
 		buf_add(out, p, (size_t)(open - p));
-		char name[64];
-		copy_span(name, sizeof(name), open + 1, (size_t)(close - open - 1));
-		const char *v = pt_vars_get(vars, name);
-		if (!v)
+		const char *v = vars_find(vars, open + 1, (size_t)(close - open - 1));
+		/* An empty value would leave "//", which servers collapse:
+		 * the path would lose a segment and name another resource. */
+		if (!v || !*v)
 			return -EINVAL;
 		url_encode_segment(v, out);
 		p = close + 1;
 	}
 	return 0;
-}
-
-const struct pt_row *pathtab_match(const char *const *segs, size_t nseg, struct pt_vars *vars)
-{
-	pthread_once(&parsed, parse_rows);
-	for (size_t i = 0; i < NROWS; i++) {
-		const struct pt_row *chain[16];
-		size_t depth = info[i].depth, k;
-		const struct pt_row *r = &rows[i];
-
-		if (depth != nseg || depth >= 16)
-			continue;
-		for (k = depth; r && k > 0; k--, r = info[index_of(r)].parent)
-			chain[k - 1] = r;
-		vars->n = 0;
-		for (k = 0; k < depth; k++) {
-			size_t ci = index_of(chain[k]);
-			const char *s = segs[k];
-			size_t sl = strlen(s), pl = strlen(info[ci].text),
-			       xl = strlen(info[ci].suffix);
-
-			if (info[ci].seg == PT_SEG_LITERAL && strcmp(s, info[ci].text))
-				break;
-			if (info[ci].seg == PT_SEG_DERIVED &&
-			    (sl <= pl + xl || strncmp(s, info[ci].text, pl) ||
-			     strcmp(s + sl - xl, info[ci].suffix)))
-				break;
-			if (info[ci].seg == PT_SEG_VAR) {
-				if (vars->n == PT_MAX_VARS)
-					break;
-				vars->name[vars->n] = info[ci].text;
-				vars->value[vars->n++] = s;
-			}
-		}
-		if (k == depth)
-			return &rows[i];
-	}
-	return NULL;
 }

@@ -29,6 +29,10 @@ struct prefetch {
 	void (*free_arg)(void *arg);
 };
 
+/* The table of queued keys starts small and doubles whenever it holds more
+ * keys than buckets (a listing may queue tens of thousands). */
+#define MIN_BUCKETS 64
+
 static void job_free(struct prefetch *p, struct job *j)
 {
 	if (j->arg && p->free_arg)
@@ -79,7 +83,7 @@ struct prefetch *prefetch_new(int nthreads, size_t max_queue,
 
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->wake, NULL);
-	p->nbuckets = 4096;
+	p->nbuckets = MIN_BUCKETS;
 	p->table = xcalloc(p->nbuckets, sizeof(*p->table));
 	p->max_queue = max_queue;
 	p->run = run;
@@ -94,6 +98,28 @@ struct prefetch *prefetch_new(int nthreads, size_t max_queue,
 		p->nthreads++;
 	}
 	return p;
+}
+
+/* Caller holds the lock. */
+static void maybe_grow(struct prefetch *p)
+{
+	size_t n = p->nbuckets * 2;
+	struct job **t;
+
+	if (p->queued <= p->nbuckets)
+		return;
+	t = xcalloc(n, sizeof(*t));
+	for (size_t i = 0; i < p->nbuckets; i++) {
+		struct job *j = p->table[i], *next;
+		for (; j; j = next) {
+			next = j->hnext;
+			j->hnext = t[j->hash % n];
+			t[j->hash % n] = j;
+		}
+	}
+	free(p->table);
+	p->table = t;
+	p->nbuckets = n;
 }
 
 int prefetch_add(struct prefetch *p, const char *key, void *arg)
@@ -120,6 +146,7 @@ int prefetch_add(struct prefetch *p, const char *key, void *arg)
 		p->head = j;
 	p->tail = j;
 	p->queued++;
+	maybe_grow(p);
 	pthread_cond_signal(&p->wake);
 	ret = 1;
 out:

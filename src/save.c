@@ -307,8 +307,8 @@ static void for_each_object_file(struct tree *t, const struct pt_row *dir, const
 					    const char *path, void *ctx),
 				 void *ctx)
 {
-	const struct pt_row *kids[32];
-	size_t nk = pathtab_children(dir, kids, 32);
+	const struct pt_row *kids[PT_MAX_CHILDREN];
+	size_t nk = pathtab_children(dir, kids, PT_MAX_CHILDREN);
 	struct buf p = BUF_INIT;
 
 	for (size_t i = 0; i < nk; i++) {

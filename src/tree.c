@@ -435,8 +435,8 @@ static int fixed_child_name(struct tree *t, const struct node *dir, const struct
 
 static int for_each_fixed(struct tree *t, const struct node *dir, child_fn fn, void *ctx)
 {
-	const struct pt_row *kids[32];
-	size_t nk = pathtab_children(dir->row, kids, 32);
+	const struct pt_row *kids[PT_MAX_CHILDREN];
+	size_t nk = pathtab_children(dir->row, kids, PT_MAX_CHILDREN);
 	int ret = 0;
 
 	for (size_t i = 0; i < nk && !ret; i++) {
@@ -516,8 +516,8 @@ static int lookup_cb(struct child *c, void *vctx)
 /* Whether some child row of dir could ever be called `name`. */
 int name_possible(const struct node *dir, const char *name)
 {
-	const struct pt_row *kids[32];
-	size_t nk = pathtab_children(dir->row, kids, 32);
+	const struct pt_row *kids[PT_MAX_CHILDREN];
+	size_t nk = pathtab_children(dir->row, kids, PT_MAX_CHILDREN);
 
 	for (size_t i = 0; i < nk; i++) {
 		const char *text, *suffix;
@@ -729,7 +729,7 @@ static void queue_row(struct tree *t, const struct pt_row *row, const struct pt_
 static void expand_list(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
 			const cJSON *list)
 {
-	const struct pt_row *kids[1], *grand[32];
+	const struct pt_row *kids[1], *grand[PT_MAX_CHILDREN];
 	const char *var;
 	const cJSON *item;
 	size_t ng;
@@ -738,7 +738,7 @@ static void expand_list(struct tree *t, const struct pt_row *dir, const struct p
 	    pathtab_leaf(kids[0], &var, NULL) != PT_SEG_VAR || kids[0]->list ||
 	    vars->n == PT_MAX_VARS)
 		return;
-	ng = pathtab_children(kids[0], grand, 32);
+	ng = pathtab_children(kids[0], grand, PT_MAX_CHILDREN);
 	cJSON_ArrayForEach(item, list)
 	{
 		const char *name = list_item_name(list, item, dir->list_key);
@@ -764,8 +764,8 @@ static void prefetch_child(struct tree *t, const struct child *c)
 	 * queued stays within one folder's subtree. */
 	queue_row(t, c->row, &c->vars, 1);
 	if (c->row->kind == PT_DIR && !c->row->list) {
-		const struct pt_row *kids[32];
-		size_t nk = pathtab_children(c->row, kids, 32);
+		const struct pt_row *kids[PT_MAX_CHILDREN];
+		size_t nk = pathtab_children(c->row, kids, PT_MAX_CHILDREN);
 		for (size_t i = 0; i < nk; i++)
 			queue_row(t, kids[i], &c->vars, 0);
 	}

@@ -48,4 +48,8 @@ DSSFS_BIN="$ROOT/build-tsan/dssfs" "$PY" -m pytest -q -rs -p no:cacheprovider \
 	tests/integration/test_cache.py tests/integration/test_write.py
 unset TSAN_OPTIONS
 
+# libFuzzer targets (clang), a bounded run of each: FUZZ_SECONDS, default 60.
+echo "== fuzzing"
+tests/fuzz/run.sh
+
 echo "== all tests passed"

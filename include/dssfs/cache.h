@@ -67,6 +67,7 @@ struct cache_stats {
 	uint64_t evictions; /* values dropped to respect max_bytes */
 	size_t bytes;	    /* cost of the values held */
 	size_t entries;
+	size_t buckets; /* of the key table: it grows to keep entries <= buckets */
 };
 void cache_get_stats(struct cache *c, struct cache_stats *st);
 

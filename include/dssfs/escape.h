@@ -11,11 +11,12 @@
  *
  * If the result is longer than NAME_MAX_BYTES it is cut at a character
  * boundary to at most 200 bytes and "%~" plus 16 hex digits of a hash of the
- * full object name are appended, so it is unique and stable.  Only these long
- * names cannot be decoded by unescape_name(); dssfs resolves every file name
- * by comparing it with the escaped names of the listed objects, so they still
- * work.  A name escaped this way never contains '/', so a name sent by the
- * server cannot leave its directory.
+ * full object name are appended, so it is unique and stable.  dssfs never
+ * decodes a file name: it resolves one by comparing it with the escaped
+ * names of the listed objects, so long names work too.  Distinct object
+ * names have distinct file names (for long ones, unless their 64-bit hashes
+ * collide).  A name escaped this way never contains '/' and is never "." or
+ * "..", so a name sent by the server cannot leave its directory.
  *
  * All functions are pure and thread-safe.
  */
@@ -31,11 +32,6 @@
 /* Appends the file name for object name `name` to out.  Returns 0, or
  * -EINVAL for an empty name (nothing can address it). */
 int escape_name(const char *name, struct buf *out);
-
-/* Appends the object name for file name `fname`.  Returns 0, or -EINVAL when
- * `fname` is not the canonical escape of any name (a hashed long name, a bad
- * '%' sequence, a name escape_name() would have written differently). */
-int unescape_name(const char *fname, struct buf *out);
 
 /* Appends `seg` percent-encoded for use as one URL path segment: every byte
  * outside RFC 3986's unreserved set (A-Z a-z 0-9 - . _ ~) becomes %XX, and

@@ -9,7 +9,10 @@
  * (|x| < 2^53) without a fraction or exponent; other numbers with the
  * shortest %g form that reads back to the same double.  (cJSON keeps numbers
  * as doubles, so "1.0" reads back as 1 and integers beyond 2^53 lose
- * precision; DSS's own values - epoch-ms timestamps, counters - fit.)
+ * precision; DSS's own values - epoch-ms timestamps, counters - fit.
+ * Numbers beyond the range of a double, such as 1e400, render as null.)
+ * Rendering is idempotent: parsing a rendering and rendering it again gives
+ * the same bytes.
  *
  * Thread-safe: pure functions over caller-owned trees.
  */

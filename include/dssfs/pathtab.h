@@ -43,7 +43,14 @@ enum pt_kind { PT_DIR, PT_FILE };
 enum pt_format { PT_JSON, PT_TEXT, PT_SPOOL };
 enum pt_seg { PT_SEG_ROOT, PT_SEG_LITERAL, PT_SEG_VAR, PT_SEG_DERIVED };
 
+/* Limits of the table, checked for every row by tests/unit/test_pathtab.c
+ * (CTest), so a row that exceeds one fails the build's tests instead of
+ * being cut silently: the variables along one pattern (struct pt_vars
+ * holds them by value), and the child rows of one row (callers size their
+ * arrays for pathtab_children() with it).  Literals and variable names have
+ * no length limit. */
 #define PT_MAX_VARS 6
+#define PT_MAX_CHILDREN 32
 
 struct pt_map {
 	const char *from; /* NULL: default entry, last in the array */
@@ -83,9 +90,8 @@ struct pt_vars {
 	const char *value[PT_MAX_VARS];
 };
 
-/* Number of rows and row i; row 0 is the root "/". */
-size_t pathtab_count(void);
-const struct pt_row *pathtab_row(size_t i);
+/* The root row "/"; every other row is reached from it through
+ * pathtab_children(). */
 const struct pt_row *pathtab_root(void);
 
 /* The row one level up (NULL for the root). */
@@ -93,12 +99,12 @@ const struct pt_row *pathtab_parent(const struct pt_row *row);
 
 /* Kind of the row's last segment.  For PT_SEG_LITERAL *text is the literal;
  * for PT_SEG_VAR the variable name; for PT_SEG_DERIVED the literal prefix
- * and *suffix the literal after the {derived} part.  The strings point into
- * static storage. */
+ * and *suffix the literal after the {derived} part ("" for other kinds).
+ * The strings live as long as the process. */
 enum pt_seg pathtab_leaf(const struct pt_row *row, const char **text, const char **suffix);
 
 /* The rows whose parent is `row`, in table order; returns how many (at most
- * `max`). */
+ * `max`; no row has more than PT_MAX_CHILDREN). */
 size_t pathtab_children(const struct pt_row *row, const struct pt_row **out, size_t max);
 
 /* Applies a row's name_map to a field value: returns the mapped string, or
@@ -109,18 +115,14 @@ const char *pathtab_map(const struct pt_map *map, const char *value);
  * names a derived segment can take). */
 int pathtab_map_has(const struct pt_map *map, const char *value, size_t len);
 
-/* Appends `tmpl` with each {var} replaced by the URL-encoded value from
- * vars.  Returns 0, or -EINVAL if a variable is not in vars. */
+/* Appends `tmpl` with each {var} replaced by the value from vars encoded
+ * by url_encode_segment(), so that a value is always exactly one path
+ * segment whatever it holds ('/', '.', "..", '?', '%' ...).  Returns 0, or
+ * -EINVAL if a variable is not in vars or is empty, or a '{' is not
+ * closed. */
 int pathtab_expand(const char *tmpl, const struct pt_vars *vars, struct buf *out);
 
 /* Returns the value of variable `name`, or NULL. */
 const char *pt_vars_get(const struct pt_vars *vars, const char *name);
-
-/* Matches a tree path of unescaped names ("/SALES/datasets/orders") against
- * the patterns of the table; derived segments match any value with the
- * right prefix and suffix.  Returns the row, with variables pointing into
- * `segs` (an array of `nseg` segments), or NULL.  Used to describe paths in
- * tests and logs; the tree engine walks rows with pathtab_children(). */
-const struct pt_row *pathtab_match(const char *const *segs, size_t nseg, struct pt_vars *vars);
 
 #endif

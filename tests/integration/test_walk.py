@@ -7,6 +7,7 @@ benchmark, tests/bench/walk_bench.py, measures them).
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import subprocess
@@ -160,12 +161,34 @@ def test_prefetch_can_be_turned_off(emulator_factory, mount_factory):
 def test_a_small_cache_stays_correct(emulator_factory, mount_factory):
     """Memory is bounded by cache_max whatever the instance size: with a tiny cap the
     walk refetches instead of keeping everything, and still reads the right bytes."""
-    emu = emulator_factory(args=GENERATED)
+    # about 1.7 MiB of cache cost (3x the bodies), against a cap of 1 MiB
+    emu = emulator_factory(args=["--generate", "4,30"])
     m = mount_factory(emu, options=["cache_max=1"])
     expected = expected_tree(emu)
-    for rel, exp in expected.files.items():
-        data = read_bytes(os.path.join(m.mnt, rel))
-        assert len(data) == os.stat(os.path.join(m.mnt, rel)).st_size
+
+    def walk():
+        bad = []
+        for rel, exp in sorted(expected.files.items()):
+            p = os.path.join(m.mnt, rel)
+            data = read_bytes(p)
+            if len(data) != os.stat(p).st_size:
+                bad.append("%s: st_size %d, %d bytes read" % (rel, os.stat(p).st_size, len(data)))
+            if exp.kind == "text":
+                if data != exp.value.encode("utf-8"):
+                    bad.append("%s: text differs from the API string" % rel)
+            # json.dumps keeps the key order: the values and their order must match
+            elif json.dumps(json.loads(data)) != json.dumps(exp.value):
+                bad.append("%s: JSON differs from GET %s" % (rel, exp.endpoint))
+        assert not bad, "\n".join(bad[:40])
+
+    walk()
+    # a second walk refetches what the cap dropped (everything would still be
+    # cached without a cap), and reads the same bytes
+    emu.reset_stats()
+    walk()
+    counts = collections.Counter(gets(emu))
+    assert set(counts) <= expected.resources
+    assert len(counts) > len(expected.resources) // 2, "the cap dropped almost nothing"
 
 
 # --- the project export ----------------------------------------------------------------

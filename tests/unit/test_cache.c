@@ -15,7 +15,28 @@ static int64_t fake_clock(void)
 
 static atomic_int fetches, frees;
 static int fail_next;
-static useconds_t fetch_delay;
+
+/* While set, a fetch returns only once this many other threads wait for it
+ * (the cache's `coalesced` count has grown by that much since
+ * waited_base), so that a test knows every thread waited for that fetch. */
+static struct cache *waited_cache;
+static int waited_want;
+static uint64_t waited_base;
+
+static void wait_for_waiters(void)
+{
+	struct cache_stats st;
+
+	/* 10 s at most: a broken cache fails the checks, it does not hang. */
+	for (int i = 0; i < 10000; i++) {
+		cache_get_stats(waited_cache, &st);
+		if (st.coalesced - waited_base >= (uint64_t)waited_want)
+			return;
+		usleep(1000);
+	}
+	fprintf(stderr, "only %d of %d threads waited for the fetch\n",
+		(int)(st.coalesced - waited_base), waited_want);
+}
 
 struct val {
 	char key[64];
@@ -32,8 +53,8 @@ static int fetch(void *ctx, const char *key, void **value, size_t *cost)
 {
 	(void)ctx;
 	int n = atomic_fetch_add(&fetches, 1) + 1;
-	if (fetch_delay)
-		usleep(fetch_delay);
+	if (waited_cache)
+		wait_for_waiters();
 	if (fail_next) {
 		fail_next--;
 		return -EIO;
@@ -132,35 +153,80 @@ int main(void)
 	cache_ref_put(r);
 
 	/* 20 concurrent first gets of one key: one fetch, same value. */
+	enum { NT = 20 };
+	pthread_t th[NT];
+	struct thread_arg args[NT];
 	atomic_store(&fetches, 0);
-	fetch_delay = 100000;
-	pthread_t th[20];
-	struct thread_arg args[20];
-	for (int i = 0; i < 20; i++) {
+	cache_get_stats(c, &st);
+	waited_cache = c;
+	waited_base = st.coalesced;
+	waited_want = NT - 1;
+	for (int i = 0; i < NT; i++) {
 		args[i].c = c;
 		pthread_create(&th[i], NULL, reader, &args[i]);
 	}
-	for (int i = 0; i < 20; i++)
+	for (int i = 0; i < NT; i++)
 		pthread_join(th[i], NULL);
 	CHECK_INT(fetches, 1);
-	for (int i = 0; i < 20; i++)
+	for (int i = 0; i < NT; i++)
 		CHECK_INT(args[i].serial, 1);
 	cache_get_stats(c, &st);
-	CHECK(st.coalesced >= 1);
+	CHECK_INT(st.coalesced - waited_base, NT - 1);
 
-	/* A failed fetch answers its waiters with the error too. */
+	/* A failed fetch answers its waiters with the error too: the NT - 1
+	 * threads that waited for it do not fetch again. */
 	cache_clear(c);
 	atomic_store(&fetches, 0);
 	fail_next = 1;
-	for (int i = 0; i < 5; i++)
+	cache_get_stats(c, &st);
+	waited_base = st.coalesced;
+	for (int i = 0; i < NT; i++)
 		pthread_create(&th[i], NULL, reader, &args[i]);
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < NT; i++)
 		pthread_join(th[i], NULL);
 	int errs = 0;
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < NT; i++)
 		errs += args[i].serial == -EIO;
-	CHECK(errs >= 1);
-	fetch_delay = 0;
+	CHECK_INT(errs, NT);
+	CHECK_INT(fetches, 1);
+	cache_get_stats(c, &st);
+	CHECK_INT(st.coalesced - waited_base, NT - 1);
+	waited_cache = NULL;
+
+	/* Many keys: each fetched once and found again; the key table grows
+	 * with them. */
+	struct cache *big = cache_new((size_t)1 << 30, 5000, free_val, fake_clock);
+	enum { NK = 20000 };
+	atomic_store(&fetches, 0);
+	for (int i = 0; i < NK; i++) {
+		snprintf(key, sizeof(key), "key/%d", i);
+		CHECK_INT(get_serial(big, key), i + 1);
+	}
+	cache_get_stats(big, &st);
+	CHECK_INT(st.entries, NK);
+	CHECK(st.buckets >= st.entries);
+	for (int i = 0; i < NK; i++) {
+		snprintf(key, sizeof(key), "key/%d", i);
+		if (cache_peek(big, key, &r)) {
+			CHECK_INT(cache_peek(big, key, &r), 0);
+			continue;
+		}
+		CHECK_STR(((struct val *)cache_ref_value(r))->key, key);
+		cache_ref_put(r);
+	}
+	for (int i = 0; i < NK; i += 2) {
+		snprintf(key, sizeof(key), "key/%d", i);
+		cache_invalidate(big, key);
+	}
+	cache_get_stats(big, &st);
+	CHECK_INT(st.entries, NK / 2);
+	CHECK_INT(cache_peek(big, "key/0", &r), -ENOENT);
+	CHECK_INT(get_serial(big, "key/1"), 2);
+	CHECK_INT(fetches, NK);
+	cache_clear(big);
+	cache_get_stats(big, &st);
+	CHECK_INT(st.entries, 0);
+	cache_free(big);
 
 	/* TTL 0: nothing is fresh, every get fetches. */
 	struct cache *z = cache_new(1000, 0, free_val, fake_clock);

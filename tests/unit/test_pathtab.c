@@ -3,148 +3,280 @@
 
 #include <errno.h>
 
-/* Every {variable} of an endpoint template must be bound by the pattern. */
-static int template_bound(const char *tmpl, const char *pattern)
+/* A failed check that names the row it is about. */
+#define CHECK_ROW(r, cond)                                                                       \
+	do {                                                                                     \
+		if (!(cond)) {                                                                   \
+			fprintf(stderr, "%s:%d: row %s: check failed: %s\n", __FILE__, __LINE__, \
+				(r)->pattern, #cond);                                            \
+			check_failures++;                                                        \
+		}                                                                                \
+	} while (0)
+
+/* More than any row may have, so that a row beyond PT_MAX_CHILDREN is seen. */
+#define WIDE 256
+#define MAX_DEPTH 32
+
+/* The variables bound along the pattern being walked. */
+struct bound {
+	int n;
+	const char *name[MAX_DEPTH];
+};
+
+/* Whether every {variable} of an endpoint template is bound. */
+static int template_bound(const char *tmpl, const struct bound *b)
 {
-	const char *p = tmpl;
-	while (p && (p = strchr(p, '{'))) {
+	for (const char *p = tmpl; (p = strchr(p, '{'));) {
 		const char *close = strchr(p, '}');
-		char var[64];
-		size_t n = (size_t)(close - p + 1);
-		if (!close || n >= sizeof(var))
+		int found = 0;
+
+		if (!close)
 			return 0;
-		memcpy(var, p, n);
-		var[n] = '\0';
-		if (!strstr(pattern, var))
+		for (int i = 0; i < b->n; i++)
+			found |= strlen(b->name[i]) == (size_t)(close - p - 1) &&
+				 !strncmp(b->name[i], p + 1, (size_t)(close - p - 1));
+		if (!found)
 			return 0;
 		p = close + 1;
 	}
 	return 1;
 }
 
+/* Whether the row's pattern is its parent's plus the leaf pathtab_leaf()
+ * reports. */
+static int leaf_spelled(const struct pt_row *r, enum pt_seg seg, const char *text,
+			const char *suffix)
+{
+	const struct pt_row *up = pathtab_parent(r);
+
+	if (seg == PT_SEG_ROOT)
+		return !up && !strcmp(r->pattern, "/");
+	if (!up)
+		return 0;
+	size_t ul = strcmp(up->pattern, "/") ? strlen(up->pattern) : 0, tl = strlen(text);
+	const char *leaf = r->pattern + ul + 1;
+	if (strncmp(r->pattern, up->pattern, ul) || r->pattern[ul] != '/')
+		return 0;
+	if (seg == PT_SEG_LITERAL)
+		return !strcmp(leaf, text) && !strchr(leaf, '{');
+	if (seg == PT_SEG_VAR)
+		return leaf[0] == '{' && !strncmp(leaf + 1, text, tl) &&
+		       !strcmp(leaf + 1 + tl, "}");
+	const char *close = strchr(leaf, '}');
+	return !strncmp(leaf, text, tl) && leaf[tl] == '{' && close && close > leaf + tl + 1 &&
+	       !strcmp(close + 1, suffix);
+}
+
+static size_t rows_seen;
+
+/* Checks row r and everything below it, as the tree engine walks them. */
+static void walk(const struct pt_row *r, struct bound b, int depth)
+{
+	const struct pt_row *kids[WIDE];
+	const char *text, *suffix;
+	size_t nk = pathtab_children(r, kids, WIDE);
+	enum pt_seg seg = pathtab_leaf(r, &text, &suffix);
+
+	rows_seen++;
+	CHECK_ROW(r, depth < MAX_DEPTH);
+	if (depth >= MAX_DEPTH)
+		return;
+	if (seg == PT_SEG_VAR)
+		b.name[b.n++] = text;
+	CHECK_ROW(r, (seg == PT_SEG_ROOT) == (r == pathtab_root()));
+	CHECK_ROW(r, leaf_spelled(r, seg, text, suffix));
+	CHECK_ROW(r, seg == PT_SEG_ROOT || *text || *suffix);
+
+	/* The engine's limits. */
+	CHECK_ROW(r, b.n <= PT_MAX_VARS);
+	CHECK_ROW(r, nk <= PT_MAX_CHILDREN);
+
+	if (r->kind == PT_FILE) {
+		CHECK_ROW(r, r->get != NULL);
+		CHECK_ROW(r, nk == 0);
+		CHECK_ROW(r, seg != PT_SEG_VAR);
+		CHECK_ROW(r, !r->list);
+		CHECK_ROW(r, r->get && template_bound(r->get, &b));
+		CHECK_ROW(r, !r->put || template_bound(r->put, &b));
+		CHECK_ROW(r, !r->cond_get || template_bound(r->cond_get, &b));
+		CHECK_ROW(r, !r->cond_equals || (r->cond_get && r->cond_field));
+		if (seg == PT_SEG_DERIVED)
+			CHECK_ROW(r, r->name_map && r->cond_get && r->cond_field);
+		for (const struct pt_map *m = r->name_map; m; m++) {
+			CHECK_ROW(r, *m->to && !strchr(m->to, '/'));
+			if (!m->from)
+				break;
+		}
+	} else if (r->list) {
+		/* A listing directory has exactly one child row: the object. */
+		CHECK_ROW(r, nk == 1);
+		CHECK_ROW(r, nk >= 1 && pathtab_leaf(kids[0], NULL, NULL) == PT_SEG_VAR);
+		CHECK_ROW(r, r->list_key != NULL);
+		CHECK_ROW(r, template_bound(r->list, &b));
+	} else {
+		CHECK_ROW(r, nk > 0);
+		for (size_t k = 0; k < nk; k++)
+			CHECK_ROW(kids[k], pathtab_leaf(kids[k], NULL, NULL) != PT_SEG_VAR);
+	}
+	for (size_t k = 0; k < nk; k++) {
+		CHECK_ROW(kids[k], pathtab_parent(kids[k]) == r);
+		walk(kids[k], b, depth + 1);
+	}
+}
+
+/* The row of a pattern, found as the engine finds rows: from the root. */
+static const struct pt_row *find_row(const struct pt_row *r, const char *pattern)
+{
+	const struct pt_row *kids[WIDE];
+	size_t nk = pathtab_children(r, kids, WIDE);
+
+	if (!strcmp(r->pattern, pattern))
+		return r;
+	for (size_t k = 0; k < nk; k++) {
+		const struct pt_row *f = find_row(kids[k], pattern);
+		if (f)
+			return f;
+	}
+	return NULL;
+}
+
+/* Binds the variables of r's pattern, outermost first, to values. */
+static void bind(const struct pt_row *r, const char *const *values, struct pt_vars *vars)
+{
+	const char *names[MAX_DEPTH];
+	int n = 0;
+
+	for (; r; r = pathtab_parent(r)) {
+		const char *text;
+		if (pathtab_leaf(r, &text, NULL) == PT_SEG_VAR && n < MAX_DEPTH)
+			names[n++] = text;
+	}
+	vars->n = 0;
+	while (n > 0 && vars->n < PT_MAX_VARS && values[vars->n]) {
+		vars->name[vars->n] = names[--n];
+		vars->value[vars->n] = values[vars->n];
+		vars->n++;
+	}
+}
+
+static size_t count_slashes(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++)
+		n += *s == '/';
+	return n;
+}
+
 static const struct {
-	const char *path; /* segments separated by '|' */
 	const char *pattern;
-	const char *get; /* expected expansion of `get` (or list for dirs) */
-} match_cases[] = {
-    {"", "/", "projects/"},
-    {"SALES", "/{project}", NULL},
-    {"SALES|variables.json", "/{project}/variables.json", "projects/SALES/variables/"},
-    {"SALES|datasets", "/{project}/datasets", "projects/SALES/datasets/"},
-    {"SALES|datasets|my ds/é", "/{project}/datasets/{dataset}", NULL},
-    {"SALES|datasets|my ds/é|schema.json", "/{project}/datasets/{dataset}/schema.json",
+	const char *values[3]; /* the pattern's variables, outermost first */
+	const char *want;      /* the expansion of `list` (directories) or `get` */
+} expand_cases[] = {
+    {"/", {NULL}, "projects/"},
+    {"/{project}/variables.json", {"SALES"}, "projects/SALES/variables/"},
+    {"/{project}/datasets", {"SALES"}, "projects/SALES/datasets/"},
+    {"/{project}/datasets/{dataset}/schema.json",
+     {"SALES", "my ds/é"},
      "projects/SALES/datasets/my%20ds%2F%C3%A9/schema"},
-    {"SALES|datasets|o|metrics.json", "/{project}/datasets/{dataset}/metrics.json",
+    {"/{project}/datasets/{dataset}/metrics.json",
+     {"SALES", "o"},
      "projects/SALES/datasets/o/metrics/last/NP"},
-    {"SALES|recipes|r1|payload.py", "/{project}/recipes/{recipe}/payload.{ext}",
-     "projects/SALES/recipes/r1"},
-    {"SALES|recipes|r1|recipe.json", "/{project}/recipes/{recipe}/recipe.json",
-     "projects/SALES/recipes/r1"},
-    {"SALES|scenarios|S1|script.py", "/{project}/scenarios/{scenario}/script.py",
+    {"/{project}/recipes/{recipe}/payload.{ext}", {"SALES", "r1"}, "projects/SALES/recipes/r1"},
+    {"/{project}/recipes/{recipe}/recipe.json", {"SALES", "r1"}, "projects/SALES/recipes/r1"},
+    {"/{project}/scenarios/{scenario}/script.py",
+     {"SALES", "S1"},
      "projects/SALES/scenarios/S1/payload"},
-    {"SALES|scenarios|S1|last-runs.json", "/{project}/scenarios/{scenario}/last-runs.json",
+    {"/{project}/scenarios/{scenario}/last-runs.json",
+     {"SALES", "S1"},
      "projects/SALES/scenarios/S1/get-last-runs"},
-    {"SALES|nothing.json", NULL, NULL},
-    {"SALES|recipes|r1|payload", NULL, NULL},
-    {"SALES|datasets|d|schema.json|x", NULL, NULL},
+    {"/{project}/export.zip", {"SALES"}, "projects/SALES/export"},
+    /* Hostile names stay one segment each. */
+    {"/{project}/datasets/{dataset}/settings.json", {"..", "."}, "projects/%2E%2E/datasets/%2E"},
+    {"/{project}/datasets/{dataset}/schema.json",
+     {"../..", "a/b?c#d"},
+     "projects/..%2F../datasets/a%2Fb%3Fc%23d/schema"},
+    {"/{project}/scenarios/{scenario}/last-runs.json",
+     {"%2F", "\xff\xfe"},
+     "projects/%252F/scenarios/%FF%FE/get-last-runs"},
 };
 
 int main(void)
 {
-	size_t n = pathtab_count();
+	struct bound none_bound = {0};
 
-	CHECK(n > 10);
-	CHECK(pathtab_row(n) == NULL);
 	CHECK_STR(pathtab_root()->pattern, "/");
 	CHECK(pathtab_parent(pathtab_root()) == NULL);
 
-	/* The table is consistent. */
-	for (size_t i = 0; i < n; i++) {
-		const struct pt_row *r = pathtab_row(i), *kids[32];
-		const char *text;
-		size_t nk = pathtab_children(r, kids, 32);
+	/* The whole table, from the root as the engine reaches it. */
+	walk(pathtab_root(), none_bound, 0);
+	CHECK(rows_seen > 10);
 
-		if (i > 0)
-			CHECK(pathtab_parent(r) != NULL);
-		if (r->kind == PT_FILE) {
-			CHECK(r->get != NULL);
-			CHECK_INT(nk, 0);
-			CHECK(template_bound(r->get, r->pattern));
-			CHECK(!r->put || template_bound(r->put, r->pattern));
-			CHECK(!r->cond_get || template_bound(r->cond_get, r->pattern));
-			CHECK(pathtab_leaf(r, &text, NULL) != PT_SEG_VAR);
-			if (pathtab_leaf(r, NULL, NULL) == PT_SEG_DERIVED)
-				CHECK(r->name_map && r->cond_get && r->cond_field);
-		} else if (r->list) {
-			/* A listing directory has exactly one child row: the object. */
-			CHECK_INT(nk, 1);
-			CHECK(nk == 1 && pathtab_leaf(kids[0], NULL, NULL) == PT_SEG_VAR);
-			CHECK(r->list_key != NULL);
-			CHECK(template_bound(r->list, r->pattern));
-		} else {
-			CHECK(nk > 0);
-			for (size_t k = 0; k < nk; k++)
-				CHECK(pathtab_leaf(kids[k], NULL, NULL) != PT_SEG_VAR);
-		}
-	}
+	/* Leaves as the engine matches names against them. */
+	const char *text, *suffix;
+	const struct pt_row *payload =
+	    find_row(pathtab_root(), "/{project}/recipes/{recipe}/payload.{ext}");
+	const struct pt_row *schema =
+	    find_row(pathtab_root(), "/{project}/datasets/{dataset}/schema.json");
+	CHECK(payload && schema);
+	if (!payload || !schema)
+		CHECK_DONE();
+	CHECK_INT(pathtab_leaf(payload, &text, &suffix), PT_SEG_DERIVED);
+	CHECK_STR(text, "payload.");
+	CHECK_STR(suffix, "");
+	CHECK_INT(pathtab_leaf(schema, &text, &suffix), PT_SEG_LITERAL);
+	CHECK_STR(text, "schema.json");
+	CHECK_STR(suffix, "");
+	CHECK_INT(pathtab_leaf(pathtab_parent(schema), &text, NULL), PT_SEG_VAR);
+	CHECK_STR(text, "dataset");
 
-	for (size_t i = 0; i < sizeof(match_cases) / sizeof(match_cases[0]); i++) {
-		char tmp[256];
-		const char *segs[8];
-		size_t nseg = 0;
+	for (size_t i = 0; i < sizeof(expand_cases) / sizeof(expand_cases[0]); i++) {
+		const struct pt_row *r = find_row(pathtab_root(), expand_cases[i].pattern);
 		struct pt_vars vars;
+		struct buf out = BUF_INIT;
 
-		snprintf(tmp, sizeof(tmp), "%s", match_cases[i].path);
-		if (*tmp) {
-			char *s = tmp, *bar;
-			for (; (bar = strchr(s, '|')); s = bar + 1) {
-				*bar = '\0';
-				segs[nseg++] = s;
-			}
-			segs[nseg++] = s;
-		}
-		const struct pt_row *r = pathtab_match(segs, nseg, &vars);
-		if (!match_cases[i].pattern) {
-			CHECK(r == NULL);
-			continue;
-		}
 		CHECK(r != NULL);
 		if (!r)
 			continue;
-		CHECK_STR(r->pattern, match_cases[i].pattern);
 		const char *tmpl = r->kind == PT_FILE ? r->get : r->list;
-		if (match_cases[i].get) {
-			struct buf out = BUF_INIT;
-			CHECK_INT(pathtab_expand(tmpl, &vars, &out), 0);
-			CHECK_STR(out.data, match_cases[i].get);
-			buf_release(&out);
-		}
+		bind(r, expand_cases[i].values, &vars);
+		CHECK_INT(pathtab_expand(tmpl, &vars, &out), 0);
+		CHECK_STR(out.data, expand_cases[i].want);
+		CHECK_INT(count_slashes(out.data), count_slashes(tmpl));
+		buf_release(&out);
 	}
 
-	/* Unbound variables are an error, not an empty segment. */
+	/* Unbound variables and unclosed braces are errors, not empty
+	 * segments. */
 	struct pt_vars none = {0};
 	struct buf out = BUF_INIT;
 	CHECK_INT(pathtab_expand("projects/{project}", &none, &out), -EINVAL);
+	buf_reset(&out);
+	CHECK_INT(pathtab_expand("projects/{project", &none, &out), -EINVAL);
+	buf_reset(&out);
+	struct pt_vars one = {1, {"project"}, {"A"}};
+	CHECK_INT(pathtab_expand("projects/{projectKey}", &one, &out), -EINVAL);
+	buf_reset(&out);
+	struct pt_vars empty = {1, {"project"}, {""}};
+	CHECK_INT(pathtab_expand("projects/{project}/x", &empty, &out), -EINVAL);
+	buf_reset(&out);
+	CHECK_INT(pathtab_expand("projects/{project}/x", &one, &out), 0);
+	CHECK_STR(out.data, "projects/A/x");
+	CHECK_STR(pt_vars_get(&one, "project"), "A");
+	CHECK(pt_vars_get(&one, "proj") == NULL);
 	buf_release(&out);
 
 	/* The payload extension follows the recipe type. */
-	const struct pt_row *payload = NULL;
-	for (size_t i = 0; i < n; i++)
-		if (pathtab_row(i)->name_map)
-			payload = pathtab_row(i);
-	CHECK(payload != NULL);
-	if (payload) {
-		CHECK_STR(pathtab_map(payload->name_map, "python"), "py");
-		CHECK_STR(pathtab_map(payload->name_map, "r"), "R");
-		CHECK_STR(pathtab_map(payload->name_map, "sql_query"), "sql");
-		CHECK_STR(pathtab_map(payload->name_map, "shell"), "sh");
-		CHECK_STR(pathtab_map(payload->name_map, "shaker"), "json");
-		CHECK_STR(pathtab_map(payload->name_map, NULL), "json");
-		CHECK(pathtab_map_has(payload->name_map, "py", 2));
-		CHECK(pathtab_map_has(payload->name_map, "json", 4));
-		CHECK(!pathtab_map_has(payload->name_map, "py~", 3));
-		CHECK(!pathtab_map_has(payload->name_map, "p", 1));
-		CHECK(!pathtab_map_has(payload->name_map, "txt", 3));
-	}
+	CHECK_STR(pathtab_map(payload->name_map, "python"), "py");
+	CHECK_STR(pathtab_map(payload->name_map, "r"), "R");
+	CHECK_STR(pathtab_map(payload->name_map, "sql_query"), "sql");
+	CHECK_STR(pathtab_map(payload->name_map, "shell"), "sh");
+	CHECK_STR(pathtab_map(payload->name_map, "shaker"), "json");
+	CHECK_STR(pathtab_map(payload->name_map, NULL), "json");
+	CHECK(pathtab_map_has(payload->name_map, "py", 2));
+	CHECK(pathtab_map_has(payload->name_map, "json", 4));
+	CHECK(!pathtab_map_has(payload->name_map, "py~", 3));
+	CHECK(!pathtab_map_has(payload->name_map, "p", 1));
+	CHECK(!pathtab_map_has(payload->name_map, "txt", 3));
 	CHECK_DONE();
 }
