@@ -23,6 +23,21 @@ stop() {
 	rm -f "$STATE/mountpoint"
 }
 
+# wait_for NAME CONDITION MESSAGE: polls CONDITION for 10 s while the process
+# in $STATE/NAME.pid lives; otherwise prints MESSAGE and $STATE/NAME.log.
+wait_for() {
+	i=0
+	until sh -c "$2"; do
+		i=$((i + 1))
+		if [ $i -gt 100 ] || ! kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; then
+			echo "dssfs demo: $3:" >&2
+			cat "$STATE/$1.log" >&2
+			exit 1
+		fi
+		sleep 0.1
+	done
+}
+
 if [ "${1:-}" = stop ]; then
 	stop
 	exit 0
@@ -48,16 +63,7 @@ setsid /usr/bin/python3 tests/emulator/dss_emulator.py --port 0 --port-file "$ST
 	--fixture tests/emulator/demo --api-key-file "$STATE/key" \
 	>"$STATE/emulator.log" 2>&1 </dev/null &
 echo $! >"$STATE/emulator.pid"
-i=0
-while [ ! -s "$STATE/port" ]; do
-	i=$((i + 1))
-	if [ $i -gt 100 ] || ! kill -0 "$(cat "$STATE/emulator.pid")" 2>/dev/null; then
-		echo "dssfs demo: the emulator did not start:" >&2
-		cat "$STATE/emulator.log" >&2
-		exit 1
-	fi
-	sleep 0.1
-done
+wait_for emulator "test -s $STATE/port" "the emulator did not start"
 PORT=$(cat "$STATE/port")
 
 # In the foreground of a background job: its log is a file, also where
@@ -65,16 +71,7 @@ PORT=$(cat "$STATE/port")
 DKU_DSS_URL="http://127.0.0.1:$PORT" DKU_API_KEY="$(cat "$STATE/key")" \
 	setsid ./build/dssfs -f "$MNT" >"$STATE/dssfs.log" 2>&1 </dev/null &
 echo $! >"$STATE/dssfs.pid"
-i=0
-until grep -qs " $MNT fuse" /proc/mounts; do
-	i=$((i + 1))
-	if [ $i -gt 100 ] || ! kill -0 "$(cat "$STATE/dssfs.pid")" 2>/dev/null; then
-		echo "dssfs demo: dssfs did not mount:" >&2
-		cat "$STATE/dssfs.log" >&2
-		exit 1
-	fi
-	sleep 0.1
-done
+wait_for dssfs "grep -qs ' $MNT fuse' /proc/mounts" "dssfs did not mount"
 echo "$MNT" >"$STATE/mountpoint"
 
 cat <<MSG
