@@ -589,9 +589,11 @@ static int save_locked(struct tree *t, const struct pt_row *row, const struct pt
 	if ((ret = save_body(row, res, parsed, data, len, path, &body, &body_len)))
 		goto out;
 	ret = http_request(t->http, "PUT", put_key, body, body_len, &resp);
+	/* Even a failed PUT may have been applied (its answer lost): what is
+	 * cached of the object is no longer known to be what DSS holds. */
+	drop_object(t, row, vars, path, dc);
 	if (ret)
 		goto out;
-	drop_object(t, row, vars, path, dc);
 	log_info("%s: saved", path);
 	/* What DSS now holds: what this writer's next save is checked
 	 * against; the reads that follow reuse this fetch. */
