@@ -50,7 +50,8 @@ struct cache *tree_cache_new(size_t max_bytes, int64_t ttl_ms)
 /* A \uXXXX escape cJSON cannot hold (\u0000 cuts the string, a lone
  * surrogate fails the whole document) is rewritten as MARK_ESCAPE followed by
  * its four hex digits: a byte no UTF-8 text contains, so it is found again
- * when rendering (see unmark()) and a name holding it is never valid. */
+ * when rendering (unmark_text(), unmark_json()) and a name holding it is
+ * never valid. */
 #define MARK_ESCAPE '\xfe'
 
 static int hexval(int c)
