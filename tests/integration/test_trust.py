@@ -249,8 +249,11 @@ def test_a_conflict_is_found_after_the_kernel_forgot_the_inode(mounted):
     emu, m = mounted
     path = m.path(*VARIABLES)
     mine = json.loads(read_bytes(path))
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("2\n")
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2\n")
+    except OSError as e:
+        pytest.skip("cannot make the kernel drop its inodes here: %s" % e)
     theirs = colleague_changes_variables(emu)
     mine["standard"]["editor"] = "me"
     emu.reset_stats()
