@@ -319,10 +319,7 @@ int main(int argc, char *argv[])
 	struct cache *cache = NULL;
 	struct tree *tree = NULL;
 	struct fuse_session *se = NULL;
-	struct ops_ctx ctx = {.open_lock = PTHREAD_MUTEX_INITIALIZER,
-			      .notice_lock = PTHREAD_MUTEX_INITIALIZER,
-			      .notice_cond = PTHREAD_COND_INITIALIZER,
-			      .mnt_id = -2};
+	struct ops_ctx ctx = {.open_lock = PTHREAD_MUTEX_INITIALIZER, .mnt_id = -2};
 	char *mountpoint_abs = NULL;
 	struct fuse_loop_config *loop = NULL;
 	pthread_t hup_tid;

@@ -26,40 +26,6 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-/* A listing to expand once fetched: what its objects' folders hold. */
-struct expansion {
-	const struct pt_row *dir;
-	struct pt_vars vars; /* values owned */
-};
-
-static void expansion_free(void *arg)
-{
-	struct expansion *e = arg;
-
-	for (int i = 0; i < e->vars.n; i++)
-		free((char *)e->vars.value[i]);
-	free(e);
-}
-
-static void expand_list(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
-			const cJSON *list);
-
-/* A prefetch job: fetch into the cache unless it is there already; for a
- * listing queued with an expansion, then queue what its objects hold. */
-static void prefetch_run(void *ctx, const char *key, void *arg)
-{
-	struct tree *t = ctx;
-	struct cache_ref *ref = NULL;
-	struct expansion *e = arg;
-
-	log_thread_quiet(1);
-	if (cache_peek(t->cache, key, &ref) && !cache_get(t->cache, key, fetch_resource, t, &ref))
-		log_debug("prefetched %s", key);
-	if (ref && e)
-		expand_list(t, e->dir, &e->vars, ((struct resource *)cache_ref_value(ref))->json);
-	cache_ref_put(ref);
-}
-
 struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options *o)
 {
 	struct tree *t = xcalloc(1, sizeof(*t));
@@ -113,233 +79,11 @@ void tree_changed(struct tree *t, uint64_t ino)
 		t->changed(ino, t->changed_ctx);
 }
 
-void tree_start(struct tree *t)
-{
-	if (t->opt.prefetch_threads > 0 && !t->prefetch)
-		t->prefetch =
-		    prefetch_new(t->opt.prefetch_threads, 100000, prefetch_run, t, expansion_free);
-}
-
 void tree_drop_caches(struct tree *t)
 {
 	if (t->prefetch)
 		prefetch_clear(t->prefetch);
 	cache_clear(t->cache);
-}
-
-/* ---- attributes --------------------------------------------------------- */
-
-/* The name of an item of a DSS listing: the `key` field of an array item,
- * or the key of an object's member (listings keyed by name). */
-static const char *list_item_name(const cJSON *list, const cJSON *item, const char *key)
-{
-	return cJSON_IsObject(list) ? item->string : json_get_string(item, key);
-}
-
-/* The time of the DSS object a node belongs to: the versionTag of the
- * nearest object folder at or above it, from its parent's listing (read
- * each time, so a refreshed listing moves it); the mount time above the
- * projects.  A listing that cannot be fetched is an error, never a made-up
- * time (tar would report "file changed as we read it"). */
-static int object_mtime(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
-			int64_t *out)
-{
-	for (const struct pt_row *r = row; r; r = pathtab_parent(r)) {
-		const char *var;
-		if (pathtab_leaf(r, &var, NULL) != PT_SEG_VAR)
-			continue;
-		const struct pt_row *dir = pathtab_parent(r);
-		const char *name = pt_vars_get(vars, var);
-		struct cache_ref *ref = NULL;
-		int64_t m = -1;
-		if (!name)
-			break;
-		int ret = get_listing(t, dir->list, vars, &ref);
-		if (ret)
-			return ret;
-		const cJSON *list = ((struct resource *)cache_ref_value(ref))->json, *item;
-		cJSON_ArrayForEach(item, list)
-		{
-			const char *k = list_item_name(list, item, dir->list_key);
-			if (k && !strcmp(k, name)) {
-				m = json_get_int64(item, "versionTag.lastModifiedOn", -1);
-				break;
-			}
-		}
-		cache_ref_put(ref);
-		if (m >= 0) {
-			*out = m;
-			return 0;
-		}
-	}
-	*out = t->opt.mount_time_ms;
-	return 0;
-}
-
-/* Times follow content: within a mount a file's st_mtime moves only when
- * its bytes change, so a change elsewhere in its object (which moves the
- * object's time) makes rsync copy only the file that changed.  The first
- * time a file is seen it takes its document's or object's time. */
-struct file_time {
-	uint64_t hash;
-	int64_t mtime_ms;
-};
-
-#define TIMES_MAX 500000
-
-static int64_t content_mtime(struct tree *t, const char *path, uint64_t hash, int64_t object_ms)
-{
-	int64_t m;
-
-	pthread_mutex_lock(&t->lock);
-	struct file_time *ft = strmap_get(t->times, path);
-	if (!ft) {
-		if (strmap_size(t->times) >= TIMES_MAX) {
-			/* Bounded: forgetting only means a time may move once
-			 * more than needed. */
-			strmap_free(t->times, free);
-			strmap_free(t->failures, free);
-			strmap_free(t->spools, free);
-			t->times = strmap_new();
-			t->failures = strmap_new();
-			t->spools = strmap_new();
-		}
-		ft = xmalloc(sizeof(*ft));
-		ft->hash = hash;
-		ft->mtime_ms = object_ms;
-		strmap_put(t->times, path, ft);
-	} else if (ft->hash != hash) {
-		/* A new content always gets a later time (rsync compares
-		 * whole seconds). */
-		ft->hash = hash;
-		ft->mtime_ms = object_ms > ft->mtime_ms ? object_ms : ft->mtime_ms + 1000;
-	}
-	m = ft->mtime_ms;
-	pthread_mutex_unlock(&t->lock);
-	return m;
-}
-
-static void fill_common(struct tree *t, struct stat *st, uint64_t ino, int64_t mtime_ms)
-{
-	memset(st, 0, sizeof(*st));
-	st->st_ino = ino;
-	st->st_uid = t->opt.uid;
-	st->st_gid = t->opt.gid;
-	st->st_blksize = 4096;
-	st->st_mtim.tv_sec = mtime_ms / 1000;
-	st->st_mtim.tv_nsec = (mtime_ms % 1000) * 1000000L;
-	st->st_atim = st->st_mtim;
-	st->st_ctim = st->st_mtim;
-}
-
-static void dir_attr(struct tree *t, uint64_t ino, int64_t mtime_ms, struct stat *st)
-{
-	fill_common(t, st, ino, mtime_ms);
-	st->st_mode = S_IFDIR | 0755;
-	st->st_nlink = 2;
-}
-
-/* A file is writable if its row has a PUT and its document can be shown
- * faithfully (res may be NULL when unknown). */
-static mode_t file_mode(struct tree *t, const struct pt_row *row, const struct resource *res)
-{
-	return S_IFREG | (saves_allowed(t, row) && !(res && res->unfaithful) ? 0644 : 0444);
-}
-
-static int64_t version_in(const struct cache_ref *ref, const char *at)
-{
-	struct buf p = BUF_INIT;
-	int64_t v;
-
-	buf_addf(&p, "%s.versionNumber", at);
-	v = json_get_int64(((struct resource *)cache_ref_value(ref))->json, p.data, -1);
-	buf_release(&p);
-	return v;
-}
-
-/* The versionNumber of a document that carries its own versionTag (-1 if
- * the row says it has none). */
-int64_t doc_version(const struct pt_row *row, const struct cache_ref *ref)
-{
-	return row->version_at ? version_in(ref, row->version_at) : -1;
-}
-
-/* Attributes of the file at path: fetches its document to know its exact
- * size. */
-static int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
-		     const struct pt_vars *vars, struct stat *st)
-{
-	struct cache_ref *ref = NULL;
-	const struct buf *bytes = NULL;
-	int64_t mtime = -1;
-	uint64_t hash = 0;
-	size_t size;
-	int ret = get_row_resource(t, row, vars, &ref);
-
-	if (ret)
-		return ret;
-	struct resource *res = cache_ref_value(ref);
-	if (row->format == PT_SPOOL) {
-		size = res->spool_size;
-	} else {
-		ret = render(res, row, &bytes, &hash);
-		if (ret)
-			goto out;
-		size = bytes->len;
-	}
-	if (row->version_at) {
-		struct buf p = BUF_INIT;
-		buf_addf(&p, "%s.lastModifiedOn", row->version_at);
-		mtime = json_get_int64(res->json, p.data, -1);
-		buf_release(&p);
-	}
-	if (mtime < 0 && (ret = object_mtime(t, row, vars, &mtime)))
-		goto out;
-	if (hash)
-		mtime = content_mtime(t, path, hash, mtime);
-	fill_common(t, st, ino, mtime);
-	st->st_mode = file_mode(t, row, res);
-	st->st_nlink = 1;
-	st->st_size = (off_t)size;
-	st->st_blocks = (blkcnt_t)((size + 511) / 512);
-out:
-	cache_ref_put(ref);
-	return ret;
-}
-
-int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st)
-{
-	struct scratch_attr sa;
-	int ret = scratch_stat(t->scratch, path, &sa);
-
-	if (ret)
-		return ret;
-	fill_common(t, st, ino, sa.mtime_ms);
-	st->st_mode = S_IFREG | sa.mode;
-	st->st_nlink = 1;
-	st->st_size = (off_t)sa.size;
-	st->st_blocks = (blkcnt_t)((sa.size + 511) / 512);
-	return 0;
-}
-
-static int dir_node_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
-			 const struct pt_vars *vars, struct stat *st)
-{
-	int64_t m;
-	int ret = object_mtime(t, row, vars, &m);
-
-	if (!ret)
-		dir_attr(t, ino, m, st);
-	return ret;
-}
-
-int node_attr(struct tree *t, const struct node *n, struct stat *st)
-{
-	if (!n->row)
-		return scratch_attr(t, n->ino, n->path, st);
-	if (n->row->kind == PT_DIR)
-		return dir_node_attr(t, n->ino, n->row, &n->vars, st);
-	return file_attr(t, n->ino, n->path, n->row, &n->vars, st);
 }
 
 /* ---- children ----------------------------------------------------------- */
@@ -619,9 +363,7 @@ int tree_getattr(struct tree *t, uint64_t ino, struct stat *st)
 
 void found_release(struct found *f)
 {
-	for (int i = 0; i < f->vars.n; i++)
-		free((char *)f->vars.value[i]);
-	f->vars.n = 0;
+	vars_release(&f->vars);
 	f->row = NULL;
 }
 
@@ -679,98 +421,6 @@ static void dir_add(struct list_ctx *lc, const char *name, uint64_t ino, mode_t 
 	d->n++;
 }
 
-/* Queues a resource unless cached.  With `expand_dir`, a listing: once
- * it is there (now, or when fetched), what its objects hold is queued too. */
-static void queue_key(struct tree *t, const char *tmpl, const struct pt_vars *vars,
-		      const struct pt_row *expand_dir)
-{
-	struct buf key = BUF_INIT;
-	struct cache_ref *ref;
-
-	if (tmpl && !pathtab_expand(tmpl, vars, &key)) {
-		if (!cache_peek(t->cache, key.data, &ref)) {
-			if (expand_dir)
-				expand_list(t, expand_dir, vars,
-					    ((struct resource *)cache_ref_value(ref))->json);
-			cache_ref_put(ref);
-		} else {
-			struct expansion *e = NULL;
-			if (expand_dir) {
-				e = xcalloc(1, sizeof(*e));
-				e->dir = expand_dir;
-				vars_copy(&e->vars, vars);
-			}
-			prefetch_add(t->prefetch, key.data, e);
-		}
-	}
-	buf_release(&key);
-}
-
-/* The resources that reading a node of this row takes; a listing is
- * expanded one level if `expand`. */
-static void queue_row(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
-		      int expand)
-{
-	if (row->format == PT_SPOOL || row->hidden)
-		return; /* only fetched when asked for by name */
-	if (row->kind == PT_FILE) {
-		queue_key(t, row->cond_get, vars, NULL);
-		/* A file that may not exist (script.py) is only fetched once
-		 * the walk finds it there. */
-		if (!row->cond_equals)
-			queue_key(t, row->get, vars, NULL);
-	} else if (row->list) {
-		queue_key(t, row->list, vars, expand ? row : NULL);
-	}
-}
-
-/* For each object of a listing, queues the resources of its folder's files
- * (a dataset's five documents), without going further. */
-static void expand_list(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
-			const cJSON *list)
-{
-	const struct pt_row *kids[1], *grand[PT_MAX_CHILDREN];
-	const char *var;
-	const cJSON *item;
-	size_t ng;
-
-	if (pathtab_children(dir, kids, 1) != 1 ||
-	    pathtab_leaf(kids[0], &var, NULL) != PT_SEG_VAR || kids[0]->list ||
-	    vars->n == PT_MAX_VARS)
-		return;
-	ng = pathtab_children(kids[0], grand, PT_MAX_CHILDREN);
-	cJSON_ArrayForEach(item, list)
-	{
-		const char *name = list_item_name(list, item, dir->list_key);
-		struct pt_vars v = *vars;
-		if (!name)
-			continue;
-		v.name[v.n] = var;
-		v.value[v.n++] = name;
-		for (size_t i = 0; i < ng; i++)
-			queue_row(t, grand[i], &v, 0);
-	}
-}
-
-/* What `ls -l`, tar and rsync will need after this listing: each child's
- * resources and, for a folder, those of what it holds that need no further
- * listing (a dataset's files, a project's files and lists). */
-static void prefetch_child(struct tree *t, const struct child *c)
-{
-	if (!t->prefetch)
-		return;
-	/* A listing among the entries (a project's datasets/) is expanded:
-	 * the walk goes there next.  Deeper listings are not, so what is
-	 * queued stays within one folder's subtree. */
-	queue_row(t, c->row, &c->vars, 1);
-	if (c->row->kind == PT_DIR && !c->row->list) {
-		const struct pt_row *kids[PT_MAX_CHILDREN];
-		size_t nk = pathtab_children(c->row, kids, PT_MAX_CHILDREN);
-		for (size_t i = 0; i < nk; i++)
-			queue_row(t, kids[i], &c->vars, 0);
-	}
-}
-
 static int list_cb(struct child *c, void *vctx)
 {
 	struct list_ctx *lc = vctx;
@@ -782,7 +432,7 @@ static int list_cb(struct child *c, void *vctx)
 	for (size_t i = 2; i < lc->out->n; i++)
 		if (!strcmp(lc->out->ents[i].name, c->name.data))
 			return 0;
-	prefetch_child(lc->t, c);
+	lookahead_child(lc->t, c->row, &c->vars);
 	child_path(lc->dir, c->name.data, &path);
 	dir_add(lc, c->name.data, ino_for_path(lc->t, path.data),
 		c->row->kind == PT_DIR ? S_IFDIR : S_IFREG);

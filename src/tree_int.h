@@ -125,6 +125,27 @@ uint64_t ino_if_held(struct tree *t, const char *path);
 void node_rekey(struct tree *t, const char *from, const char *to, const struct pt_row *row,
 		const struct pt_vars *vars);
 
+/* attr.c */
+/* The name of an item of a DSS listing: the `key` field of an array item,
+ * or the key of an object's member (listings keyed by name). */
+const char *list_item_name(const cJSON *list, const cJSON *item, const char *key);
+/* Attributes of a file (fetches its document, to know its exact size) and
+ * of an object folder. */
+int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
+	      const struct pt_vars *vars, struct stat *st);
+int dir_node_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
+		  const struct pt_vars *vars, struct stat *st);
+int node_attr(struct tree *t, const struct node *n, struct stat *st);
+int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st);
+int64_t doc_version(const struct pt_row *row, const struct cache_ref *ref);
+
+/* lookahead.c */
+/* What `ls -l`, tar and rsync will need after a listing that holds a child
+ * of this row: its resources and, for a folder, those of what it holds that
+ * need no further listing (a dataset's files, a project's files and
+ * lists).  Nothing when prefetch is off. */
+void lookahead_child(struct tree *t, const struct pt_row *row, const struct pt_vars *vars);
+
 /* tree.c */
 int saves_allowed(struct tree *t, const struct pt_row *row);
 int64_t now_epoch_ms(void);
@@ -132,7 +153,6 @@ void child_path(const struct node *dir, const char *name, struct buf *out);
 int name_possible(const struct node *dir, const char *name);
 /* The file's bytes and its document's versionNumber (-1: none). */
 int file_bytes(struct tree *t, const struct node *n, struct buf *out, int64_t *version);
-int64_t doc_version(const struct pt_row *row, const struct cache_ref *ref);
 /* An API object found by name, with its own copy of the variables. */
 struct found {
 	const struct pt_row *row;
@@ -140,8 +160,6 @@ struct found {
 };
 int find_api_child(struct tree *t, const struct node *dir, const char *name, struct found *out);
 void found_release(struct found *f);
-int node_attr(struct tree *t, const struct node *n, struct stat *st);
-int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st);
 /* Takes a lookup reference on the scratch file at path and fills *st; the
  * reference is dropped again if the file is gone meanwhile. */
 int scratch_ref(struct tree *t, const char *path, const struct pt_vars *vars, uint64_t *ino,

@@ -35,12 +35,7 @@ struct ops_ctx {
 	size_t max_file;	 /* largest file a handle buffers */
 	pthread_mutex_t open_lock;
 	struct open_item *open_items;
-	/* kernel cache invalidations, sent by a thread of their own */
-	pthread_mutex_t notice_lock;
-	pthread_cond_t notice_cond;
-	struct notice *notices, *notices_tail;
-	pthread_t notice_thread;
-	int notice_started, notice_stop;
+	struct notifier *notifier; /* kernel cache invalidations (notify.h) */
 	double attr_timeout;
 	double negative_timeout_permanent;
 	int read_only;

@@ -1,0 +1,141 @@
+/*
+ * lookahead - what a walk will need next, queued for the prefetch threads
+ * (prefetch.h) after a listing: see "Prefetch" in tree.h.
+ */
+#include "tree_int.h"
+
+#include "dssfs/cache.h"
+#include "dssfs/log.h"
+#include "dssfs/pathtab.h"
+#include "dssfs/prefetch.h"
+
+#include <stdlib.h>
+
+/* A listing to expand once fetched: what its objects' folders hold. */
+struct expansion {
+	const struct pt_row *dir;
+	struct pt_vars vars; /* values owned */
+};
+
+static void expansion_free(void *arg)
+{
+	struct expansion *e = arg;
+
+	vars_release(&e->vars);
+	free(e);
+}
+
+static void expand_list(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
+			const cJSON *list);
+
+/* A prefetch job: fetch into the cache unless it is there already; for a
+ * listing queued with an expansion, then queue what its objects hold. */
+static void prefetch_run(void *ctx, const char *key, void *arg)
+{
+	struct tree *t = ctx;
+	struct cache_ref *ref = NULL;
+	struct expansion *e = arg;
+
+	log_thread_quiet(1);
+	if (cache_peek(t->cache, key, &ref) && !cache_get(t->cache, key, fetch_resource, t, &ref))
+		log_debug("prefetched %s", key);
+	if (ref && e)
+		expand_list(t, e->dir, &e->vars, ((struct resource *)cache_ref_value(ref))->json);
+	cache_ref_put(ref);
+}
+
+void tree_start(struct tree *t)
+{
+	if (t->opt.prefetch_threads > 0 && !t->prefetch)
+		t->prefetch =
+		    prefetch_new(t->opt.prefetch_threads, 100000, prefetch_run, t, expansion_free);
+}
+
+/* Queues a resource unless cached.  With `expand_dir`, a listing: once
+ * it is there (now, or when fetched), what its objects hold is queued too. */
+static void queue_key(struct tree *t, const char *tmpl, const struct pt_vars *vars,
+		      const struct pt_row *expand_dir)
+{
+	struct buf key = BUF_INIT;
+	struct cache_ref *ref;
+
+	if (tmpl && !pathtab_expand(tmpl, vars, &key)) {
+		if (!cache_peek(t->cache, key.data, &ref)) {
+			if (expand_dir)
+				expand_list(t, expand_dir, vars,
+					    ((struct resource *)cache_ref_value(ref))->json);
+			cache_ref_put(ref);
+		} else {
+			struct expansion *e = NULL;
+			if (expand_dir) {
+				e = xcalloc(1, sizeof(*e));
+				e->dir = expand_dir;
+				vars_copy(&e->vars, vars);
+			}
+			prefetch_add(t->prefetch, key.data, e);
+		}
+	}
+	buf_release(&key);
+}
+
+/* The resources that reading a node of this row takes; a listing is
+ * expanded one level if `expand`. */
+static void queue_row(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
+		      int expand)
+{
+	if (row->format == PT_SPOOL || row->hidden)
+		return; /* only fetched when asked for by name */
+	if (row->kind == PT_FILE) {
+		queue_key(t, row->cond_get, vars, NULL);
+		/* A file that may not exist (script.py) is only fetched once
+		 * the walk finds it there. */
+		if (!row->cond_equals)
+			queue_key(t, row->get, vars, NULL);
+	} else if (row->list) {
+		queue_key(t, row->list, vars, expand ? row : NULL);
+	}
+}
+
+/* For each object of a listing, queues the resources of its folder's files
+ * (a dataset's five documents), without going further. */
+static void expand_list(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
+			const cJSON *list)
+{
+	const struct pt_row *kids[1], *grand[PT_MAX_CHILDREN];
+	const char *var;
+	const cJSON *item;
+	size_t ng;
+
+	if (pathtab_children(dir, kids, 1) != 1 ||
+	    pathtab_leaf(kids[0], &var, NULL) != PT_SEG_VAR || kids[0]->list ||
+	    vars->n == PT_MAX_VARS)
+		return;
+	ng = pathtab_children(kids[0], grand, PT_MAX_CHILDREN);
+	cJSON_ArrayForEach(item, list)
+	{
+		const char *name = list_item_name(list, item, dir->list_key);
+		struct pt_vars v = *vars;
+		if (!name)
+			continue;
+		v.name[v.n] = var;
+		v.value[v.n++] = name;
+		for (size_t i = 0; i < ng; i++)
+			queue_row(t, grand[i], &v, 0);
+	}
+}
+
+void lookahead_child(struct tree *t, const struct pt_row *row, const struct pt_vars *vars)
+{
+	if (!t->prefetch)
+		return;
+	/* A listing among the entries (a project's datasets/) is expanded:
+	 * the walk goes there next.  Deeper listings are not, so what is
+	 * queued stays within one folder's subtree. */
+	queue_row(t, row, vars, 1);
+	if (row->kind == PT_DIR && !row->list) {
+		const struct pt_row *kids[PT_MAX_CHILDREN];
+		size_t nk = pathtab_children(row, kids, PT_MAX_CHILDREN);
+		for (size_t i = 0; i < nk; i++)
+			queue_row(t, kids[i], vars, 0);
+	}
+}
