@@ -223,6 +223,17 @@ def colleague_changes_variables(emu):
     return doc
 
 
+def assert_editor_save_refused(emu, path, mine, theirs):
+    """The editor's (this process's) save of its edit of variables.json is refused with
+    ESTALE, nothing is sent, and DSS keeps the colleague's version."""
+    mine["standard"]["editor"] = "me"
+    emu.reset_stats()
+    assert errno_of(write_close, path, (json.dumps(mine, indent=2) + "\n").encode()) \
+        == errno.ESTALE
+    assert puts(emu) == []
+    assert emu.api_get(VARIABLES_EP) == theirs
+
+
 @pytest.mark.expect_dssfs_errors
 def test_another_reader_does_not_hide_a_conflict(mounted):
     """The editor reads; a colleague changes the object on DSS; a backup (another process)
@@ -234,12 +245,7 @@ def test_another_reader_does_not_hide_a_conflict(mounted):
     m.sighup()                                     # the backup sees the new version
     r = subprocess.run(["cat", path], capture_output=True, check=True)
     assert json.loads(r.stdout)["standard"]["colleague"] == "was here"
-    mine["standard"]["editor"] = "me"
-    emu.reset_stats()
-    assert errno_of(write_close, path, (json.dumps(mine, indent=2) + "\n").encode()) \
-        == errno.ESTALE
-    assert puts(emu) == []
-    assert emu.api_get(VARIABLES_EP) == theirs
+    assert_editor_save_refused(emu, path, mine, theirs)
 
 
 @pytest.mark.expect_dssfs_errors
@@ -255,12 +261,7 @@ def test_a_conflict_is_found_after_the_kernel_forgot_the_inode(mounted):
     except OSError as e:
         pytest.skip("cannot make the kernel drop its inodes here: %s" % e)
     theirs = colleague_changes_variables(emu)
-    mine["standard"]["editor"] = "me"
-    emu.reset_stats()
-    assert errno_of(write_close, path, (json.dumps(mine, indent=2) + "\n").encode()) \
-        == errno.ESTALE
-    assert puts(emu) == []
-    assert emu.api_get(VARIABLES_EP) == theirs
+    assert_editor_save_refused(emu, path, mine, theirs)
 
 
 # --- 1.6 a flush by another process does not save ----------------------------------------
