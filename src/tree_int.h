@@ -170,6 +170,12 @@ void tree_changed(struct tree *t, uint64_t ino);
 /* save.c */
 void saves_init(struct tree *t);
 void saves_release(struct tree *t);
+/* Saves `data` as the file of `row` at path, for caller who.  *base is what
+ * the handle read (version -1 / hash 0: unknown); on success it becomes
+ * what DSS now holds. */
+int save_file(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
+	      const char *path, const char *data, size_t len, const struct tree_caller *who,
+	      struct tree_base *base);
 /* Records what caller read of the file at path (see tree_base). */
 void base_record(struct tree *t, const char *path, const struct tree_caller *who,
 		 const struct tree_base *b);
