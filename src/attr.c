@@ -14,13 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The name of an item of a DSS listing: the `key` field of an array item,
- * or the key of an object's member (listings keyed by name). */
-const char *list_item_name(const cJSON *list, const cJSON *item, const char *key)
-{
-	return cJSON_IsObject(list) ? item->string : json_get_string(item, key);
-}
-
 /* The time of the DSS object a node belongs to: the versionTag of the
  * nearest object folder at or above it, from its parent's listing (read
  * each time, so a refreshed listing moves it); the mount time above the
@@ -36,21 +29,16 @@ static int object_mtime(struct tree *t, const struct pt_row *row, const struct p
 		const struct pt_row *dir = pathtab_parent(r);
 		const char *name = pt_vars_get(vars, var);
 		struct cache_ref *ref = NULL;
+		const struct listing *l;
 		int64_t m = -1;
 		if (!name)
 			break;
-		int ret = get_listing(t, dir->list, vars, &ref);
+		int ret = listing_get(t, dir, vars, &ref, &l);
 		if (ret)
 			return ret;
-		const cJSON *list = ((struct resource *)cache_ref_value(ref))->json, *item;
-		cJSON_ArrayForEach(item, list)
-		{
-			const char *k = list_item_name(list, item, dir->list_key);
-			if (k && !strcmp(k, name)) {
-				m = json_get_int64(item, "versionTag.lastModifiedOn", -1);
-				break;
-			}
-		}
+		const struct listing_entry *e = listing_find_id(l, name);
+		if (e)
+			m = e->mtime_ms;
 		cache_ref_put(ref);
 		if (m >= 0) {
 			*out = m;

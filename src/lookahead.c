@@ -15,6 +15,7 @@
 struct expansion {
 	const struct pt_row *dir;
 	struct pt_vars vars; /* values owned */
+	int expand;	     /* 0: only fetched (an optional folder's listing) */
 };
 
 static void expansion_free(void *arg)
@@ -26,7 +27,7 @@ static void expansion_free(void *arg)
 }
 
 static void expand_list(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
-			const cJSON *list);
+			struct resource *res);
 
 /* A prefetch job: fetch into the cache unless it is there already; for a
  * listing queued with an expansion, then queue what its objects hold. */
@@ -37,10 +38,12 @@ static void prefetch_run(void *ctx, const char *key, void *arg)
 	struct expansion *e = arg;
 
 	log_thread_quiet(1);
-	if (cache_peek(t->cache, key, &ref) && !cache_get(t->cache, key, fetch_resource, t, &ref))
+	if (cache_peek(t->cache, key, &ref) &&
+	    !cache_get(t->cache, key, e && e->dir->optional ? fetch_optional : fetch_resource, t,
+		       &ref))
 		log_debug("prefetched %s", key);
-	if (ref && e)
-		expand_list(t, e->dir, &e->vars, ((struct resource *)cache_ref_value(ref))->json);
+	if (ref && e && e->expand)
+		expand_list(t, e->dir, &e->vars, cache_ref_value(ref));
 	cache_ref_put(ref);
 }
 
@@ -54,22 +57,25 @@ void tree_start(struct tree *t)
 /* Queues a resource unless cached.  With `expand_dir`, a listing: once
  * it is there (now, or when fetched), what its objects hold is queued too. */
 static void queue_key(struct tree *t, const char *tmpl, const struct pt_vars *vars,
-		      const struct pt_row *expand_dir)
+		      const struct pt_row *list_dir, int expand)
 {
+	const struct pt_row *expand_dir = expand ? list_dir : NULL;
+
 	struct buf key = BUF_INIT;
 	struct cache_ref *ref;
 
 	if (tmpl && !pathtab_expand(tmpl, vars, &key)) {
 		if (!cache_peek(t->cache, key.data, &ref)) {
 			if (expand_dir)
-				expand_list(t, expand_dir, vars,
-					    ((struct resource *)cache_ref_value(ref))->json);
+				expand_list(t, expand_dir, vars, cache_ref_value(ref));
 			cache_ref_put(ref);
 		} else {
 			struct expansion *e = NULL;
-			if (expand_dir) {
+			/* (an optional listing is fetched by fetch_optional) */
+			if (expand_dir || (list_dir && list_dir->optional)) {
 				e = xcalloc(1, sizeof(*e));
-				e->dir = expand_dir;
+				e->dir = list_dir;
+				e->expand = expand;
 				vars_copy(&e->vars, vars);
 			}
 			prefetch_add(t->prefetch, key.data, e);
@@ -86,42 +92,48 @@ static void queue_row(struct tree *t, const struct pt_row *row, const struct pt_
 	if (row->format == PT_SPOOL || row->hidden)
 		return; /* only fetched when asked for by name */
 	if (row->kind == PT_FILE) {
-		queue_key(t, row->cond_get, vars, NULL);
+		queue_key(t, row->cond_get, vars, NULL, 0);
 		/* A file that may not exist (script.py) is only fetched once
 		 * the walk finds it there. */
 		if (!row->cond_equals)
-			queue_key(t, row->get, vars, NULL);
-	} else if (row->list) {
-		queue_key(t, row->list, vars, expand ? row : NULL);
+			queue_key(t, row->get, vars, NULL, 0);
+	} else if (row->list || row->recurse) {
+		const struct pt_row *src = row->recurse ? pathtab_parent(row) : row;
+		queue_key(t, src->list, vars, row, expand);
 	}
 }
 
-/* For each object of a listing, queues the resources of its folder's files
- * (a dataset's five documents), without going further. */
+/* For each object of a listing, queues its files or the resources of its
+ * folder's files (a dataset's five documents), without going further. */
 static void expand_list(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
-			const cJSON *list)
+			struct resource *res)
 {
-	const struct pt_row *kids[1], *grand[PT_MAX_CHILDREN];
-	const char *var;
-	const cJSON *item;
-	size_t ng;
+	const struct pt_row *kids[PT_MAX_CHILDREN], *grand[PT_MAX_CHILDREN];
+	size_t nk = pathtab_children(dir, kids, PT_MAX_CHILDREN);
+	const struct listing *l;
 
-	if (pathtab_children(dir, kids, 1) != 1 ||
-	    pathtab_leaf(kids[0], &var, NULL) != PT_SEG_VAR || kids[0]->list ||
-	    vars->n == PT_MAX_VARS)
+	if (listing_in(t, res, dir, vars, &l))
 		return;
-	ng = pathtab_children(kids[0], grand, PT_MAX_CHILDREN);
-	cJSON_ArrayForEach(item, list)
-	{
-		const char *name = list_item_name(list, item, dir->list_key);
-		struct pt_vars v = *vars;
-		if (!name)
-			continue;
-		v.name[v.n] = var;
-		v.value[v.n++] = name;
-		for (size_t i = 0; i < ng; i++)
-			queue_row(t, grand[i], &v, 0);
+	for (size_t j = 0; j < listing_count(l); j++) {
+		for (size_t i = 0; i < nk; i++) {
+			struct pt_vars v = *vars;
+			const char *var;
+			if (pathtab_leaf(kids[i], &var, NULL) != PT_SEG_VAR || kids[i]->list ||
+			    kids[i]->recurse || pt_vars_set(&v, var, listing_at(l, j)->id))
+				continue;
+			if (kids[i]->kind == PT_FILE)
+				queue_row(t, kids[i], &v, 0);
+			size_t ng = pathtab_children(kids[i], grand, PT_MAX_CHILDREN);
+			for (size_t g = 0; g < ng; g++)
+				queue_row(t, grand[g], &v, 0);
+		}
 	}
+}
+
+void lookahead_key(struct tree *t, const char *tmpl, const struct pt_vars *vars)
+{
+	if (t->prefetch)
+		queue_key(t, tmpl, vars, NULL, 0);
 }
 
 void lookahead_child(struct tree *t, const struct pt_row *row, const struct pt_vars *vars)
@@ -132,7 +144,7 @@ void lookahead_child(struct tree *t, const struct pt_row *row, const struct pt_v
 	 * the walk goes there next.  Deeper listings are not, so what is
 	 * queued stays within one folder's subtree. */
 	queue_row(t, row, vars, 1);
-	if (row->kind == PT_DIR && !row->list) {
+	if (row->kind == PT_DIR && !row->list && !row->recurse) {
 		const struct pt_row *kids[PT_MAX_CHILDREN];
 		size_t nk = pathtab_children(row, kids, PT_MAX_CHILDREN);
 		for (size_t i = 0; i < nk; i++)

@@ -23,10 +23,41 @@ static const struct pt_map recipe_payload_ext[] = {
     {NULL, "json"},
 };
 
+/* A webapp's code, split into files by webapp type. */
+static const char webapp_standard[] = "STANDARD";
+static const char webapp_python[] = "STANDARD|BOKEH|DASH";
+static const char webapp_shiny[] = "SHINY";
+
 #define P "projects/{project}"
 #define DS P "/datasets/{dataset}"
 #define RC P "/recipes/{recipe}"
 #define SC P "/scenarios/{scenario}"
+#define WA P "/webapps/{webapp}"
+#define MF P "/managedfolders/{folder}"
+#define SM P "/savedmodels/{model}"
+#define MES P "/evaluationstores/{store}"
+#define LAB P "/lab/{analysis}"
+#define WK P "/wiki/{article}"
+
+/* An object folder listed by id and named by name (generated ids). */
+#define NAMED(pat, endpoint)                                                        \
+	{                                                                           \
+		.pattern = pat, .kind = PT_DIR, .list = endpoint, .list_key = "id", \
+		.name_key = "name", .optional = 1                                   \
+	}
+/* One document per object: <name>.json, saved where it is read. */
+#define DOC(pat, endpoint)                                                         \
+	{                                                                          \
+		.pattern = pat, .kind = PT_FILE, .get = endpoint, .put = endpoint, \
+		.version_at = "versionTag"                                         \
+	}
+/* A code field of a webapp, present for the types in `types`. */
+#define WEBAPP_CODE(file, fld, types)                                                             \
+	{                                                                                         \
+		.pattern = "/{project}/webapps/{webapp}/" file, .kind = PT_FILE, .get = WA,       \
+		.put = WA, .field = "params." fld, .format = PT_TEXT, .version_at = "versionTag", \
+		.cond_get = WA, .cond_field = "type", .cond_equals = types                        \
+	}
 
 static const struct pt_row rows[] = {
     {.pattern = "/", .kind = PT_DIR, .list = "projects/", .list_key = "projectKey"},
@@ -115,6 +146,155 @@ static const struct pt_row rows[] = {
     {.pattern = "/{project}/scenarios/{scenario}/last-runs.json",
      .kind = PT_FILE,
      .get = SC "/get-last-runs"},
+
+    {.pattern = "/{project}/tags.json", .kind = PT_FILE, .get = P "/tags", .put = P "/tags"},
+
+    /* The wiki: its settings, and each article as <name>.md (its text)
+     * and <name>.json (the rest), with the articles under it in <name>/,
+     * as the taxonomy nests them; the taxonomy holds only ids, so each
+     * article's name comes from its own document. */
+    {.pattern = "/{project}/wiki",
+     .kind = PT_DIR,
+     .list = P "/wiki/",
+     .list_at = "taxonomy",
+     .list_key = "id",
+     .name_get = WK,
+     .name_field = "article.name",
+     .nest = "children"},
+    {.pattern = "/{project}/wiki/wiki.json",
+     .kind = PT_FILE,
+     .get = P "/wiki/",
+     .put = P "/wiki/",
+     .require = "taxonomy"},
+    {.pattern = "/{project}/wiki/{article}.md",
+     .kind = PT_FILE,
+     .get = WK,
+     .put = WK,
+     .field = "payload",
+     .format = PT_TEXT,
+     .version_at = "article.versionTag"},
+    {.pattern = "/{project}/wiki/{article}.json",
+     .kind = PT_FILE,
+     .get = WK,
+     .put = WK,
+     .field = "article",
+     .version_at = "article.versionTag"},
+    {.pattern = "/{project}/wiki/{article}", .kind = PT_DIR, .recurse = 1},
+
+    NAMED("/{project}/managed_folders", P "/managedfolders/"),
+    {.pattern = "/{project}/managed_folders/{folder}", .kind = PT_DIR},
+    DOC("/{project}/managed_folders/{folder}/settings.json", MF),
+
+    {.pattern = "/{project}/notebooks",
+     .kind = PT_DIR,
+     .list = P "/jupyter-notebooks/",
+     .list_key = "name",
+     .optional = 1},
+    {.pattern = "/{project}/notebooks/{notebook}.ipynb",
+     .kind = PT_FILE,
+     .get = P "/jupyter-notebooks/{notebook}",
+     .put = P "/jupyter-notebooks/{notebook}",
+     .require = "cells"},
+
+    NAMED("/{project}/sql_notebooks", P "/sql-notebooks/"),
+    {.pattern = "/{project}/sql_notebooks/{sqlnb}", .kind = PT_DIR},
+    DOC("/{project}/sql_notebooks/{sqlnb}/settings.json", P "/sql-notebooks/{sqlnb}"),
+    {.pattern = "/{project}/sql_notebooks/{sqlnb}/history.json",
+     .kind = PT_FILE,
+     .get = P "/sql-notebooks/{sqlnb}/history"},
+
+    NAMED("/{project}/webapps", P "/webapps/"),
+    {.pattern = "/{project}/webapps/{webapp}", .kind = PT_DIR},
+    DOC("/{project}/webapps/{webapp}/settings.json", WA),
+    WEBAPP_CODE("body.html", "html", webapp_standard),
+    WEBAPP_CODE("app.js", "js", webapp_standard),
+    WEBAPP_CODE("style.css", "css", webapp_standard),
+    WEBAPP_CODE("backend.py", "python", webapp_python),
+    WEBAPP_CODE("ui.R", "ui", webapp_shiny),
+    WEBAPP_CODE("server.R", "server", webapp_shiny),
+
+    NAMED("/{project}/dashboards", P "/dashboards/"),
+    DOC("/{project}/dashboards/{dashboard}.json", P "/dashboards/{dashboard}/"),
+
+    NAMED("/{project}/insights", P "/insights/"),
+    {.pattern = "/{project}/insights/{insight}.json",
+     .kind = PT_FILE,
+     .get = P "/insights/{insight}/",
+     .put = P "/insights/{insight}/",
+     .put_method = "POST",
+     .put_wrap = "insight",
+     .version_at = "versionTag"},
+
+    NAMED("/{project}/zones", P "/flow/zones"),
+    DOC("/{project}/zones/{zone}.json", P "/flow/zones/{zone}"),
+
+    NAMED("/{project}/saved_models", P "/savedmodels/"),
+    {.pattern = "/{project}/saved_models/{model}", .kind = PT_DIR},
+    DOC("/{project}/saved_models/{model}/settings.json", SM),
+    {.pattern = "/{project}/saved_models/{model}/versions.json",
+     .kind = PT_FILE,
+     .get = SM "/versions"},
+
+    NAMED("/{project}/model_evaluation_stores", P "/evaluationstores/"),
+    {.pattern = "/{project}/model_evaluation_stores/{store}", .kind = PT_DIR},
+    DOC("/{project}/model_evaluation_stores/{store}/settings.json", MES),
+    {.pattern = "/{project}/model_evaluation_stores/{store}/evaluations.json",
+     .kind = PT_FILE,
+     .get = MES "/evaluations/"},
+
+    {.pattern = "/{project}/analyses",
+     .kind = PT_DIR,
+     .list = P "/lab/",
+     .list_key = "analysisId",
+     .name_key = "name",
+     .optional = 1},
+    {.pattern = "/{project}/analyses/{analysis}", .kind = PT_DIR},
+    DOC("/{project}/analyses/{analysis}/settings.json", LAB "/"),
+    {.pattern = "/{project}/analyses/{analysis}/ml_tasks",
+     .kind = PT_DIR,
+     .list = LAB "/models/",
+     .list_at = "mlTasks",
+     .list_key = "mlTaskId"},
+    {.pattern = "/{project}/analyses/{analysis}/ml_tasks/{mltask}", .kind = PT_DIR},
+    {.pattern = "/{project}/analyses/{analysis}/ml_tasks/{mltask}/settings.json",
+     .kind = PT_FILE,
+     .get = P "/models/lab/{analysis}/{mltask}/settings",
+     .put = P "/models/lab/{analysis}/{mltask}/settings",
+     .put_method = "POST"},
+
+    {.pattern = "/{project}/api_services",
+     .kind = PT_DIR,
+     .list = P "/apiservices/",
+     .list_key = "id",
+     .optional = 1},
+    {.pattern = "/{project}/api_services/{service}", .kind = PT_DIR},
+    DOC("/{project}/api_services/{service}/settings.json", P "/apiservices/{service}/settings"),
+
+    {.pattern = "/{project}/model_comparisons",
+     .kind = PT_DIR,
+     .list = P "/evaluationcomparisons/",
+     .list_key = "id",
+     .name_key = "displayName",
+     .optional = 1},
+    DOC("/{project}/model_comparisons/{comparison}.json", P "/evaluationcomparisons/{comparison}"),
+
+    NAMED("/{project}/code_studios", P "/code-studios/"),
+    {.pattern = "/{project}/code_studios/{studio}.json",
+     .kind = PT_FILE,
+     .get = P "/code-studios/{studio}",
+     .version_at = "versionTag"},
+
+    NAMED("/{project}/knowledge_banks", P "/knowledge-banks"),
+    DOC("/{project}/knowledge_banks/{kb}.json", P "/knowledge-banks/{kb}"),
+
+    {.pattern = "/{project}/agent_tools",
+     .kind = PT_DIR,
+     .list = P "/agents/tools",
+     .list_at = "tools",
+     .list_key = "id",
+     .name_key = "name",
+     .optional = 1},
+    DOC("/{project}/agent_tools/{tool}.json", P "/agents/tools/{tool}"),
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
@@ -153,9 +333,12 @@ static void parse_rows(void)
 		if (!open) {
 			info[i].seg = PT_SEG_LITERAL;
 			info[i].text = leaf;
-		} else if (open == leaf && leaf[strlen(leaf) - 1] == '}') {
+		} else if (open == leaf && !rows[i].name_map) {
+			/* an object variable, maybe with a suffix */
+			const char *close = strchr(open, '}');
 			info[i].seg = PT_SEG_VAR;
-			info[i].text = xstrndup(leaf + 1, strlen(leaf) - 2);
+			info[i].text = xstrndup(leaf + 1, (size_t)(close - leaf - 1));
+			info[i].suffix = close + 1;
 		} else {
 			info[i].seg = PT_SEG_DERIVED;
 			info[i].text = xstrndup(leaf, (size_t)(open - leaf));
@@ -193,11 +376,15 @@ enum pt_seg pathtab_leaf(const struct pt_row *row, const char **text, const char
 
 size_t pathtab_children(const struct pt_row *row, const struct pt_row **out, size_t max)
 {
+	const struct pt_row *up = row;
 	size_t n = 0;
 
 	pthread_once(&parsed, parse_rows);
+	/* A recursive folder holds what its parent's objects are. */
+	if (row->recurse)
+		up = info[index_of(row)].parent;
 	for (size_t i = 0; i < NROWS && n < max; i++)
-		if (info[i].parent == row)
+		if (info[i].parent == up && (!row->recurse || info[i].seg == PT_SEG_VAR))
 			out[n++] = &rows[i];
 	return n;
 }
@@ -220,12 +407,44 @@ int pathtab_map_has(const struct pt_map *map, const char *value, size_t len)
 	}
 }
 
+int pathtab_cond_holds(const char *cond_equals, const char *value)
+{
+	size_t vl;
+
+	if (!value)
+		return 0;
+	vl = strlen(value);
+	for (const char *p = cond_equals;;) {
+		const char *bar = strchr(p, '|');
+		size_t n = bar ? (size_t)(bar - p) : strlen(p);
+		if (n == vl && !memcmp(p, value, n))
+			return 1;
+		if (!bar)
+			return 0;
+		p = bar + 1;
+	}
+}
+
 static const char *vars_find(const struct pt_vars *vars, const char *name, size_t len)
 {
 	for (int i = 0; i < vars->n; i++)
 		if (strlen(vars->name[i]) == len && !memcmp(vars->name[i], name, len))
 			return vars->value[i];
 	return NULL;
+}
+
+int pt_vars_set(struct pt_vars *vars, const char *name, const char *value)
+{
+	for (int i = 0; i < vars->n; i++)
+		if (!strcmp(vars->name[i], name)) {
+			vars->value[i] = value;
+			return 0;
+		}
+	if (vars->n == PT_MAX_VARS)
+		return -E2BIG;
+	vars->name[vars->n] = name;
+	vars->value[vars->n++] = value;
+	return 0;
 }
 
 const char *pt_vars_get(const struct pt_vars *vars, const char *name)

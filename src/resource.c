@@ -33,6 +33,7 @@ static void resource_free(void *v)
 		buf_release(&r->bytes);
 		free(r);
 	}
+	listings_free(res->listings);
 	cJSON_Delete(res->json);
 	if (res->spool_fd >= 0) {
 		close(res->spool_fd);
@@ -331,7 +332,7 @@ int get_row_resource(struct tree *t, const struct pt_row *row, const struct pt_v
 
 struct failure {
 	int err;
-	int64_t at_ms;
+	int64_t until_ms;
 };
 
 static int expired_failure(const char *key, void *value, void *ctx)
@@ -339,7 +340,7 @@ static int expired_failure(const char *key, void *value, void *ctx)
 	struct failure *f = value;
 
 	(void)key;
-	if (f->at_ms + FAILURE_WINDOW_MS >= *(int64_t *)ctx)
+	if (ctx && f->until_ms >= *(int64_t *)ctx)
 		return 0;
 	free(f);
 	return 1;
@@ -352,18 +353,24 @@ static int recent_failure(struct tree *t, const char *key)
 
 	pthread_mutex_lock(&t->lock);
 	struct failure *f = strmap_get(t->failures, key);
-	if (f && f->at_ms + FAILURE_WINDOW_MS >= now)
+	if (f && f->until_ms >= now)
 		err = f->err;
 	pthread_mutex_unlock(&t->lock);
 	return err;
 }
 
-static void note_failure(struct tree *t, const char *key, int err)
+void forget_failures(struct tree *t)
+{
+	pthread_mutex_lock(&t->lock);
+	strmap_filter(t->failures, expired_failure, NULL);
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Remembers a listing's failure for window_ms. */
+static void note_failure(struct tree *t, const char *key, int err, int64_t window_ms)
 {
 	int64_t now = cache_monotonic_ms();
 
-	if (err != -ETIMEDOUT) /* a refused connection fails fast anyway */
-		return;
 	pthread_mutex_lock(&t->lock);
 	if (strmap_size(t->failures) >= 1024)
 		strmap_filter(t->failures, expired_failure, &now);
@@ -373,7 +380,7 @@ static void note_failure(struct tree *t, const char *key, int err)
 		strmap_put(t->failures, key, f);
 	}
 	f->err = err;
-	f->at_ms = now;
+	f->until_ms = now + window_ms;
 	pthread_mutex_unlock(&t->lock);
 }
 
@@ -399,11 +406,45 @@ int get_listing(struct tree *t, const char *tmpl, const struct pt_vars *vars,
 		ret = recent_failure(t, key.data);
 	if (!ret) {
 		ret = cache_get(t->cache, key.data, fetch_resource, t, ref);
-		if (ret)
-			note_failure(t, key.data, ret);
+		/* (a refused connection fails fast anyway) */
+		if (ret == -ETIMEDOUT)
+			note_failure(t, key.data, ret, FAILURE_WINDOW_MS);
 	}
 	buf_release(&key);
 	return ret;
+}
+
+int fetch_optional(void *ctx, const char *key, void **value, size_t *cost)
+{
+	struct tree *t = ctx;
+	int ret = recent_failure(t, key);
+
+	if (ret == -ENOENT)
+		return ret; /* known absent: not asked again */
+	ret = fetch_resource(ctx, key, value, cost);
+
+	/* Noted before the cache hands the result to the threads waiting
+	 * for it, so that no one asks again: as lasting as a listing, it is
+	 * kept as long as the cache keeps a document (spool_ttl_ms is the
+	 * cache's TTL). */
+	if (ret == -ENOENT)
+		note_failure(t, key, ret, t->opt.spool_ttl_ms);
+	return ret;
+}
+
+int listing_absent(struct tree *t, const char *tmpl, const struct pt_vars *vars)
+{
+	struct cache_ref *ref = NULL;
+	struct buf key = BUF_INIT;
+	int ret = pathtab_expand(tmpl, vars, &key);
+
+	if (!ret)
+		ret = recent_failure(t, key.data);
+	if (!ret)
+		ret = cache_get(t->cache, key.data, fetch_optional, t, &ref);
+	cache_ref_put(ref);
+	buf_release(&key);
+	return ret == -ENOENT;
 }
 
 /* Writes the string bytes of a text file: a marked escape (MARK_ESCAPE)

@@ -274,11 +274,12 @@ static pthread_mutex_t *doc_lock(struct tree *t, const char *key)
 	return &t->doc_locks[hash64(key) % DOC_LOCKS];
 }
 
-/* The nearest object folder at or above row (a dataset's, a recipe's, a
- * project's), or NULL. */
+/* The object the file of `row` belongs to: the file itself if it is named
+ * by an object (a dashboard's <name>.json), else the nearest object folder
+ * above it (a dataset's, a recipe's, a project's), or NULL. */
 static const struct pt_row *object_row(const struct pt_row *row)
 {
-	for (const struct pt_row *r = pathtab_parent(row); r; r = pathtab_parent(r)) {
+	for (const struct pt_row *r = row; r; r = pathtab_parent(r)) {
 		const char *var;
 		if (pathtab_leaf(r, &var, NULL) == PT_SEG_VAR)
 			return r;
@@ -339,6 +340,34 @@ static void for_each_object_file(struct tree *t, const struct pt_row *dir, const
 	buf_release(&p);
 }
 
+/* Calls fn for every file of the object whose file (named by the object:
+ * <name>.md) is at path: the files of the same name and another suffix
+ * beside it (<name>.json), with their paths. */
+static void for_each_named_file(struct tree *t, const struct pt_row *row, const char *path,
+				void (*fn)(struct tree *t, const struct pt_row *row,
+					   const char *path, void *ctx),
+				void *ctx)
+{
+	const struct pt_row *kids[PT_MAX_CHILDREN];
+	size_t nk = pathtab_children(pathtab_parent(row), kids, PT_MAX_CHILDREN);
+	const char *suffix, *ksuffix;
+	size_t pl = strlen(path);
+	struct buf p = BUF_INIT;
+
+	pathtab_leaf(row, NULL, &suffix);
+	if (pl < strlen(suffix))
+		return;
+	for (size_t i = 0; i < nk; i++) {
+		if (kids[i]->kind != PT_FILE || pathtab_leaf(kids[i], NULL, &ksuffix) != PT_SEG_VAR)
+			continue;
+		buf_reset(&p);
+		buf_add(&p, path, pl - strlen(suffix));
+		buf_addstr(&p, ksuffix);
+		fn(t, kids[i], p.data, ctx);
+	}
+	buf_release(&p);
+}
+
 struct drop_ctx {
 	const struct pt_vars *vars;
 	uint64_t inos[64];
@@ -376,9 +405,11 @@ static void drop_object(struct tree *t, const struct pt_row *row, const struct p
 
 	dc->vars = vars;
 	dc->n = 0;
-	if (obj) {
+	if (obj && obj->kind == PT_DIR) {
 		object_path(path, row, obj, &dir);
 		for_each_object_file(t, obj, dir.data, drop_file, dc);
+	} else if (obj) {
+		for_each_named_file(t, row, path, drop_file, dc);
 	} else {
 		drop_file(t, row, path, dc);
 	}
@@ -444,6 +475,28 @@ static int holds(const struct pt_row *row, const struct resource *res, const str
 /* The request body of a save: the file's JSON as is, or for a projection
  * the fresh document with that part replaced. */
 static int save_body(const struct pt_row *row, const struct resource *res, cJSON **parsed,
+		     const char *data, size_t len, const char *path, char **body, size_t *body_len);
+
+/* The body as the endpoint takes it: as is, or wrapped ({"insight": ...}). */
+static int wrapped_body(const struct pt_row *row, const struct resource *res, cJSON **parsed,
+			const char *data, size_t len, const char *path, char **body,
+			size_t *body_len)
+{
+	struct buf b = BUF_INIT;
+	int ret = save_body(row, res, parsed, data, len, path, body, body_len);
+
+	if (ret || !row->put_wrap)
+		return ret;
+	/* The key comes from the table: a plain word, no escaping needed. */
+	buf_addf(&b, "{\"%s\":", row->put_wrap);
+	buf_add(&b, *body, *body_len);
+	buf_addch(&b, '}');
+	free(*body);
+	*body = buf_detach(&b, body_len);
+	return 0;
+}
+
+static int save_body(const struct pt_row *row, const struct resource *res, cJSON **parsed,
 		     const char *data, size_t len, const char *path, char **body, size_t *body_len)
 {
 	cJSON *part = *parsed, *env;
@@ -461,16 +514,23 @@ static int save_body(const struct pt_row *row, const struct resource *res, cJSON
 		free(text);
 	}
 	*parsed = NULL;
-	if (!cJSON_IsObject(env) || !part) {
+	/* The field may be nested ("params.html"): its parent object is
+	 * found by the path before the last dot. */
+	const char *dot = strrchr(row->field, '.');
+	char *up = dot ? xstrndup(row->field, (size_t)(dot - row->field)) : NULL;
+	const char *key = dot ? dot + 1 : row->field;
+	cJSON *parent = up ? (cJSON *)json_get(env, up) : env;
+	free(up);
+	if (!cJSON_IsObject(parent) || !part) {
 		cJSON_Delete(part);
 		cJSON_Delete(env);
 		log_error("%s: not saved: DSS's document has an unexpected shape", path);
 		return -EIO;
 	}
-	if (cJSON_HasObjectItem(env, row->field))
-		cJSON_ReplaceItemInObjectCaseSensitive(env, row->field, part);
+	if (cJSON_HasObjectItem(parent, key))
+		cJSON_ReplaceItemInObjectCaseSensitive(parent, key, part);
 	else
-		cJSON_AddItemToObject(env, row->field, part);
+		cJSON_AddItemToObject(parent, key, part);
 	*body = cJSON_PrintUnformatted(env);
 	cJSON_Delete(env);
 	if (!*body)
@@ -585,9 +645,10 @@ static int save_locked(struct tree *t, const struct pt_row *row, const struct pt
 	choose_base(t, path, who, base, &against);
 	if ((ret = check_conflict(t, path, &against, now, now_hash)))
 		goto out;
-	if ((ret = save_body(row, res, parsed, data, len, path, &body, &body_len)))
+	if ((ret = wrapped_body(row, res, parsed, data, len, path, &body, &body_len)))
 		goto out;
-	ret = http_request(t->http, "PUT", put_key, body, body_len, &resp);
+	ret = http_request(t->http, row->put_method ? row->put_method : "PUT", put_key, body,
+			   body_len, &resp);
 	/* Even a failed PUT may have been applied (its answer lost): what is
 	 * cached of the object is no longer known to be what DSS holds. */
 	drop_object(t, row, vars, path, dc);
@@ -606,9 +667,11 @@ static int save_locked(struct tree *t, const struct pt_row *row, const struct pt
 		const struct pt_row *obj = object_row(row);
 		struct sibling_ctx sc = {row, who, res, cache_ref_value(after), after};
 		struct buf dir = BUF_INIT;
-		if (obj) {
+		if (obj && obj->kind == PT_DIR) {
 			object_path(path, row, obj, &dir);
 			for_each_object_file(t, obj, dir.data, rebase_sibling, &sc);
+		} else if (obj) {
+			for_each_named_file(t, row, path, rebase_sibling, &sc);
 		}
 		buf_release(&dir);
 	}

@@ -84,6 +84,7 @@ void tree_drop_caches(struct tree *t)
 	if (t->prefetch)
 		prefetch_clear(t->prefetch);
 	cache_clear(t->cache);
+	forget_failures(t);
 }
 
 /* ---- children ----------------------------------------------------------- */
@@ -100,53 +101,61 @@ struct child {
  * fetched; then no partial result is reported as complete. */
 typedef int (*child_fn)(struct child *c, void *ctx);
 
-static int for_each_listed(struct tree *t, const struct node *dir, child_fn fn, void *ctx)
+/* The object children of a listed folder: each object of its listing
+ * under each object row (its <name>.md and <name>.json, its folder); only
+ * the one named `want` if not NULL (found through the listing's index). */
+static int for_each_listed(struct tree *t, const struct node *dir, const char *want, child_fn fn,
+			   void *ctx)
 {
-	const struct pt_row *kids[1];
+	const struct pt_row *kids[PT_MAX_CHILDREN];
+	size_t nk = pathtab_children(dir->row, kids, PT_MAX_CHILDREN);
+	const struct listing *l;
 	struct cache_ref *ref = NULL;
-	const char *var;
-	int ret;
+	int ret = listing_get(t, dir->row, &dir->vars, &ref, &l);
 
-	if (pathtab_children(dir->row, kids, 1) != 1 ||
-	    pathtab_leaf(kids[0], &var, NULL) != PT_SEG_VAR)
-		return -EIO;
-	ret = get_listing(t, dir->row->list, &dir->vars, &ref);
 	if (ret)
 		return ret;
-	const cJSON *list = ((struct resource *)cache_ref_value(ref))->json;
-	const cJSON *item;
-	if (!cJSON_IsArray(list) && !cJSON_IsObject(list)) {
-		log_error("%s: DSS's list is not an array", dir->path);
-		cache_ref_put(ref);
-		return -EIO;
-	}
-	cJSON_ArrayForEach(item, list)
-	{
-		const char *name = list_item_name(list, item, dir->row->list_key);
-		struct child c = {.row = kids[0], .name = BUF_INIT};
-
-		if (!name || !utf8_valid((const unsigned char *)name, strlen(name)) ||
-		    escape_name(name, &c.name)) {
-			log_warn("%s: skipping a listed object without a usable \"%s\" (not a "
-				 "valid name)",
-				 dir->path, dir->row->list_key);
+	for (size_t j = 0; !ret && j < (want ? 1 : listing_count(l)); j++) {
+		for (size_t i = 0; !ret && i < nk; i++) {
+			const char *var, *suffix;
+			const struct listing_entry *e = want ? NULL : listing_at(l, j);
+			if (pathtab_leaf(kids[i], &var, &suffix) != PT_SEG_VAR)
+				continue;
+			struct child c = {.row = kids[i], .vars = dir->vars, .name = BUF_INIT};
+			if (want) {
+				size_t wl = strlen(want), sl = strlen(suffix);
+				if (wl <= sl || strcmp(want + wl - sl, suffix))
+					continue;
+				buf_add(&c.name, want, wl - sl);
+				e = listing_find(l, c.name.data);
+				buf_reset(&c.name);
+			}
+			if (!e || (kids[i]->recurse && !e->nested) ||
+			    pt_vars_set(&c.vars, var, e->id))
+				continue;
+			buf_addf(&c.name, "%s%s", e->base, suffix);
+			ret = fn(&c, ctx);
 			buf_release(&c.name);
-			continue;
 		}
-		c.vars = dir->vars;
-		if (c.vars.n == PT_MAX_VARS) {
-			buf_release(&c.name);
-			continue;
-		}
-		c.vars.name[c.vars.n] = var;
-		c.vars.value[c.vars.n++] = name;
-		ret = fn(&c, ctx);
-		buf_release(&c.name);
-		if (ret)
-			break;
 	}
 	cache_ref_put(ref);
 	return ret;
+}
+
+/* Whether a child of row `row` could ever be called `name`. */
+static int row_may_be_named(const struct pt_row *row, const char *name)
+{
+	const char *text, *suffix;
+	enum pt_seg seg = pathtab_leaf(row, &text, &suffix);
+	size_t nl = strlen(name), pl = strlen(text), sl = strlen(suffix);
+
+	if (seg == PT_SEG_VAR)
+		return nl > sl && !strcmp(name + nl - sl, suffix);
+	if (seg == PT_SEG_LITERAL)
+		return !strcmp(name, text);
+	return seg == PT_SEG_DERIVED && nl > pl + sl && !strncmp(name, text, pl) &&
+	       !strcmp(name + nl - sl, suffix) &&
+	       pathtab_map_has(row->name_map, name + pl, nl - pl - sl);
 }
 
 /* Name of a fixed child row, or -ENOENT when the row is absent here. */
@@ -164,7 +173,7 @@ static int fixed_child_name(struct tree *t, const struct node *dir, const struct
 			return ret;
 		const char *v = json_get_string(((struct resource *)cache_ref_value(ref))->json,
 						row->cond_field);
-		if (row->cond_equals && (!v || strcmp(v, row->cond_equals)))
+		if (row->cond_equals && !pathtab_cond_holds(row->cond_equals, v))
 			ret = -ENOENT;
 		else if (seg == PT_SEG_DERIVED)
 			buf_addf(name, "%s%s%s", text, pathtab_map(row->name_map, v), suffix);
@@ -177,14 +186,37 @@ static int fixed_child_name(struct tree *t, const struct node *dir, const struct
 	return 0;
 }
 
-static int for_each_fixed(struct tree *t, const struct node *dir, child_fn fn, void *ctx)
+/* Whether an optional folder (pathtab.h) is there: absent only when DSS
+ * answers its listing with "not found".  Any other failure shows it, and
+ * entering it reports that error. */
+static int optional_present(struct tree *t, const struct node *dir, const struct pt_row *row)
+{
+	return !listing_absent(t, row->list, &dir->vars);
+}
+
+/* The children of dir that are not objects of its listing. */
+static int for_each_fixed(struct tree *t, const struct node *dir, const char *want, child_fn fn,
+			  void *ctx)
 {
 	const struct pt_row *kids[PT_MAX_CHILDREN];
 	size_t nk = pathtab_children(dir->row, kids, PT_MAX_CHILDREN);
 	int ret = 0;
 
+	if (dir->row->recurse)
+		return 0;
+
+	/* The optional folders' listings are needed at once: ask for them
+	 * together (the walk into them would fetch them next anyway). */
+	for (size_t i = 0; i < nk && !want; i++)
+		if (kids[i]->optional)
+			lookahead_child(t, kids[i], &dir->vars);
 	for (size_t i = 0; i < nk && !ret; i++) {
 		struct child c = {.row = kids[i], .vars = dir->vars, .name = BUF_INIT};
+		if ((want && !row_may_be_named(kids[i], want)) ||
+		    pathtab_leaf(kids[i], NULL, NULL) == PT_SEG_VAR)
+			continue;
+		if (kids[i]->optional && !optional_present(t, dir, kids[i]))
+			continue;
 		ret = fixed_child_name(t, dir, kids[i], &c.name);
 		if (ret == -ENOENT)
 			ret = 0;
@@ -195,11 +227,19 @@ static int for_each_fixed(struct tree *t, const struct node *dir, child_fn fn, v
 	return ret;
 }
 
-static int for_each_child(struct tree *t, const struct node *dir, child_fn fn, void *ctx)
+/* Calls fn for each child of dir, or only for the one named `want` (not
+ * NULL) if there is one. */
+static int for_each_child(struct tree *t, const struct node *dir, const char *want, child_fn fn,
+			  void *ctx)
 {
+	int ret;
+
 	if (dir->row->kind != PT_DIR)
 		return -ENOTDIR;
-	return dir->row->list ? for_each_listed(t, dir, fn, ctx) : for_each_fixed(t, dir, fn, ctx);
+	ret = for_each_fixed(t, dir, want, fn, ctx);
+	if (!ret && (dir->row->list || dir->row->recurse))
+		ret = for_each_listed(t, dir, want, fn, ctx);
+	return ret;
 }
 
 void child_path(const struct node *dir, const char *name, struct buf *out)
@@ -263,20 +303,9 @@ int name_possible(const struct node *dir, const char *name)
 	const struct pt_row *kids[PT_MAX_CHILDREN];
 	size_t nk = pathtab_children(dir->row, kids, PT_MAX_CHILDREN);
 
-	for (size_t i = 0; i < nk; i++) {
-		const char *text, *suffix;
-		enum pt_seg seg = pathtab_leaf(kids[i], &text, &suffix);
-		size_t nl = strlen(name), pl = strlen(text), sl = strlen(suffix);
-
-		if (seg == PT_SEG_VAR)
+	for (size_t i = 0; i < nk; i++)
+		if (row_may_be_named(kids[i], name))
 			return 1;
-		if (seg == PT_SEG_LITERAL && !strcmp(name, text))
-			return 1;
-		if (seg == PT_SEG_DERIVED && nl > pl + sl && !strncmp(name, text, pl) &&
-		    !strcmp(name + nl - sl, suffix) &&
-		    pathtab_map_has(kids[i]->name_map, name + pl, nl - pl - sl))
-			return 1;
-	}
 	return 0;
 }
 
@@ -326,7 +355,7 @@ static int lookup_in(struct tree *t, struct node *dir, const char *name, uint64_
 		*permanent = 1;
 		return -ENOENT;
 	}
-	ret = for_each_child(t, dir, lookup_cb, &lc);
+	ret = for_each_child(t, dir, name, lookup_cb, &lc);
 	if (ret < 0)
 		return ret;
 	if (!lc.err)
@@ -392,7 +421,7 @@ int find_api_child(struct tree *t, const struct node *dir, const char *name, str
 	memset(out, 0, sizeof(*out));
 	if (!name_possible(dir, name))
 		return -ENOENT;
-	ret = for_each_child(t, dir, find_cb, &fc);
+	ret = for_each_child(t, dir, name, find_cb, &fc);
 	if (ret < 0)
 		return ret;
 	return out->row ? 0 : -ENOENT;
@@ -428,10 +457,7 @@ static int list_cb(struct child *c, void *vctx)
 
 	if (c->row->hidden)
 		return 0;
-	/* Two objects cannot share a name, but a server might send both. */
-	for (size_t i = 2; i < lc->out->n; i++)
-		if (!strcmp(lc->out->ents[i].name, c->name.data))
-			return 0;
+	/* (The listing gave each object its own name.) */
 	lookahead_child(lc->t, c->row, &c->vars);
 	child_path(lc->dir, c->name.data, &path);
 	dir_add(lc, c->name.data, ino_for_path(lc->t, path.data),
@@ -473,7 +499,7 @@ int tree_readdir(struct tree *t, uint64_t ino, struct tree_dir *out)
 	}
 	dir_add(&lc, ".", ino, S_IFDIR);
 	dir_add(&lc, "..", ino, S_IFDIR); /* the kernel fills in the real parent */
-	ret = for_each_child(t, dir, list_cb, &lc);
+	ret = for_each_child(t, dir, NULL, list_cb, &lc);
 	if (ret < 0) {
 		tree_dir_release(out);
 		goto out;

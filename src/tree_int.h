@@ -40,9 +40,10 @@ struct resource {
 	 * \u0000 or a lone surrogate, a number a double cannot hold), or NULL.
 	 * Its files are shown read-only and never saved. */
 	const char *unfaithful;
-	pthread_mutex_t lock; /* guards the renderings */
+	pthread_mutex_t lock; /* guards the renderings and listings */
 	struct rendering *r;
-	struct tree *owner; /* a spooled stream's, for its disk accounting */
+	struct listing *listings; /* listing.c: the children it lists, per row */
+	struct tree *owner;	  /* a spooled stream's, for its disk accounting */
 };
 
 /* What an inode stands for: a path, its table row and variables.
@@ -90,6 +91,14 @@ int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
  * FAILURE_WINDOW_MS) fails again at once. */
 int get_listing(struct tree *t, const char *tmpl, const struct pt_vars *vars,
 		struct cache_ref **ref);
+/* Whether DSS answers this listing with "not found" (remembered for the
+ * cache's TTL: an object type this DSS version lacks). */
+int listing_absent(struct tree *t, const char *tmpl, const struct pt_vars *vars);
+/* fetch_resource for the listing of an optional folder (pathtab.h): a
+ * "not found" is remembered (listing_absent). */
+int fetch_optional(void *ctx, const char *key, void **value, size_t *cost);
+/* Forgets the remembered listing failures (with the caches: SIGHUP). */
+void forget_failures(struct tree *t);
 int get_row_resource(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
 		     struct cache_ref **ref);
 /* The bytes of a file row rendered from res (valid while res is held) and
@@ -125,10 +134,33 @@ uint64_t ino_if_held(struct tree *t, const char *path);
 void node_rekey(struct tree *t, const char *from, const char *to, const struct pt_row *row,
 		const struct pt_vars *vars);
 
-/* attr.c */
+/* listing.c: the children of a listed folder, made once per fetched
+ * listing and kept with it (immutable once made). */
+struct listing;
+struct listing_entry {
+	const char *base; /* its escaped name: its file names add the rows' suffixes */
+	const char *id;	  /* the child variable's value (list_key) */
+	int64_t mtime_ms; /* the item's versionTag.lastModifiedOn, or -1 */
+	int nested;	  /* it has sub-items (a recursive folder shows them) */
+};
+/* The listing shown by a folder of row `dir` (with `list`, or `recurse`)
+ * for vars; *ref holds it (cache_ref_put when done), *out is valid while
+ * it is held.  May fetch the documents that name its items (name_get). */
+int listing_get(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
+		struct cache_ref **ref, const struct listing **out);
+/* The same from a held listing resource. */
+int listing_in(struct tree *t, struct resource *res, const struct pt_row *dir,
+	       const struct pt_vars *vars, const struct listing **out);
+size_t listing_count(const struct listing *l);
+const struct listing_entry *listing_at(const struct listing *l, size_t i);
+const struct listing_entry *listing_find(const struct listing *l, const char *base);
+const struct listing_entry *listing_find_id(const struct listing *l, const char *id);
+void listings_free(struct listing *l);
 /* The name of an item of a DSS listing: the `key` field of an array item,
  * or the key of an object's member (listings keyed by name). */
 const char *list_item_name(const cJSON *list, const cJSON *item, const char *key);
+
+/* attr.c */
 /* Attributes of a file (fetches its document, to know its exact size) and
  * of an object folder. */
 int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
@@ -145,6 +177,9 @@ int64_t doc_version(const struct pt_row *row, const struct cache_ref *ref);
  * need no further listing (a dataset's files, a project's files and
  * lists).  Nothing when prefetch is off. */
 void lookahead_child(struct tree *t, const struct pt_row *row, const struct pt_vars *vars);
+/* Queues one resource for the prefetch threads (nothing if prefetch is
+ * off or it is cached). */
+void lookahead_key(struct tree *t, const char *tmpl, const struct pt_vars *vars);
 
 /* tree.c */
 int saves_allowed(struct tree *t, const struct pt_row *row);

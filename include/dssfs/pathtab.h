@@ -14,9 +14,11 @@
  * A pattern segment is a literal ("schema.json"), an object variable
  * ("{dataset}": any name listed by the parent), or a literal with a derived
  * part ("payload.{ext}"), whose value `name_map` computes from the field
- * `cond_field` of the document at `cond_get`.  `cond_equals`, when set, makes
- * the row exist only where that field has that value (a scenario's script.py
- * exists only for custom Python scenarios).
+ * `cond_field` of the document at `cond_get`.  An object variable may be
+ * followed by a literal suffix ("{notebook}.ipynb": the object's file is
+ * its name plus the suffix).  `cond_equals`, when set, makes the row exist
+ * only where that field has that value, or one of its '|'-separated values
+ * (a scenario's script.py exists only for custom Python scenarios).
  *
  * A save of a file that is a projection (`field` set) re-reads the whole
  * `get` document, replaces the field and sends the whole document back.
@@ -60,9 +62,27 @@ struct pt_map {
 struct pt_row {
 	const char *pattern;
 	enum pt_kind kind;
-	/* directories listing objects */
+	/* directories listing objects: `list` is the endpoint, `list_at` the
+	 * field of its document holding the items (NULL: the document itself),
+	 * `list_key` the field of an item that is the child variable's value
+	 * (its id), `name_key` the field naming its file (NULL: the id; an item
+	 * without a usable one is named by its id).  Items sharing a name are
+	 * each named "<name>~<id>". */
 	const char *list;
+	const char *list_at;
 	const char *list_key;
+	const char *name_key;
+	/* names from each item's own document instead: the field name_field
+	 * of name_get (with the item's id as the child variable) */
+	const char *name_get;
+	const char *name_field;
+	/* the field of an item holding its sub-items (a nested list: the wiki
+	 * taxonomy); a child folder row with `recurse` shows them */
+	const char *nest;
+	/* a folder (a child of a listed folder) whose children are its
+	 * parent's object rows, listing the sub-items (`nest`) of its object:
+	 * a tree of any depth */
+	int recurse;
 	/* files */
 	const char *get;
 	const char *put;
@@ -71,11 +91,19 @@ struct pt_row {
 	/* where the object's versionTag sits in the `get` document; NULL if
 	 * the document has none (the file then takes its directory's mtime) */
 	const char *version_at;
-	/* saving */
+	/* saving: `put_method` NULL means PUT; `put_wrap`, when set, sends
+	 * the document as the only member of an object under that key
+	 * ({"insight": ...}) */
+	const char *put_method;
+	const char *put_wrap;
 	const char *require;
 	/* reachable by name but not listed (e.g. streams whose size is only
 	 * known once fetched: listing them would fetch them) */
 	int hidden;
+	/* a listed folder that exists only where DSS serves its listing: a
+	 * 404 for it (a DSS version without this object type) hides the
+	 * folder instead of failing its parent's walk */
+	int optional;
 	/* derived name / conditional presence */
 	const char *cond_get;
 	const char *cond_field;
@@ -98,8 +126,9 @@ const struct pt_row *pathtab_root(void);
 const struct pt_row *pathtab_parent(const struct pt_row *row);
 
 /* Kind of the row's last segment.  For PT_SEG_LITERAL *text is the literal;
- * for PT_SEG_VAR the variable name; for PT_SEG_DERIVED the literal prefix
- * and *suffix the literal after the {derived} part ("" for other kinds).
+ * for PT_SEG_VAR the variable name and *suffix what follows it; for
+ * PT_SEG_DERIVED the literal prefix and *suffix the literal after the
+ * {derived} part ("" for literals).
  * The strings live as long as the process. */
 enum pt_seg pathtab_leaf(const struct pt_row *row, const char **text, const char **suffix);
 
@@ -121,6 +150,15 @@ int pathtab_map_has(const struct pt_map *map, const char *value, size_t len);
  * -EINVAL if a variable is not in vars or is empty, or a '{' is not
  * closed. */
 int pathtab_expand(const char *tmpl, const struct pt_vars *vars, struct buf *out);
+
+/* Whether `value` satisfies a cond_equals: equal to it or to one of its
+ * '|'-separated alternatives. */
+int pathtab_cond_holds(const char *cond_equals, const char *value);
+
+/* Sets variable `name` to value (replacing it if set: a nested folder
+ * rebinds its variable).  Returns 0, or -E2BIG when vars is full.  The
+ * strings are borrowed. */
+int pt_vars_set(struct pt_vars *vars, const char *name, const char *value);
 
 /* Returns the value of variable `name`, or NULL. */
 const char *pt_vars_get(const struct pt_vars *vars, const char *name);

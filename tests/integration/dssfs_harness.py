@@ -11,6 +11,7 @@ Python standard library only; imported by conftest.py and by the test modules.
 from __future__ import annotations
 
 import base64
+import collections
 import errno
 import hashlib
 import http.client
@@ -685,7 +686,168 @@ def expected_tree(emu: Emulator, key: str | None = None) -> ExpectedTree:
             le = api_path("projects", K, "scenarios", S, "get-last-runs")
             add_file(sd + "/last-runs.json", "json", get(le), sm, le, writable=False)
             t.dirs[sd] = (entries, sm)
+        _expect_more_types(t, get, K, pd, pm, add_file)
     return t
+
+
+# The object types added with the whole project (issue 8), as the API serves them
+# (dss-rest-api-more.md).  Each: the folder, its list endpoint under projects/<K>/, where
+# the items are in the list's document, the item's id and name fields, and either `doc`
+# (one file <name><suffix> per object: its endpoint and whether it is saved) or `files`
+# (a folder per object: file name, endpoint, field, kind, writable, condition on the
+# object's document (field, accepted values)).  Ids fill "{id}"; "{up}" is the enclosing
+# object's id.
+_WEBAPP = "webapps/{id}"
+MORE_TYPES = (
+    dict(folder="managed_folders", list="managedfolders/", id="id", name="name",
+         files=(("settings.json", "managedfolders/{id}", None, "json", True, None),)),
+    dict(folder="notebooks", list="jupyter-notebooks/", id="name", name=None,
+         suffix=".ipynb", doc=("jupyter-notebooks/{id}", True)),
+    dict(folder="sql_notebooks", list="sql-notebooks/", id="id", name="name",
+         files=(("settings.json", "sql-notebooks/{id}", None, "json", True, None),
+                ("history.json", "sql-notebooks/{id}/history", None, "json", False, None))),
+    dict(folder="webapps", list="webapps/", id="id", name="name",
+         files=(("settings.json", _WEBAPP, None, "json", True, None),
+                ("body.html", _WEBAPP, "html", "text", True, ("type", {"STANDARD"})),
+                ("app.js", _WEBAPP, "js", "text", True, ("type", {"STANDARD"})),
+                ("style.css", _WEBAPP, "css", "text", True, ("type", {"STANDARD"})),
+                ("backend.py", _WEBAPP, "python", "text", True,
+                 ("type", {"STANDARD", "BOKEH", "DASH"})),
+                ("ui.R", _WEBAPP, "ui", "text", True, ("type", {"SHINY"})),
+                ("server.R", _WEBAPP, "server", "text", True, ("type", {"SHINY"})))),
+    dict(folder="dashboards", list="dashboards/", id="id", name="name", suffix=".json",
+         doc=("dashboards/{id}/", True)),
+    dict(folder="insights", list="insights/", id="id", name="name", suffix=".json",
+         doc=("insights/{id}/", True)),
+    dict(folder="zones", list="flow/zones", id="id", name="name", suffix=".json",
+         doc=("flow/zones/{id}", True)),
+    dict(folder="saved_models", list="savedmodels/", id="id", name="name",
+         files=(("settings.json", "savedmodels/{id}", None, "json", True, None),
+                ("versions.json", "savedmodels/{id}/versions", None, "json", False, None))),
+    dict(folder="model_evaluation_stores", list="evaluationstores/", id="id", name="name",
+         files=(("settings.json", "evaluationstores/{id}", None, "json", True, None),
+                ("evaluations.json", "evaluationstores/{id}/evaluations/", None, "json",
+                 False, None))),
+    dict(folder="analyses", list="lab/", id="analysisId", name="name",
+         files=(("settings.json", "lab/{id}/", None, "json", True, None),),
+         sub=dict(folder="ml_tasks", list="lab/{id}/models/", at="mlTasks", id="mlTaskId",
+                  name=None,
+                  files=(("settings.json", "models/lab/{up}/{id}/settings", None, "json",
+                          True, None),))),
+    dict(folder="api_services", list="apiservices/", id="id", name=None,
+         files=(("settings.json", "apiservices/{id}/settings", None, "json", True, None),)),
+    dict(folder="model_comparisons", list="evaluationcomparisons/", id="id", name="displayName",
+         suffix=".json", doc=("evaluationcomparisons/{id}", True)),
+    dict(folder="code_studios", list="code-studios/", id="id", name="name", suffix=".json",
+         doc=("code-studios/{id}", False)),
+    dict(folder="knowledge_banks", list="knowledge-banks", id="id", name="name",
+         suffix=".json", doc=("knowledge-banks/{id}", True)),
+    dict(folder="agent_tools", list="agents/tools", at="tools", id="id", name="name",
+         suffix=".json", doc=("agents/tools/{id}", True)),
+)
+
+
+def listed_names(items, id_key, name_key):
+    """(item, file name without suffix) as dssfs names the objects of a listing: by name
+    (its id if it has none); objects sharing a name are each "<name>~<id>"."""
+    def name_of(it):
+        n = it.get(name_key) if name_key else None
+        return n if isinstance(n, str) and n else it[id_key]
+    counts = collections.Counter(name_of(it) for it in items)
+    return [(it, escape_name(name_of(it) + ("~" + it[id_key] if counts[name_of(it)] > 1
+                                            else ""))) for it in items]
+
+
+def _expect_more_types(t, get, K, pd, pm, add_file, key=None):
+    t.dirs[pd][0].add("tags.json")
+    ep = api_path("projects", K, "tags")
+    add_file(pd + "/tags.json", "json", get(ep), pm, ep)
+
+    def ep_of(tmpl, **ids):
+        segs = ["projects", K] + [seg.format(**ids) for seg in tmpl.rstrip("/").split("/")]
+        return api_path(*segs, trailing_slash=tmpl.endswith("/"))
+
+    def walk(ty, folder_rel, folder_ms, up=None):
+        lep = ep_of(ty["list"], id=up or "")
+        t.resources.add(lep)     # dssfs asks even where it finds no such type
+        try:
+            listed = get(lep)
+        except ApiError as e:
+            if "HTTP 404" in str(e):
+                return False     # an object type this DSS lacks: no folder
+            raise
+        if ty.get("at"):
+            listed = listed[ty["at"]]
+        names = listed_names(listed, ty["id"], ty.get("name"))
+        entries = set()
+        for it, base in names:
+            oid = it[ty["id"]]
+            om = _ms(it, folder_ms)
+            if "doc" in ty:
+                fname = base + ty["suffix"]
+                entries.add(fname)
+                e = ep_of(ty["doc"][0], id=oid, up=up or "")
+                doc = get(e)
+                add_file(folder_rel + "/" + fname, "json", doc, _ms(doc, om), e,
+                         writable=ty["doc"][1])
+                continue
+            entries.add(base)
+            od = folder_rel + "/" + base
+            files = set()
+            docs = {}
+            for fname, tmpl, field, kind, writable, cond in ty["files"]:
+                e = ep_of(tmpl, id=oid, up=up or "")
+                if e not in docs:
+                    docs[e] = get(e)
+                doc = docs[e]
+                if cond and doc.get(cond[0]) not in cond[1]:
+                    continue
+                files.add(fname)
+                value = doc.get("params", {}).get(field) if field else doc
+                if kind == "text" and value is None:
+                    value = ""
+                add_file(od + "/" + fname, kind, value, _ms(doc, om), e, writable=writable)
+            if ty.get("sub") and walk(ty["sub"], od + "/" + ty["sub"]["folder"], om, oid):
+                files.add(ty["sub"]["folder"])
+            t.dirs[od] = (files, om)
+        t.dirs[folder_rel] = (entries, folder_ms)
+        return True
+
+    for ty in MORE_TYPES:
+        if walk(ty, pd + "/" + ty["folder"], pm):
+            t.dirs[pd][0].add(ty["folder"])
+    _expect_wiki(t, get, K, pd, pm, add_file)
+
+
+def _expect_wiki(t, get, K, pd, pm, add_file):
+    """wiki/wiki.json, and each article as <name>.md + <name>.json, its children in
+    <name>/ as the taxonomy nests them; names from each article's own document."""
+    ep = api_path("projects", K, "wiki", trailing_slash=True)
+    wiki = get(ep)
+    t.dirs[pd][0].add("wiki")
+    add_file(pd + "/wiki/wiki.json", "json", wiki, pm, ep)
+
+    def level(items, rel):
+        docs = []
+        for it in items:
+            e = api_path("projects", K, "wiki", it["id"])
+            docs.append((it, get(e), e))
+        named = listed_names([{"id": it["id"], "name": doc["article"].get("name")}
+                              for it, doc, _ in docs], "id", "name")
+        entries = {"wiki.json"} if rel == pd + "/wiki" else set()
+        for (it, doc, e), (_, base) in zip(docs, named):
+            am = _ms(doc["article"], pm)
+            payload = doc.get("payload")
+            add_file(rel + "/" + base + ".md", "text", payload if payload is not None else "",
+                     am, e)
+            add_file(rel + "/" + base + ".json", "json", doc["article"], am, e)
+            entries |= {base + ".md", base + ".json"}
+            if it.get("children"):
+                entries.add(base)
+                level(it["children"], rel + "/" + base)
+        t.dirs[rel] = (entries, pm)
+
+    level(wiki.get("taxonomy") or [], pd + "/wiki")
 
 
 def read_bytes(path: str) -> bytes:

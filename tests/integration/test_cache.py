@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dssfs_harness import api_path, expected_tree, read_bytes
+from dssfs_harness import MORE_TYPES, api_path, expected_tree, read_bytes
 
 API = "GET /public/api/"
 SCHEMA = ("SALES", "datasets", "orders", "schema.json")
@@ -225,14 +225,18 @@ def test_root_listing_after_mount_costs_nothing(mounted):
     assert emu.request_count() == 0, emu.log_lines()
 
 
-def test_ls_l_of_a_project_fetches_its_four_documents(mounted):
+def test_ls_l_of_a_project_fetches_its_documents_and_the_lists_of_its_types(mounted):
+    """Its five documents, and the list of each object type a DSS may lack (a folder is
+    shown only where DSS serves its list): one GET each."""
     emu, m = mounted
     emu.reset_stats()
     r = subprocess.run(["ls", "-l", m.path("SALES")], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
+    lists = ["projects/SALES/" + ty["list"] for ty in MORE_TYPES]
     assert sorted(gets(emu)) == sorted(["projects/SALES/metadata", "projects/SALES/settings",
                                         "projects/SALES/permissions",
-                                        "projects/SALES/variables/"])
+                                        "projects/SALES/variables/",
+                                        "projects/SALES/tags"] + lists)
 
 
 def test_names_that_cannot_exist_cost_no_request(mounted):

@@ -60,8 +60,8 @@ static int leaf_spelled(const struct pt_row *r, enum pt_seg seg, const char *tex
 	if (seg == PT_SEG_LITERAL)
 		return !strcmp(leaf, text) && !strchr(leaf, '{');
 	if (seg == PT_SEG_VAR)
-		return leaf[0] == '{' && !strncmp(leaf + 1, text, tl) &&
-		       !strcmp(leaf + 1 + tl, "}");
+		return leaf[0] == '{' && !strncmp(leaf + 1, text, tl) && leaf[1 + tl] == '}' &&
+		       !strcmp(leaf + 2 + tl, suffix) && !strchr(suffix, '{');
 	const char *close = strchr(leaf, '}');
 	return !strncmp(leaf, text, tl) && leaf[tl] == '{' && close && close > leaf + tl + 1 &&
 	       !strcmp(close + 1, suffix);
@@ -94,7 +94,10 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 	if (r->kind == PT_FILE) {
 		CHECK_ROW(r, r->get != NULL);
 		CHECK_ROW(r, nk == 0);
-		CHECK_ROW(r, seg != PT_SEG_VAR);
+		/* A file named by an object: <name><suffix> in a listed folder */
+		CHECK_ROW(r, seg != PT_SEG_VAR || (pathtab_parent(r)->list && *suffix));
+		CHECK_ROW(r, !r->put_wrap || r->put);
+		CHECK_ROW(r, !r->put_method || r->put);
 		CHECK_ROW(r, !r->list);
 		CHECK_ROW(r, r->get && template_bound(r->get, &b));
 		CHECK_ROW(r, !r->put || template_bound(r->put, &b));
@@ -108,12 +111,44 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 				break;
 		}
 	} else if (r->list) {
-		/* A listing directory has exactly one child row: the object. */
-		CHECK_ROW(r, nk == 1);
-		CHECK_ROW(r, nk >= 1 && pathtab_leaf(kids[0], NULL, NULL) == PT_SEG_VAR);
+		/* A listing directory's object rows (<name>.md, <name>.json,
+		 * <name>/) share one variable, each with its own suffix; its
+		 * other rows are fixed files. */
+		const char *var = NULL, *v, *sfx;
+		size_t nvar = 0;
+		for (size_t k = 0; k < nk; k++) {
+			if (pathtab_leaf(kids[k], &v, &sfx) != PT_SEG_VAR) {
+				CHECK_ROW(kids[k], kids[k]->kind == PT_FILE);
+				continue;
+			}
+			CHECK_ROW(kids[k], !var || !strcmp(var, v));
+			for (size_t q = 0; q < k; q++) {
+				const char *s2;
+				if (pathtab_leaf(kids[q], NULL, &s2) == PT_SEG_VAR)
+					CHECK_ROW(kids[k], strcmp(s2, sfx));
+			}
+			var = v;
+			nvar++;
+		}
+		CHECK_ROW(r, nvar >= 1);
 		CHECK_ROW(r, r->list_key != NULL);
 		CHECK_ROW(r, template_bound(r->list, &b));
+		CHECK_ROW(r, !r->name_get || (r->name_field && r->name_key == NULL));
+		CHECK_ROW(r, !r->recurse);
+	} else if (r->recurse) {
+		/* A folder of any depth: it holds its parent's object rows,
+		 * itself among them; the walk does not go round again. */
+		const struct pt_row *up = pathtab_parent(r);
+		CHECK_ROW(r, up && up->list && up->nest);
+		CHECK_ROW(r, seg == PT_SEG_VAR && !*suffix);
+		for (size_t k = 0; k < nk; k++)
+			CHECK_ROW(kids[k], pathtab_parent(kids[k]) == up &&
+					       pathtab_leaf(kids[k], NULL, NULL) == PT_SEG_VAR);
+		return;
 	} else {
+		CHECK_ROW(r, !r->list_at && !r->name_key && !r->optional);
+		/* an object folder is its name, nothing more */
+		CHECK_ROW(r, seg != PT_SEG_VAR || !*suffix);
 		CHECK_ROW(r, nk > 0);
 		for (size_t k = 0; k < nk; k++)
 			CHECK_ROW(kids[k], pathtab_leaf(kids[k], NULL, NULL) != PT_SEG_VAR);
