@@ -910,7 +910,7 @@ class FolderStore:
                 rel = os.path.relpath(fp, root).replace(os.sep, "/")
                 items.append({"path": "/" + rel, "size": st.st_size,
                               "lastModified": st.st_mtime_ns // 1_000_000})
-        return items
+        return sorted(items, key=lambda i: i["path"])
 
     @staticmethod
     def install(tmp, root, rel, now):
