@@ -17,19 +17,23 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import binascii
 import email.utils
 import hashlib
 import io
 import json
+import mimetypes
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -206,6 +210,144 @@ def read_text_file(path):
 # The instance model
 # ---------------------------------------------------------------------------------------
 
+def _name_of(o):
+    return o.get("name") or o["id"]
+
+
+def _summary(o, *keys):
+    """{id, projectKey, name} + ``keys`` of ``o`` that it has."""
+    out = {"id": o["id"], "projectKey": o["projectKey"], "name": _name_of(o)}
+    for k in keys:
+        if k in o:
+            out[k] = o[k]
+    return out
+
+
+def _dashboard_item(o):
+    pages = o.get("pages") if isinstance(o.get("pages"), list) else []
+    tiles = sum(len(((pg.get("grid") or {}).get("tiles") or []))
+                for pg in pages if isinstance(pg, dict))
+    out = _summary(o, "owner", "listed")
+    out.update({"numPages": len(pages), "numTiles": tiles, "tags": o.get("tags", [])})
+    return out
+
+
+def _comparison_item(o):
+    out = _summary(o)
+    out["name"] = o.get("displayName") or o["id"]
+    view = comparison_view(o)
+    for k in ("displayName", "modelTaskType", "predictionType"):
+        if k in view:
+            out[k] = view[k]
+    return out
+
+
+def _api_service_item(o):
+    out = _summary(o)
+    method = o.get("authMethod")
+    if method is None:
+        method = "PUBLIC" if o.get("publicAccess") else "API_KEYS"
+    out["authMethod"] = method
+    out["endpoints"] = [{"id": e.get("id"), "type": e.get("type")}
+                        for e in o.get("endpoints") or [] if isinstance(e, dict)]
+    return out
+
+
+class Kind:
+    """A type stored as ``<folder>/<id>.json`` (the REST object minus its identity)."""
+
+    def __init__(self, folder, label, tagged, tag_seed, item, put_answer="msg"):
+        self.folder = folder          # folder of the project directory (and of the export)
+        self.label = label            # in "<label> does not exist: K.id"
+        self.tagged = tagged          # has versionTag / creationTag (made up if missing)
+        self.tag_seed = tag_seed      # seed of made-up tags
+        self.item = item              # REST object -> listing item
+        self.put_answer = put_answer  # "msg" ({msg}) or "object" (the saved object)
+
+
+OBJECT_KINDS = {
+    "dashboards": Kind("dashboards", "dashboard", True, "dashboard", _dashboard_item, "object"),
+    "insights": Kind("insights", "insight", True, "insight",
+                     lambda o: dict(_summary(o, "type", "listed", "owner"),
+                                    tags=o.get("tags", [])), "object"),
+    "zones": Kind("zones", "flow zone", False, "zone", lambda o: o),
+    "saved_models": Kind("saved_models", "saved model", True, "savedmodel",
+                         lambda o: _summary(o, "type", "savedModelType", "contentType")),
+    "evaluation_stores": Kind("model_evaluation_stores", "model evaluation store", True,
+                              "mes", lambda o: _summary(o, "mesFlavor")),
+    "worksheets": Kind("statistics_worksheets", "statistics worksheet", True, "worksheet",
+                       lambda o: _summary(o, "dataSpec"), "object"),
+    "comparisons": Kind("model_comparisons", "model comparison", True, "comparison",
+                        _comparison_item),
+    "api_services": Kind("lambda_services", "API service", True, "apiservice",
+                         _api_service_item),
+    "code_studios": Kind("code_studios", "code studio", True, "codestudio",
+                         lambda o: _summary(o, "owner", "templateId", "desc")),
+    "knowledge_banks": Kind("knowledge_banks", "knowledge bank", True, "knowledgebank",
+                            lambda o: dict(_summary(o), tags=o.get("tags", [])), "object"),
+    "agent_tools": Kind("agent_tools", "agent tool", True, "agenttool",
+                        lambda o: dict(_summary(o, "type"), tags=o.get("tags", []))),
+    "managed_folders": Kind("managed_folders", "managed folder", True, "managedfolder",
+                            lambda o: o),
+    "webapps": Kind("web_apps", "webapp", True, "webapp",
+                    lambda o: dict(_summary(o, "type"), tags=o.get("tags", [])), "object"),
+}
+
+# Code files of a webapp, kept in the side folder web_apps/<id>/ and served in "params".
+WEBAPP_FILES = (("body.html", "html"), ("app.js", "js"), ("style.css", "css"),
+                ("backend.py", "python"), ("ui.R", "ui"), ("server.R", "server"))
+
+# Payload file extensions of code recipes, by recipe type (first = the one written);
+# any other type (visual: shaker, join, split, ...; plugin: CustomCode_<x>) uses the type.
+CODE_RECIPE_EXTS = {
+    "python": ("py",), "pyspark": ("py",), "r": ("r", "R"), "sparkr": ("r", "R"),
+    "sql_query": ("sql",), "sql_script": ("sql",), "hive": ("sql",), "impala": ("sql",),
+    "spark_sql_query": ("sql",), "shell": ("sh",), "spark_scala": ("scala",),
+    "julia": ("jl",),
+}
+
+DEFAULT_ZONE = {"name": "Default", "color": "#D1D8DA", "items": [], "shared": [],
+                "tags": [], "customFields": {}, "checklists": {"checklists": []}}
+
+
+def recipe_payload_exts(rtype):
+    if not isinstance(rtype, str) or not rtype:
+        return ()
+    return CODE_RECIPE_EXTS.get(rtype, (rtype,))
+
+
+def comparison_view(o):
+    """A model comparison as the 14.x client reads it: ``smartId`` also as ``refId``,
+    ``predictionType`` also as ``modelTaskType`` (stored files have the older names)."""
+    out = dict(o)
+    if "modelTaskType" not in out and "predictionType" in out:
+        out["modelTaskType"] = out["predictionType"]
+    models = out.get("comparedModels")
+    if isinstance(models, list):
+        out["comparedModels"] = [
+            dict(m, refId=m["smartId"]) if isinstance(m, dict) and "smartId" in m
+            and "refId" not in m else m for m in models]
+    return out
+
+
+def comparison_unview(body):
+    """Inverse of comparison_view for a saved body: an alias equal to the stored name
+    is dropped, a changed one is written under the stored name."""
+    out = dict(body)
+    if "modelTaskType" in out and "predictionType" in out:
+        out["predictionType"] = out.pop("modelTaskType")
+    models = out.get("comparedModels")
+    if isinstance(models, list):
+        fixed = []
+        for m in models:
+            if isinstance(m, dict) and "refId" in m and "smartId" in m:
+                m = dict(m)
+                m["smartId"] = m.pop("refId")
+            fixed.append(m)
+        out["comparedModels"] = fixed
+    return out
+
+
 class Project:
     """One project, as REST serves it. Objects are kept as the dicts GET returns."""
 
@@ -225,8 +367,20 @@ class Project:
         self.wiki = None            # wiki settings {projectKey, homeArticleId, taxonomy}
         self.articles = {}          # article id -> article (without payload)
         self.article_payloads = {}  # article id -> markdown
-        self.saved_models = {}      # id -> settings
-        self.managed_folders = {}   # id -> settings
+        # Types stored one <id>.json per object (OBJECT_KINDS): kind -> {id: REST object}
+        self.objects = {kind: {} for kind in OBJECT_KINDS}
+        self.saved_models = self.objects["saved_models"]
+        self.managed_folders = self.objects["managed_folders"]
+        self.sql_notebooks = {}     # id -> content (params.json + identity)
+        self.sql_histories = {}     # id -> {cellId: [run]} (queries.json "queries")
+        self.jupyter = {}           # notebook name -> nbformat JSON
+        self.analyses = {}          # analysis id -> core params (+ identity)
+        self.ml_tasks = {}          # analysis id -> {ML task id: settings}
+        self.library = {}           # library file path "a/b.py" -> [bytes, lastModified ms]
+        self.library_dirs = {}      # library folder path "a" -> lastModified ms
+        self.folder_seeds = {}      # managed folder id -> folder of demo files to load
+        # The default zone exists even when the folder has no zones/default.json.
+        self.add_object("zones", "default", json.loads(json.dumps(DEFAULT_ZONE)))
 
     @property
     def owner(self):
@@ -307,14 +461,17 @@ class Project:
         self.articles[aid] = with_identity(ident, body, self._tags("article", aid, body))
         self.article_payloads[aid] = payload
 
+    def add_object(self, kind, oid, body):
+        """An object of an OBJECT_KINDS type, from its stored file (identity added)."""
+        tags = self._tags(OBJECT_KINDS[kind].tag_seed, oid, body) \
+            if OBJECT_KINDS[kind].tagged else None
+        self.objects[kind][oid] = with_identity({"projectKey": self.key, "id": oid}, body, tags)
+
     def add_saved_model(self, mid, body):
-        ident = {"projectKey": self.key, "id": mid}
-        self.saved_models[mid] = with_identity(ident, body, self._tags("savedmodel", mid, body))
+        self.add_object("saved_models", mid, body)
 
     def add_managed_folder(self, fid, body):
-        ident = {"projectKey": self.key, "id": fid}
-        self.managed_folders[fid] = with_identity(ident, body,
-                                                  self._tags("managedfolder", fid, body))
+        self.add_object("managed_folders", fid, body)
 
 
 def _json_files(folder):
@@ -328,16 +485,81 @@ def _json_files(folder):
     return out
 
 
-def _payload_file(folder, stem):
-    """The payload file of recipe ``stem``: ``<stem>.<ext>``, ext any but json."""
-    best = None
-    for fn in sorted(os.listdir(folder)):
-        if not fn.startswith(stem + ".") or fn == stem + ".json":
+def _payload_file(folder, stem, rtype):
+    """(ext, path) of the payload of recipe ``stem`` of type ``rtype``, or None.
+
+    Chosen by the recipe's type (a recipe folder may hold a stale ``<stem>.join`` beside
+    the ``<stem>.sql`` of a sql_query recipe); other ``<stem>.*`` files are ignored."""
+    for ext in recipe_payload_exts(rtype):
+        fp = os.path.join(folder, "%s.%s" % (stem, ext))
+        if os.path.isfile(fp):
+            return ext, fp
+    return None
+
+
+def _made_up_ms(*seed):
+    """A deterministic epoch-ms date in 2020-04..2024-12 (library and folder files)."""
+    return made_up_tags("", *seed)[0]["lastModifiedOn"]
+
+
+def _load_library(p, lib):
+    """lib/ (any files, any depth, binary included) into p.library / p.library_dirs."""
+    for dirpath, dirnames, filenames in os.walk(lib):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, lib).replace(os.sep, "/")
+        if rel_dir != ".":
+            p.library_dirs[rel_dir] = _made_up_ms(p.key, "lib", rel_dir)
+        for fn in sorted(filenames):
+            rel = fn if rel_dir == "." else rel_dir + "/" + fn
+            with open(os.path.join(dirpath, fn), "rb") as f:
+                p.library[rel] = [f.read(), _made_up_ms(p.key, "lib", rel)]
+
+
+def _load_webapp(p, wid, fp, side):
+    body = read_json_file(fp)
+    if os.path.isdir(side):
+        params = dict(body.get("params") or {})
+        for fn, key in WEBAPP_FILES:
+            code = os.path.join(side, fn)
+            if os.path.isfile(code):
+                params[key] = read_text_file(code)
+        body["params"] = params
+    p.add_object("webapps", wid, body)
+
+
+def _load_sql_notebooks(p, folder):
+    if not os.path.isdir(folder):
+        return
+    for nid in sorted(os.listdir(folder)):
+        params = os.path.join(folder, nid, "params.json")
+        if not os.path.isfile(params):
             continue
-        ext = fn[len(stem) + 1:]
-        if ext and "." not in ext and os.path.isfile(os.path.join(folder, fn)):
-            best = best or (ext, os.path.join(folder, fn))
-    return best
+        body = read_json_file(params)
+        p.sql_notebooks[nid] = with_identity({"projectKey": p.key, "id": nid}, body,
+                                             p._tags("sqlnotebook", nid, body))
+        queries = os.path.join(folder, nid, "queries.json")
+        history = read_json_file(queries).get("queries", {}) if os.path.isfile(queries) else {}
+        p.sql_histories[nid] = history if isinstance(history, dict) else {}
+
+
+def _load_analyses(p, folder):
+    if not os.path.isdir(folder):
+        return
+    for aid in sorted(os.listdir(folder)):
+        core = os.path.join(folder, aid, "core_params.json")
+        if not os.path.isfile(core):
+            continue
+        body = read_json_file(core)
+        p.analyses[aid] = with_identity({"projectKey": p.key, "id": aid}, body,
+                                        p._tags("analysis", aid, body))
+        tasks = p.ml_tasks[aid] = {}
+        mldir = os.path.join(folder, aid, "ml")
+        for mid in sorted(os.listdir(mldir)) if os.path.isdir(mldir) else ():
+            params = os.path.join(mldir, mid, "params.json")
+            if os.path.isfile(params):
+                tasks[mid] = with_identity(
+                    {"projectKey": p.key, "analysisId": aid, "id": mid},
+                    read_json_file(params))
 
 
 def load_project_dir(path, key):
@@ -358,9 +580,10 @@ def load_project_dir(path, key):
 
     rdir = os.path.join(path, "recipes")
     for name, fp in _json_files(rdir):
-        found = _payload_file(rdir, name)
+        body = read_json_file(fp)
+        found = _payload_file(rdir, name, body.get("type"))
         ext, payload = (found[0], read_text_file(found[1])) if found else (None, "")
-        p.add_recipe(name, read_json_file(fp), payload, ext)
+        p.add_recipe(name, body, payload, ext)
 
     sdir = os.path.join(path, "scenarios")
     for sid, fp in _json_files(sdir):
@@ -379,10 +602,27 @@ def load_project_dir(path, key):
     if p.articles and p.wiki is None:
         p.wiki = {"projectKey": key, "taxonomy": [{"id": a, "children": []} for a in p.articles]}
 
-    for mid, fp in _json_files(os.path.join(path, "saved_models")):
-        p.add_saved_model(mid, read_json_file(fp))
-    for fid, fp in _json_files(os.path.join(path, "managed_folders")):
-        p.add_managed_folder(fid, read_json_file(fp))
+    for kind, spec in OBJECT_KINDS.items():
+        folder = os.path.join(path, spec.folder)
+        for oid, fp in _json_files(folder):
+            if kind == "webapps":
+                _load_webapp(p, oid, fp, os.path.join(folder, oid))
+            else:
+                p.add_object(kind, oid, read_json_file(fp))
+            seed = os.path.join(folder, oid + ".files")
+            if kind == "managed_folders" and os.path.isdir(seed):
+                p.folder_seeds[oid] = seed
+
+    _load_sql_notebooks(p, os.path.join(path, "notebooks", "sql"))
+    nbdir = os.path.join(path, "ipython_notebooks")
+    if os.path.isdir(nbdir):
+        for fn in sorted(os.listdir(nbdir)):
+            if fn.endswith(".ipynb") and os.path.isfile(os.path.join(nbdir, fn)):
+                p.jupyter[fn[:-6]] = read_json_file(os.path.join(nbdir, fn))
+    _load_analyses(p, os.path.join(path, "analysis"))
+    lib = os.path.join(path, "lib")
+    if os.path.isdir(lib):
+        _load_library(p, lib)
     return p
 
 
@@ -400,6 +640,305 @@ def load_fixture(path):
             projects.append(load_project_dir(sub, name))
     return projects
 
+
+
+# ---------------------------------------------------------------------------------------
+# Files: library paths, managed-folder contents on disk, streamed bodies
+# ---------------------------------------------------------------------------------------
+
+CHUNK = 64 * 1024  # streaming unit of managed-folder uploads and downloads
+
+
+def _clean_path(path, what, allow_root=False):
+    """A "/"-separated relative path (leading, doubled and trailing "/" ignored)."""
+    parts = [s for s in path.split("/") if s]
+    if any(s in (".", "..") or "\0" in s for s in parts):
+        raise bad_request("Invalid %s path: %s" % (what, path))
+    if not parts and not allow_root:
+        raise bad_request("Empty %s path" % what)
+    return "/".join(parts)
+
+
+def lib_path(path, allow_root=False):
+    return _clean_path(path, "library", allow_root)
+
+
+def folder_path(path):
+    return _clean_path(path, "managed folder")
+
+
+def library_mime(path, data):
+    guess = mimetypes.guess_type(path)[0]
+    if guess:
+        return guess
+    try:
+        data.decode("utf-8")
+        return "text/plain"
+    except UnicodeDecodeError:
+        return "application/octet-stream"
+
+
+class StreamResponse:
+    """A success answer streamed from an open file (managed-folder download).
+
+    Slicing (``data[:n]``) and ``+ bytes`` work as on bytes, for the fault kinds."""
+
+    def __init__(self, f, size, content_type, limit=None, tail=b""):
+        self.f = f
+        self.size = size
+        self.content_type = content_type
+        self.limit = size if limit is None else min(limit, size)
+        self.tail = tail
+
+    def __len__(self):
+        return self.limit + len(self.tail)
+
+    def __getitem__(self, s):
+        assert isinstance(s, slice) and not s.start and s.step is None
+        return StreamResponse(self.f, self.size, self.content_type, s.stop, b"")
+
+    def __add__(self, extra):
+        return StreamResponse(self.f, self.size, self.content_type, self.limit,
+                              self.tail + extra)
+
+    def write_to(self, out, drip=None):
+        try:
+            left = self.limit
+            step = drip[0] if drip else CHUNK
+            while left > 0:
+                chunk = self.f.read(min(step, left))
+                if not chunk:
+                    break
+                if drip:
+                    time.sleep(drip[1])
+                out.write(chunk)
+                left -= len(chunk)
+            if self.tail:
+                out.write(self.tail)
+        finally:
+            self.close()
+
+    def close(self):
+        self.f.close()
+
+
+class BodyReader:
+    """A request body read on demand (Content-Length or chunked), never held whole."""
+
+    def __init__(self, h):
+        self.h = h
+        self.rfile = h.rfile
+        self.chunked = "chunked" in (h.headers.get("Transfer-Encoding") or "").lower()
+        self.left = 0
+        self.done = False
+        if not self.chunked:
+            length = h.headers.get("Content-Length") or "0"
+            try:
+                self.left = int(length)
+            except ValueError:
+                raise ValueError("Bad Content-Length: %s" % length)
+            if self.left < 0:
+                raise ValueError("Bad Content-Length: %s" % length)
+            self.done = self.left == 0
+
+    def read(self, n=CHUNK):
+        """Up to n bytes; b"" at the end."""
+        if self.done:
+            return b""
+        if self.chunked and self.left == 0:
+            line = self.rfile.readline(65537)
+            try:
+                self.left = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise bad_request("Bad chunked encoding")
+            if self.left == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass
+                self.done = True
+                return b""
+        data = self.rfile.read(min(n, self.left))
+        if not data:
+            raise bad_request("Request body ended early")
+        self.left -= len(data)
+        if self.left == 0:
+            if self.chunked:
+                self.rfile.readline(65537)
+            else:
+                self.done = True
+        return data
+
+    def drain(self):
+        """Reads the rest; if the body is broken, the connection is closed after the answer."""
+        try:
+            while self.read():
+                pass
+        except (ApiError, OSError):
+            self.done = True
+            self.h.close_connection = True
+
+
+def copy_multipart_part(body, content_type, part_name, out):
+    """Streams the part named ``part_name`` of a multipart body into ``out``.
+
+    Any part Content-Type and any (or an empty) filename are accepted; other parts are
+    skipped. 400 if the body is not multipart or has no such part."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not m:
+        raise bad_request("multipart body without a boundary")
+    delim = b"--" + m.group(1).encode("latin-1")
+    buf = b""
+    eof = False
+
+    def more():
+        nonlocal buf, eof
+        chunk = body.read(CHUNK)
+        if not chunk:
+            eof = True
+        buf += chunk
+
+    while True:                          # preamble, up to the first delimiter
+        i = buf.find(delim)
+        if i >= 0:
+            buf = buf[i + len(delim):]
+            break
+        if eof:
+            raise bad_request("multipart body without a part")
+        buf = buf[-len(delim):]
+        more()
+    found = False
+    sep = b"\r\n" + delim
+    while True:
+        while len(buf) < 2 and not eof:
+            more()
+        if buf.startswith(b"--") or not buf:
+            break                        # the closing delimiter
+        while b"\r\n\r\n" not in buf:
+            if eof or len(buf) > 65536:
+                raise bad_request("bad multipart part headers")
+            more()
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        name = re.search(rb'(?i)content-disposition:[^\r\n]*;\s*name="([^"]*)"', head)
+        target = out if (not found and name and name.group(1).decode("latin-1") == part_name) \
+            else None
+        found = found or target is not None
+        while True:                      # the part's data, up to the next delimiter
+            i = buf.find(sep)
+            if i >= 0:
+                if target is not None:
+                    target.write(buf[:i])
+                buf = buf[i + len(sep):]
+                break
+            if eof:
+                raise bad_request("multipart body ended inside a part")
+            keep = len(sep) - 1
+            if len(buf) > keep:
+                if target is not None:
+                    target.write(buf[:len(buf) - keep])
+                buf = buf[len(buf) - keep:]
+            more()
+    body.drain()
+    if not found:
+        raise bad_request("multipart body without a part named '%s'" % part_name)
+
+
+class FolderStore:
+    """Managed-folder contents, on disk in a temporary directory the emulator owns.
+
+    ``<root>/<n>/`` holds the files of the n-th folder seen; removed at exit (and a
+    folder left by a killed emulator is removed by the next one, see README)."""
+
+    PREFIX = "dss-emu-folders-"
+
+    def __init__(self):
+        self.remove_stale()
+        self.root = tempfile.mkdtemp(prefix="%s%d-" % (self.PREFIX, os.getpid()))
+        self.dirs = {}
+        self.counter = 0
+        atexit.register(self.cleanup)
+
+    @classmethod
+    def remove_stale(cls):
+        base = tempfile.gettempdir()
+        for name in os.listdir(base):
+            if not name.startswith(cls.PREFIX):
+                continue
+            pid = name[len(cls.PREFIX):].split("-", 1)[0]
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    alive = b"dss_emulator" in f.read()
+            except (OSError, ValueError):
+                alive = False
+            if not alive:
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+    def cleanup(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def folder(self, key, fid):
+        d = self.dirs.get((key, fid))
+        if d is None:
+            self.counter += 1
+            d = self.dirs[(key, fid)] = os.path.join(self.root, str(self.counter))
+            os.mkdir(d)
+        return d
+
+    def seed(self, key, fid, source):
+        """Copy demo files (a <id>.files folder) in, with made-up dates."""
+        root = self.folder(key, fid)
+        for dirpath, dirnames, filenames in os.walk(source):
+            rel_dir = os.path.relpath(dirpath, source)
+            for fn in filenames:
+                rel = os.path.normpath(os.path.join(rel_dir, fn))
+                dest = os.path.join(root, rel)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                shutil.copyfile(os.path.join(dirpath, fn), dest)
+                when = _made_up_ms(key, "folder", fid, rel)
+                os.utime(dest, ns=(when * 1_000_000, when * 1_000_000))
+
+    def temp_file(self):
+        self.counter += 1
+        return os.path.join(self.root, ".upload-%d-%d" % (self.counter, threading.get_ident()))
+
+    @staticmethod
+    def listing(root):
+        items = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                fp = os.path.join(dirpath, fn)
+                st = os.stat(fp)
+                rel = os.path.relpath(fp, root).replace(os.sep, "/")
+                items.append({"path": "/" + rel, "size": st.st_size,
+                              "lastModified": st.st_mtime_ns // 1_000_000})
+        return sorted(items, key=lambda i: i["path"])
+
+    @staticmethod
+    def install(tmp, root, rel, now):
+        parts = rel.split("/")
+        d = root
+        for part in parts[:-1]:
+            d = os.path.join(d, part)
+            if os.path.isfile(d):
+                raise bad_request("%s is a file" % os.path.relpath(d, root))
+            if not os.path.isdir(d):
+                os.mkdir(d)
+        dest = os.path.join(root, rel)
+        if os.path.isdir(dest):
+            raise bad_request("%s is a folder" % rel)
+        os.utime(tmp, ns=(now * 1_000_000, now * 1_000_000))
+        os.replace(tmp, dest)
+
+    @staticmethod
+    def delete(root, rel):
+        fp = os.path.join(root, rel)
+        if os.path.isdir(fp):
+            shutil.rmtree(fp)
+        elif os.path.lexists(fp):
+            os.unlink(fp)
+        d = os.path.dirname(fp)   # empty folders do not exist in a managed folder
+        while d != root and os.path.isdir(d) and not os.listdir(d):
+            os.rmdir(d)
+            d = os.path.dirname(d)
 
 # ---------------------------------------------------------------------------------------
 # Synthetic instance (--generate P,D)
@@ -616,9 +1155,10 @@ def parse_user_spec(spec):
 class Request:
     """What a route handler gets."""
 
-    __slots__ = ("method", "params", "query", "body", "user")
+    __slots__ = ("method", "params", "query", "body", "user", "headers")
 
-    def __init__(self, method, params, query, body, user):
+    def __init__(self, method, params, query, body, user, headers=None):
+        self.headers = headers or {}
         self.method = method
         self.params = params
         self.query = query
@@ -657,19 +1197,31 @@ class Request:
 
 
 class Route:
-    __slots__ = ("method", "parts", "access", "handler_name")
+    """A ROUTES entry. A last pattern part ``{name*}`` takes one or more segments,
+    joined by "/". Handler "name arg" calls State.name(req, "arg"). Flag "stream": the
+    body is a BodyReader and the handler runs without the state lock."""
 
-    def __init__(self, method, pattern, access, handler_name):
+    __slots__ = ("method", "parts", "access", "handler_name", "arg", "stream", "rest")
+
+    def __init__(self, method, pattern, access, handler_name, flags=""):
         self.method = method
         self.parts = tuple(pattern.split("/"))
         self.access = access
-        self.handler_name = handler_name
+        self.handler_name, _, self.arg = handler_name.partition(" ")
+        self.stream = "stream" in flags
+        self.rest = self.parts[-1].endswith("*}")
 
     def bind(self, segs):
         params = {}
+        if self.rest:
+            if len(segs) < len(self.parts):
+                return None
+            segs = list(segs[:len(self.parts) - 1]) + ["/".join(segs[len(self.parts) - 1:])]
+        elif len(segs) != len(self.parts):
+            return None
         for part, seg in zip(self.parts, segs):
             if part.startswith("{"):
-                params[part[1:-1]] = seg
+                params[part[1:-1].rstrip("*")] = seg
             elif part != seg:
                 return None
         return params
@@ -678,13 +1230,23 @@ class Route:
 class Router:
     def __init__(self, table):
         self.by_length = {}
-        for method, pattern, access, handler in table:
-            route = Route(method, pattern, access, handler)
-            self.by_length.setdefault(len(route.parts), []).append(route)
+        self.rest = []
+        for method, pattern, access, handler, *flags in table:
+            route = Route(method, pattern, access, handler, *flags)
+            if route.rest:
+                self.rest.append(route)
+            else:
+                self.by_length.setdefault(len(route.parts), []).append(route)
+
+    def is_stream(self, method, segs):
+        try:
+            return self.match(method, segs)[0].stream
+        except ApiError:
+            return False
 
     def match(self, method, segs):
         allowed = []
-        for route in self.by_length.get(len(segs), ()):
+        for route in self.by_length.get(len(segs), []) + self.rest:
             params = route.bind(segs)
             if params is None:
                 continue
@@ -747,16 +1309,78 @@ ROUTES = (
     ("GET", "projects/{K}/wiki/{A}", "read", "get_article"),
     ("PUT", "projects/{K}/wiki/{A}", "write", "put_article"),
 
-    ("GET", "projects/{K}/savedmodels", "read", "list_saved_models"),
-    ("GET", "projects/{K}/savedmodels/{M}", "read", "get_saved_model"),
-    ("PUT", "projects/{K}/savedmodels/{M}", "write", "put_saved_model"),
+    ("GET", "projects/{K}/savedmodels", "read", "list_objects saved_models"),
+    ("GET", "projects/{K}/savedmodels/{I}", "read", "get_object saved_models"),
+    ("PUT", "projects/{K}/savedmodels/{I}", "write", "save_object saved_models"),
+    ("GET", "projects/{K}/savedmodels/{I}/versions", "read", "list_saved_model_versions"),
 
-    ("GET", "projects/{K}/managedfolders", "read", "list_managed_folders"),
-    ("GET", "projects/{K}/managedfolders/{F}", "read", "get_managed_folder"),
-    ("GET", "projects/{K}/managedfolders/{F}/contents", "read", "get_managed_folder_contents"),
-    ("GET", "projects/{K}/jupyter-notebooks", "read", "list_empty"),
-    ("GET", "projects/{K}/webapps", "read", "list_empty"),
-    ("GET", "projects/{K}/libraries/contents", "read", "list_empty"),
+    ("GET", "projects/{K}/managedfolders", "read", "list_objects managed_folders"),
+    ("GET", "projects/{K}/managedfolders/{I}", "read", "get_object managed_folders"),
+    ("PUT", "projects/{K}/managedfolders/{I}", "write", "save_object managed_folders"),
+    ("GET", "projects/{K}/managedfolders/{I}/contents", "read", "list_folder_contents"),
+    ("GET", "projects/{K}/managedfolders/{I}/contents/{path*}", "read", "get_folder_file"),
+    ("POST", "projects/{K}/managedfolders/{I}/contents/{path*}", "write",
+     "upload_folder_file", "stream"),
+    ("DELETE", "projects/{K}/managedfolders/{I}/contents/{path*}", "write",
+     "delete_folder_file"),
+
+    ("GET", "projects/{K}/libraries/contents", "read", "get_library"),
+    ("GET", "projects/{K}/libraries/contents/{path*}", "read", "get_library_file"),
+    ("POST", "projects/{K}/libraries/contents/{path*}", "write", "put_library_file"),
+    ("DELETE", "projects/{K}/libraries/contents/{path*}", "write", "delete_library_path"),
+    ("POST", "projects/{K}/libraries/folders/{path*}", "write", "add_library_folder"),
+    ("POST", "projects/{K}/libraries/contents-actions/rename", "write", "rename_library_path"),
+    ("POST", "projects/{K}/libraries/contents-actions/move", "write", "move_library_path"),
+
+    ("GET", "projects/{K}/dashboards", "read", "list_objects dashboards"),
+    ("GET", "projects/{K}/dashboards/{I}", "read", "get_object dashboards"),
+    ("PUT", "projects/{K}/dashboards/{I}", "write", "save_object dashboards"),
+    ("GET", "projects/{K}/insights", "read", "list_objects insights"),
+    ("GET", "projects/{K}/insights/{I}", "read", "get_object insights"),
+    ("POST", "projects/{K}/insights/{I}", "write", "save_insight"),
+    ("GET", "projects/{K}/flow/zones", "read", "list_objects zones"),
+    ("GET", "projects/{K}/flow/zones/{I}", "read", "get_object zones"),
+    ("PUT", "projects/{K}/flow/zones/{I}", "write", "save_object zones"),
+    ("GET", "projects/{K}/webapps", "read", "list_objects webapps"),
+    ("GET", "projects/{K}/webapps/{I}", "read", "get_object webapps"),
+    ("PUT", "projects/{K}/webapps/{I}", "write", "save_object webapps"),
+    ("GET", "projects/{K}/evaluationstores", "read", "list_objects evaluation_stores"),
+    ("GET", "projects/{K}/evaluationstores/{I}", "read", "get_object evaluation_stores"),
+    ("PUT", "projects/{K}/evaluationstores/{I}", "write", "save_object evaluation_stores"),
+    ("GET", "projects/{K}/evaluationstores/{I}/evaluations", "read", "list_evaluations"),
+    ("GET", "projects/{K}/apiservices", "read", "list_objects api_services"),
+    ("GET", "projects/{K}/apiservices/{I}/settings", "read", "get_object api_services"),
+    ("PUT", "projects/{K}/apiservices/{I}/settings", "write", "save_object api_services"),
+    ("GET", "projects/{K}/datasets/{N}/statistics/worksheets", "read", "list_worksheets"),
+    ("GET", "projects/{K}/datasets/{N}/statistics/worksheets/{I}", "read", "get_worksheet"),
+    ("PUT", "projects/{K}/datasets/{N}/statistics/worksheets/{I}", "write",
+     "save_worksheet"),
+    ("GET", "projects/{K}/evaluationcomparisons", "read", "list_comparisons"),
+    ("GET", "projects/{K}/evaluationcomparisons/{I}", "read", "get_comparison"),
+    ("PUT", "projects/{K}/evaluationcomparisons/{I}", "write", "save_comparison"),
+    ("GET", "projects/{K}/code-studios", "read", "list_objects code_studios"),
+    ("GET", "projects/{K}/code-studios/{I}", "read", "get_object code_studios"),
+    ("GET", "projects/{K}/knowledge-banks", "read", "list_objects knowledge_banks"),
+    ("GET", "projects/{K}/knowledge-banks/{I}", "read", "get_object knowledge_banks"),
+    ("PUT", "projects/{K}/knowledge-banks/{I}", "write", "save_object knowledge_banks"),
+    ("GET", "projects/{K}/agents/tools", "read", "list_agent_tools"),
+    ("GET", "projects/{K}/agents/tools/{I}", "read", "get_object agent_tools"),
+    ("PUT", "projects/{K}/agents/tools/{I}", "write", "save_object agent_tools"),
+
+    ("GET", "projects/{K}/sql-notebooks", "read", "list_sql_notebooks"),
+    ("GET", "projects/{K}/sql-notebooks/{I}", "read", "get_sql_notebook"),
+    ("PUT", "projects/{K}/sql-notebooks/{I}", "write", "save_sql_notebook"),
+    ("GET", "projects/{K}/sql-notebooks/{I}/history", "read", "get_sql_history"),
+    ("PUT", "projects/{K}/sql-notebooks/{I}/history", "write", "put_sql_history"),
+    ("GET", "projects/{K}/jupyter-notebooks", "read", "list_jupyter"),
+    ("GET", "projects/{K}/jupyter-notebooks/{I}", "read", "get_jupyter"),
+    ("PUT", "projects/{K}/jupyter-notebooks/{I}", "write", "put_jupyter"),
+    ("GET", "projects/{K}/lab", "read", "list_analyses"),
+    ("GET", "projects/{K}/lab/{I}", "read", "get_analysis"),
+    ("PUT", "projects/{K}/lab/{I}", "write", "put_analysis"),
+    ("GET", "projects/{K}/lab/{I}/models", "read", "list_ml_tasks"),
+    ("GET", "projects/{K}/models/lab/{I}/{T}/settings", "read", "get_ml_task"),
+    ("POST", "projects/{K}/models/lab/{I}/{T}/settings", "write", "save_ml_task"),
 )
 
 
@@ -774,6 +1398,10 @@ class State:
             if p.key in self.projects:
                 raise SystemExit("dss_emulator: project %s loaded twice" % p.key)
             self.projects[p.key] = p
+        self.files = FolderStore()
+        for p in self.projects.values():
+            for fid, source in p.folder_seeds.items():
+                self.files.seed(p.key, fid, source)
         self.node_type = node_type
         self._last_ms = 0
 
@@ -1111,38 +1739,400 @@ class State:
         p.article_payloads[aid] = body.get("payload") or ""
         return {"article": p.articles[aid], "payload": p.article_payloads[aid]}
 
-    # --- saved models, managed folders, empty lists ---------------------------------------
+    # --- objects stored one file each (OBJECT_KINDS) ---------------------------------------
 
-    def list_saved_models(self, req):
-        return [{k: m[k] for k in ("id", "projectKey", "name", "type", "contentType") if k in m}
-                for m in self.project(req).saved_models.values()]
-
-    def get_saved_model(self, req):
+    def obj(self, req, kind, key="I"):
         p = self.project(req)
-        return self.lookup(p.saved_models, "saved model", p, req.params["M"])
+        return p, self.lookup(p.objects[kind], OBJECT_KINDS[kind].label, p, req.params[key])
 
-    def put_saved_model(self, req):
-        p = self.project(req)
-        mid = req.params["M"]
-        old = self.lookup(p.saved_models, "saved model", p, mid)
-        p.saved_models[mid] = self.replace(old, req.json(), {"projectKey": p.key, "id": mid},
-                                           req.user.login)
-        return self.msg("Saved model %s.%s saved" % (p.key, mid))
+    def list_objects(self, req, kind):
+        items = self.project(req).objects[kind].values()
+        return [OBJECT_KINDS[kind].item(o) for o in items]
 
-    def list_managed_folders(self, req):
-        return list(self.project(req).managed_folders.values())
+    def get_object(self, req, kind):
+        return self.obj(req, kind)[1]
 
-    def get_managed_folder(self, req):
-        p = self.project(req)
-        return self.lookup(p.managed_folders, "managed folder", p, req.params["F"])
+    def save_object(self, req, kind, body=None):
+        """Whole replacement from a PUT (or POST) body; identity checked, tag bumped."""
+        p, old = self.obj(req, kind)
+        oid = req.params["I"]
+        body = req.json() if body is None else body
+        new = self.replaced(old, body, {"projectKey": p.key, "id": oid}, req.user.login,
+                            OBJECT_KINDS[kind].tagged)
+        p.objects[kind][oid] = new
+        if OBJECT_KINDS[kind].put_answer == "object":
+            return new
+        return self.msg("%s %s.%s saved" % (OBJECT_KINDS[kind].label.capitalize(), p.key, oid))
 
-    def get_managed_folder_contents(self, req):
-        self.get_managed_folder(req)
-        return {"items": []}
+    def replaced(self, old, body, ident, login, tagged=True):
+        """replace() for types with or without versionTag."""
+        if tagged:
+            return self.replace(old, body, ident, login)
+        for k, v in ident.items():
+            if k in body and body[k] != v:
+                raise bad_request("%s mismatch: body has %r but the URL says %r"
+                                  % (k, body[k], v))
+        return with_identity(ident, without(body, "versionTag", "creationTag"))
 
-    def list_empty(self, req):
-        self.project(req)
+    def save_insight(self, req):
+        """POST insights/{id}/ with {"insight": <whole settings>}."""
+        body = req.json()
+        if not isinstance(body.get("insight"), dict):
+            raise bad_request("Insight save needs an 'insight' object")
+        return self.save_object(req, "insights", body["insight"])
+
+    def list_agent_tools(self, req):
+        req.bool_arg("includeDescriptions")
+        return {"tools": self.list_objects(req, "agent_tools")}
+
+    def list_saved_model_versions(self, req):
+        m = self.obj(req, "saved_models")[1]
+        return [{"id": m.get("activeVersion", "initial"), "active": True}]
+
+    def list_evaluations(self, req):
+        self.obj(req, "evaluation_stores")
         return []
+
+    def get_comparison(self, req):
+        return comparison_view(self.obj(req, "comparisons")[1])
+
+    def list_comparisons(self, req):
+        wanted = set(req.query.get("modelTaskTypes") or ())
+        return [i for i in self.list_objects(req, "comparisons")
+                if not wanted or i.get("modelTaskType") in wanted]
+
+    def save_comparison(self, req):
+        return self.save_object(req, "comparisons", comparison_unview(req.json()))
+
+    # --- statistics worksheets (addressed under their dataset) ----------------------------
+
+    def worksheets_of(self, req):
+        p, ds = self.dataset(req)
+        names = (ds["name"], "%s.%s" % (p.key, ds["name"]))
+        return p, {wid: w for wid, w in p.objects["worksheets"].items()
+                   if ((w.get("dataSpec") or {}).get("inputDatasetSmartName")) in names}
+
+    def list_worksheets(self, req):
+        return [OBJECT_KINDS["worksheets"].item(w) for w in self.worksheets_of(req)[1].values()]
+
+    def worksheet_check(self, req):
+        p, mine = self.worksheets_of(req)
+        if req.params["I"] not in mine:
+            raise not_found("statistics worksheet", p.key, req.params["I"])
+
+    def get_worksheet(self, req):
+        self.worksheet_check(req)
+        return self.get_object(req, "worksheets")
+
+    def save_worksheet(self, req):
+        self.worksheet_check(req)
+        return self.save_object(req, "worksheets")
+
+    # --- SQL notebooks ----------------------------------------------------------------------
+
+    def sql_notebook(self, req):
+        p = self.project(req)
+        return p, self.lookup(p.sql_notebooks, "SQL notebook", p, req.params["I"])
+
+    def list_sql_notebooks(self, req):
+        out = []
+        for n in self.project(req).sql_notebooks.values():
+            item = _summary(n, "connection")
+            item["language"] = n.get("language", "SQL")
+            item["tags"] = n.get("tags", [])
+            out.append(item)
+        return out
+
+    def get_sql_notebook(self, req):
+        """The content; a cell without ``code`` gets the SQL of its latest run (DSS's
+        stored cells lack it; see README)."""
+        p, n = self.sql_notebook(req)
+        history = p.sql_histories.get(n["id"], {})
+        cells = n.get("cells")
+        if not isinstance(cells, list):
+            return n
+        out = dict(n)
+        out["cells"] = []
+        for c in cells:
+            runs = history.get(c.get("id")) if isinstance(c, dict) else None
+            if isinstance(c, dict) and "code" not in c and runs:
+                latest = max(runs, key=lambda r: r.get("runOn", 0) if isinstance(r, dict)
+                             else 0)
+                if isinstance(latest, dict) and isinstance(latest.get("sql"), str):
+                    c = dict(c, code=latest["sql"])
+            out["cells"].append(c)
+        return out
+
+    def save_sql_notebook(self, req):
+        p, old = self.sql_notebook(req)
+        nid = req.params["I"]
+        p.sql_notebooks[nid] = self.replace(old, req.json(), {"projectKey": p.key, "id": nid},
+                                            req.user.login)
+        return p.sql_notebooks[nid]
+
+    def get_sql_history(self, req):
+        p, n = self.sql_notebook(req)
+        return p.sql_histories.get(n["id"], {})
+
+    def put_sql_history(self, req):
+        p, n = self.sql_notebook(req)
+        p.sql_histories[n["id"]] = req.json()
+        return self.msg("History of SQL notebook %s.%s saved" % (p.key, n["id"]))
+
+    # --- Jupyter notebooks ------------------------------------------------------------------
+
+    def list_jupyter(self, req):
+        p = self.project(req)
+        out = []
+        for name, nb in p.jupyter.items():
+            md = nb.get("metadata") if isinstance(nb.get("metadata"), dict) else {}
+            spec = md.get("kernelspec") if isinstance(md.get("kernelspec"), dict) else {}
+            lang = spec.get("language") or (md.get("language_info") or {}).get("name")
+            out.append({"projectKey": p.key, "id": name, "name": name, "language": lang,
+                        "kernelSpec": spec})
+        return out
+
+    def get_jupyter(self, req):
+        p = self.project(req)
+        return self.lookup(p.jupyter, "notebook", p, req.params["I"])
+
+    def put_jupyter(self, req):
+        p = self.project(req)
+        name = req.params["I"]
+        self.lookup(p.jupyter, "notebook", p, name)
+        body = req.json()
+        if not isinstance(body.get("cells", []), list):
+            raise bad_request("A notebook's 'cells' must be a list")
+        p.jupyter[name] = body
+        return self.msg("Notebook %s.%s saved" % (p.key, name))
+
+    # --- visual analyses and ML tasks -------------------------------------------------------
+
+    def analysis(self, req):
+        p = self.project(req)
+        return p, self.lookup(p.analyses, "analysis", p, req.params["I"])
+
+    def list_analyses(self, req):
+        out = []
+        for a in self.project(req).analyses.values():
+            item = _summary(a)
+            item["analysisId"] = a["id"]
+            if "inputDatasetSmartName" in a:
+                item["inputDataset"] = a["inputDatasetSmartName"]
+            item["nbMLTasks"] = len(self.project(req).ml_tasks.get(a["id"], {}))
+            out.append(item)
+        return out
+
+    def get_analysis(self, req):
+        return self.analysis(req)[1]
+
+    def put_analysis(self, req):
+        p, old = self.analysis(req)
+        aid = req.params["I"]
+        p.analyses[aid] = self.replace(old, req.json(), {"projectKey": p.key, "id": aid},
+                                       req.user.login)
+        return p.analyses[aid]
+
+    def list_ml_tasks(self, req):
+        p, a = self.analysis(req)
+        tasks = []
+        for mid, t in p.ml_tasks.get(a["id"], {}).items():
+            item = {"projectKey": p.key, "analysisId": a["id"], "mlTaskId": mid, "id": mid,
+                    "name": t.get("name") or mid}
+            for k in ("taskType", "predictionType", "targetVariable", "backendType"):
+                if k in t:
+                    item[k] = t[k]
+            tasks.append(item)
+        return {"mlTasks": tasks}
+
+    def ml_task(self, req):
+        p, a = self.analysis(req)
+        tasks = p.ml_tasks.get(a["id"], {})
+        mid = req.params["T"]
+        if mid not in tasks:
+            raise not_found("ML task", p.key, "%s.%s" % (a["id"], mid))
+        return p, a, tasks[mid]
+
+    def get_ml_task(self, req):
+        return self.ml_task(req)[2]
+
+    def save_ml_task(self, req):
+        p, a, old = self.ml_task(req)
+        mid = req.params["T"]
+        p.ml_tasks[a["id"]][mid] = self.replaced(
+            old, req.json(), {"projectKey": p.key, "analysisId": a["id"], "id": mid},
+            req.user.login, tagged=False)
+        return self.msg("ML task %s.%s.%s saved" % (p.key, a["id"], mid))
+
+    # --- project library ----------------------------------------------------------------------
+
+    def library_node(self, p, path, tree=True):
+        name = path.rsplit("/", 1)[-1]
+        if path in p.library_dirs:
+            node = {"name": name, "path": path, "lastModified": p.library_dirs[path]}
+            if tree:
+                node["children"] = self.library_children(p, path)
+            return node
+        data, when = p.library[path]
+        return {"name": name, "path": path, "mimeType": library_mime(path, data),
+                "lastModified": when}
+
+    def library_children(self, p, parent):
+        prefix = parent + "/" if parent else ""
+        names = set()
+        for path in list(p.library) + list(p.library_dirs):
+            if path.startswith(prefix) and path != parent:
+                names.add(path[len(prefix):].split("/", 1)[0])
+        return [self.library_node(p, prefix + n) for n in sorted(names)]
+
+    def get_library(self, req):
+        return self.library_children(self.project(req), "")
+
+    def get_library_file(self, req):
+        p = self.project(req)
+        path = lib_path(req.params["path"])
+        if path in p.library_dirs:
+            return self.library_node(p, path)
+        if path not in p.library:
+            raise not_found("library file", p.key, path)
+        data, when = p.library[path]
+        out = self.library_node(p, path)
+        if req.arg("dataEncoding") == "base64":
+            text = base64.b64encode(data).decode("ascii")
+        else:
+            # As a Java server decodes: invalid UTF-8 sequences become U+FFFD.
+            text = data.decode("utf-8", "replace")
+        out.update({"data": text, "hasData": True})
+        return out
+
+    def library_mkdirs(self, p, path, now):
+        """Create ``path`` and its parents as library folders (400 if one is a file)."""
+        parts = path.split("/") if path else []
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d in p.library:
+                raise bad_request("Library path %s is a file" % d)
+            p.library_dirs.setdefault(d, now)
+
+    def put_library_file(self, req):
+        p = self.project(req)
+        path = lib_path(req.params["path"])
+        if path in p.library_dirs:
+            raise bad_request("Library path %s is a folder" % path)
+        now = self.now_ms()
+        self.library_mkdirs(p, path.rpartition("/")[0], now)
+        p.library[path] = [req.body if isinstance(req.body, bytes) else b"", now]
+        return self.msg("Library file %s of project %s saved" % (path, p.key))
+
+    def delete_library_path(self, req):
+        p = self.project(req)
+        path = lib_path(req.params["path"])
+        if path not in p.library and path not in p.library_dirs:
+            raise not_found("library file", p.key, path)
+        for table in (p.library, p.library_dirs):
+            for k in [k for k in table if k == path or k.startswith(path + "/")]:
+                del table[k]
+        return self.msg("Library path %s of project %s deleted" % (path, p.key))
+
+    def add_library_folder(self, req):
+        p = self.project(req)
+        path = lib_path(req.params["path"])
+        self.library_mkdirs(p, path, self.now_ms())
+        return self.msg("Library folder %s of project %s created" % (path, p.key))
+
+    def library_move(self, p, old, new):
+        if old not in p.library and old not in p.library_dirs:
+            raise not_found("library file", p.key, old)
+        if new in p.library or new in p.library_dirs:
+            raise bad_request("Library path %s already exists" % new)
+        if new == old or new.startswith(old + "/"):
+            raise bad_request("Cannot move %s into itself" % old)
+        parent = new.rpartition("/")[0]
+        if parent and parent not in p.library_dirs:
+            raise not_found("library folder", p.key, parent)
+        now = self.now_ms()
+        for table in (p.library, p.library_dirs):
+            for k in [k for k in table if k == old or k.startswith(old + "/")]:
+                table[new + k[len(old):]] = table.pop(k)
+        if new in p.library:
+            p.library[new][1] = now
+        return self.msg("Library path %s moved to %s" % (old, new))
+
+    def rename_library_path(self, req):
+        p = self.project(req)
+        body = req.json()
+        old, name = body.get("oldPath"), body.get("newName")
+        if not isinstance(old, str) or not isinstance(name, str) or not name \
+                or "/" in name or name in (".", ".."):
+            raise bad_request("rename needs 'oldPath' and a 'newName' without '/'")
+        old = lib_path(old)
+        parent = old.rpartition("/")[0]
+        return self.library_move(p, old, (parent + "/" if parent else "") + name)
+
+    def move_library_path(self, req):
+        p = self.project(req)
+        body = req.json()
+        old, dest = body.get("oldPath"), body.get("newPath")
+        if not isinstance(old, str) or not isinstance(dest, str):
+            raise bad_request("move needs 'oldPath' and 'newPath' (the destination folder)")
+        old = lib_path(old)
+        dest = lib_path(dest, allow_root=True)
+        name = old.rsplit("/", 1)[-1]
+        return self.library_move(p, old, (dest + "/" if dest else "") + name)
+
+    # --- managed folder contents (files on disk, FolderStore) --------------------------------
+
+    def folder_dir(self, req):
+        p, f = self.obj(req, "managed_folders")
+        return p, f, self.files.folder(p.key, f["id"])
+
+    def list_folder_contents(self, req):
+        p, f, root = self.folder_dir(req)
+        return {"items": self.files.listing(root)}
+
+    def get_folder_file(self, req):
+        p, f, root = self.folder_dir(req)
+        rel = folder_path(req.params["path"])
+        fp = os.path.join(root, rel)
+        if not os.path.isfile(fp):
+            raise not_found("managed folder file", p.key, "%s/%s" % (f["id"], rel))
+        fh = open(fp, "rb")
+        return StreamResponse(fh, os.fstat(fh.fileno()).st_size, "application/octet-stream")
+
+    def delete_folder_file(self, req):
+        p, f, root = self.folder_dir(req)
+        rel = folder_path(req.params["path"])
+        self.files.delete(root, rel)
+        return self.msg("Deleted %s from managed folder %s.%s" % (rel, p.key, f["id"]))
+
+    def upload_folder_file(self, req):
+        """POST .../contents/{path}: multipart (part "file") or raw body, streamed to disk.
+        Called WITHOUT the state lock (the body may be large); locks around the state."""
+        with self.lock:
+            p, f, root = self.folder_dir(req)
+            rel = folder_path(req.params["path"])
+        tmp = self.files.temp_file()
+        try:
+            with open(tmp, "wb") as out:
+                ctype = req.headers.get("Content-Type") or ""
+                if ctype.lower().startswith("multipart/"):
+                    copy_multipart_part(req.body, ctype, "file", out)
+                else:
+                    while True:
+                        chunk = req.body.read(CHUNK)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+            with self.lock:
+                p, f, root = self.folder_dir(req)
+                now = self.now_ms()
+                self.files.install(tmp, root, rel, now)
+                size = os.path.getsize(os.path.join(root, rel))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return {"path": "/" + rel, "size": size, "lastModified": now}
+
 
 
 # --- derived views ------------------------------------------------------------------------
@@ -1281,7 +2271,8 @@ def export_zip(p):
     for name, r in p.recipes.items():
         put_json("recipes/%s.json" % safe(name), without(r, "projectKey", "name"))
         payload = p.payloads.get(name, "")
-        ext = p.payload_ext.get(name) or (r.get("type") if payload else None)
+        exts = recipe_payload_exts(r.get("type"))
+        ext = p.payload_ext.get(name) or (exts[0] if payload and exts else None)
         if ext:
             files["recipes/%s.%s" % (safe(name), ext)] = payload.encode("utf-8")
     for sid, s in p.scenarios.items():
@@ -1293,18 +2284,42 @@ def export_zip(p):
     for aid, a in p.articles.items():
         put_json("wiki/articles/%s.json" % safe(aid), without(a, "projectKey", "id"))
         files["wiki/articles/%s.md" % safe(aid)] = p.article_payloads.get(aid, "").encode("utf-8")
-    for mid, m in p.saved_models.items():
-        put_json("saved_models/%s.json" % safe(mid), without(m, "projectKey", "id"))
-    for fid, f in p.managed_folders.items():
-        put_json("managed_folders/%s.json" % safe(fid), without(f, "projectKey", "id"))
+    for kind, spec in OBJECT_KINDS.items():
+        for oid, o in p.objects[kind].items():
+            stored = without(o, "projectKey", "id")
+            if kind == "webapps" and isinstance(stored.get("params"), dict):
+                params = dict(stored["params"])
+                for fn, key in WEBAPP_FILES:
+                    if isinstance(params.get(key), str):
+                        code = params.pop(key)
+                        files["%s/%s/%s" % (spec.folder, safe(oid), fn)] = code.encode("utf-8")
+                stored["params"] = params
+            put_json("%s/%s.json" % (spec.folder, safe(oid)), stored)
+    for nid, n in p.sql_notebooks.items():
+        put_json("notebooks/sql/%s/params.json" % safe(nid), without(n, "projectKey", "id"))
+        put_json("notebooks/sql/%s/queries.json" % safe(nid),
+                 {"queries": p.sql_histories.get(nid, {})})
+    for name, nb in p.jupyter.items():
+        files["ipython_notebooks/%s.ipynb" % safe(name)] = json.dumps(
+            nb, indent=1, ensure_ascii=False).encode("utf-8")
+    for aid, a in p.analyses.items():
+        put_json("analysis/%s/core_params.json" % safe(aid), without(a, "projectKey", "id"))
+        for mid, t in p.ml_tasks.get(aid, {}).items():
+            put_json("analysis/%s/ml/%s/params.json" % (safe(aid), safe(mid)),
+                     without(t, "projectKey", "analysisId"))
+    for path, (data, _when) in p.library.items():
+        files["lib/" + path] = data
+    for path in p.library_dirs:
+        if not any(k.startswith(path + "/") for k in p.library):
+            files["lib/%s/" % path] = None      # an empty folder
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(files):
             info = zipfile.ZipInfo("project_config/" + path, date_time=(2020, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, files[path])
+            info.external_attr = (0o40755 if files[path] is None else 0o644) << 16
+            zf.writestr(info, files[path] or b"")
     return buf.getvalue()
 
 
@@ -1622,6 +2637,7 @@ class Emulator:
                 server.shutdown()
             server.server_close()
         self.recorder.close()
+        self.state.files.cleanup()
 
     def track(self, conn, server):
         """A new connection (Handler.setup); closed at once while paused."""
@@ -1686,8 +2702,12 @@ class Emulator:
         path_part, _, query = target.partition("?")
         path_part = path_part.partition("#")[0]
         segs = [decode_segment(s) for s in path_part.split("/") if s]
+        rel = segs[2:] if tuple(segs[:2]) in API_PREFIXES else None
         try:
-            body = self.read_body(h)
+            if rel is not None and self.router.is_stream(method, rel):
+                body = BodyReader(h)
+            else:
+                body = self.read_body(h)
         except ValueError as e:
             h.close_connection = True
             h.send_bytes(400, json_bytes(bad_request(str(e)).body()), "application/json",
@@ -1766,6 +2786,7 @@ class Emulator:
             return
         if fault is not None and fault.answers:
             self.recorder.fault("rule")
+            drain(body)
             status, data, ctype = fault.response()
             extra = ()
         else:
@@ -1776,6 +2797,7 @@ class Emulator:
     def inject(self, h, kind, opts, method, rel, segs, query, body):
         """Answers (or not) with fault ``kind`` (FAULT_KINDS), options ``opts``."""
         if kind in ("500", "503"):
+            drain(body)
             status = int(kind)
             err = ApiError(status, ERR_CODED, "Injected fault (HTTP %d)" % status)
             extra = (("Retry-After", str(opts["retry_after"])),) if status == 503 else ()
@@ -1815,19 +2837,28 @@ class Emulator:
             route, params = self.router.match(method, rel)
             if route.access != "instance":
                 self.check_access(user, params["K"], route.access)
-            req = Request(method, params, parse_qs(query, keep_blank_values=True), body, user)
+            req = Request(method, params, parse_qs(query, keep_blank_values=True), body, user,
+                          h.headers)
             handler = getattr(self.state, route.handler_name)
-            with self.state.lock:
-                result = handler(req)
-                if isinstance(result, RawResponse):
-                    return 200, result.data, result.content_type, result.headers
-                return 200, json_bytes(result), "application/json", ()
+            args = (route.arg,) if route.arg else ()
+            if route.stream:
+                result = handler(req, *args)
+            else:
+                with self.state.lock:
+                    result = handler(req, *args)
+            if isinstance(result, RawResponse):
+                return 200, result.data, result.content_type, result.headers
+            if isinstance(result, StreamResponse):
+                return 200, result, result.content_type, ()
+            return 200, json_bytes(result), "application/json", ()
         except ApiError as e:
             return e.status, json_bytes(e.body()), "application/json", ()
         except Exception as e:  # a bug in the emulator: say so loudly, answer 500
             traceback.print_exc()
             err = ApiError(500, ERR_INTERNAL, "Emulator internal error: %r" % e)
             return 500, json_bytes(err.body()), "application/json", ()
+        finally:
+            drain(body)
 
     def authenticate(self, headers):
         """The User of the request's API key (Basic user or password, Bearer, ticket)."""
@@ -1969,6 +3000,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        if isinstance(data, StreamResponse):
+            self.wfile.write(head)
+            data.write_to(self.wfile, drip)
+            return
         if drip is None:
             self.wfile.write(head + data)
             return
@@ -1997,6 +3032,12 @@ class Handler(BaseHTTPRequestHandler):
         # The socket is really closed (RST sent) only once its buffered reader is.
         self.rfile.close()
         self.connection.close()
+
+
+def drain(body):
+    """Reads what is left of a streamed request body (so the connection stays usable)."""
+    if isinstance(body, BodyReader):
+        body.drain()
 
 
 def close_socket(sock):

@@ -80,6 +80,10 @@ class Emu:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
+        # A killed emulator leaves its managed-folder files behind (README, FolderStore).
+        for name in os.listdir(tempfile.gettempdir()):
+            if name.startswith("dss-emu-folders-%d-" % self.proc.pid):
+                shutil.rmtree(os.path.join(tempfile.gettempdir(), name), ignore_errors=True)
         self.stderr.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 

@@ -1,0 +1,5 @@
+import datetime
+
+
+def month_of(ts):
+    return datetime.date.fromtimestamp(ts).strftime("%Y-%m")

@@ -1,0 +1,3 @@
+$.getJSON(getWebAppBackendUrl('/total'), function (d) {
+  $('#chart').text(d.total);
+});

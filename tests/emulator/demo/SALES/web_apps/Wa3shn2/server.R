@@ -1,0 +1,5 @@
+library(shiny)
+
+function(input, output) {
+  output$t <- renderTable(head(mtcars))
+}

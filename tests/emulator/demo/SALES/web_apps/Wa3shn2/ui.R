@@ -1,0 +1,3 @@
+library(shiny)
+
+fluidPage(titlePanel("Customers"), tableOutput("t"))
