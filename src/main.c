@@ -218,9 +218,58 @@ static void on_sighup(int sig)
 	errno = saved_errno;
 }
 
+/* SIGTERM and SIGINT end the session.  libfuse's handler only marks the
+ * session as exiting; the loop then joins its workers, each once the
+ * request it handles is answered.  A read waiting on a hung DSS would hold
+ * the exit for its whole worst case (timeout and retries), so on_stop
+ * first ends every read in flight (http_cancel_reads), then hands over to
+ * libfuse's handler.  A save in flight goes on to its end: cancelling it
+ * would lose an edit. */
+_Static_assert(ATOMIC_POINTER_LOCK_FREE == 2, "stop_http must be lock-free");
+static _Atomic(struct http *) stop_http;
+static struct sigaction fuse_term_sa, fuse_int_sa;
+
+static void on_stop(int sig)
+{
+	int saved_errno = errno;
+	const struct sigaction *fuse_sa = sig == SIGTERM ? &fuse_term_sa : &fuse_int_sa;
+
+	http_cancel_reads(atomic_load(&stop_http));
+	fuse_sa->sa_handler(sig);
+	errno = saved_errno;
+}
+
+/* Puts on_stop in front of the handler libfuse installed for sig, if it
+ * installed one (it leaves a signal the user ignores, e.g. SIGINT under
+ * nohup, alone). */
+static void chain_stop(int sig, struct sigaction *fuse_sa)
+{
+	struct sigaction sa;
+
+	if (sigaction(sig, NULL, fuse_sa) || fuse_sa->sa_handler == SIG_IGN ||
+	    fuse_sa->sa_handler == SIG_DFL) {
+		fuse_sa->sa_handler = SIG_DFL;
+		return;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	sigaction(sig, &sa, NULL);
+}
+
+/* Gives libfuse its handler back, so that fuse_remove_signal_handlers
+ * recognises and removes it. */
+static void unchain_stop(int sig, const struct sigaction *fuse_sa)
+{
+	if (fuse_sa->sa_handler != SIG_DFL)
+		sigaction(sig, fuse_sa, NULL);
+}
+
 static void inval_kernel(uint64_t ino, void *se)
 {
-	fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+	/* Shutting down: the session's descriptor is about to close. */
+	if (!atomic_load(&stopping))
+		fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
 }
 
 static void *hup_thread(void *arg)
@@ -416,6 +465,9 @@ int main(int argc, char *argv[])
 	if (!http)
 		goto out;
 	cache = tree_cache_new((size_t)o.cache_max_mb << 20, (int64_t)o.cache_ttl * 1000);
+	/* A thread waiting for another's fetch is cancelled as a request of
+	 * its own would be (interrupt, shutdown). */
+	cache_set_cancel(cache, http_thread_cancelled, http);
 	struct tree_options to = {
 	    .mount_time_ms = now_epoch_ms(),
 	    .uid = getuid(),
@@ -455,9 +507,12 @@ int main(int argc, char *argv[])
 	if (!se)
 		goto out;
 	ctx.se = se;
+	atomic_store(&stop_http, http);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	handlers = 1;
+	chain_stop(SIGTERM, &fuse_term_sa);
+	chain_stop(SIGINT, &fuse_int_sa);
 	sem_init(&hup_sem, 0, 0);
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
@@ -496,29 +551,43 @@ int main(int argc, char *argv[])
 	 * SIGINT: a clean stop) or -errno. */
 	ret = ret < 0 ? 1 : 0;
 out:
+	/* The order of the shutdown:
+	 * 1. Reads end at once (SIGTERM/SIGINT did it already, see on_stop;
+	 *    after an unmount, prefetch threads may still wait on DSS).  Saves
+	 *    go on: http_cancel_reads spares them.
+	 * 2. The SIGHUP thread stops sending invalidations; the unmount then
+	 *    closes /dev/fuse, which aborts the connection: a kernel request no
+	 *    worker will answer now ends, and an invalidation (SIGHUP thread,
+	 *    notifier) waiting on the kernel for it fails instead of blocking
+	 *    forever.  Only then are those threads joined.
+	 * 3. Unsaved buffers of files still open: saved within a bound, or
+	 *    logged by path (their requests are saves: not cancelled).
+	 * 4. Everything else ends (http_cancel_all) and the prefetch threads
+	 *    are joined (tree_free). */
+	http_cancel_reads(http);
+	if (hup_started)
+		atomic_store(&stopping, 1);
+	if (loop)
+		fuse_loop_cfg_destroy(loop);
+	if (se && mounted)
+		fuse_session_unmount(se);
 	if (hup_started) {
-		stopping = 1;
 		sem_post(&hup_sem);
 		pthread_join(hup_tid, NULL);
 	}
-	if (loop)
-		fuse_loop_cfg_destroy(loop);
-	/* Unmount first: a notification the kernel keeps waiting (for a
-	 * request no worker will answer now) then fails instead of blocking
-	 * the notifier forever. */
-	if (se && mounted)
-		fuse_session_unmount(se);
-	/* Unsaved buffers of files still open: saved, or logged by path. */
 	if (ctx.tree)
 		ops_save_all(&ctx, cache_monotonic_ms() + 30000);
 	ops_stop(&ctx);
 	ops_release_all(&ctx);
 	if (se) {
-		if (handlers)
+		if (handlers) {
+			unchain_stop(SIGTERM, &fuse_term_sa);
+			unchain_stop(SIGINT, &fuse_int_sa);
 			fuse_remove_signal_handlers(se);
+		}
 		fuse_session_destroy(se);
 	}
-	http_cancel_all(http); /* prefetch threads in a request end now */
+	http_cancel_all(http);
 	tree_free(tree);
 	cache_free(cache);
 	http_free(http);
