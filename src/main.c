@@ -267,7 +267,7 @@ static void unchain_stop(int sig, const struct sigaction *fuse_sa)
 
 static void inval_kernel(uint64_t ino, void *se)
 {
-	/* Shutting down: the session's descriptor is about to close. */
+	/* Stopping: no more, the session's descriptor is about to close. */
 	if (!atomic_load(&stopping))
 		fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
 }
@@ -289,6 +289,25 @@ static void *hup_thread(void *arg)
 			log_info("SIGHUP: dropped all cached objects");
 		}
 	}
+}
+
+#define HUP_STOP_S 2
+
+/* Like notifier_stop: not waited for beyond HUP_STOP_S if the kernel holds
+ * it in an invalidation (then left to the process's exit). */
+static int stop_hup_thread(pthread_t tid)
+{
+	struct timespec until;
+
+	atomic_store(&stopping, 1);
+	sem_post(&hup_sem);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += HUP_STOP_S;
+	if (pthread_timedjoin_np(tid, NULL, &until)) {
+		log_warn("the kernel does not take a cache invalidation; not waiting for it");
+		return -ETIMEDOUT;
+	}
+	return 0;
 }
 
 /* The API key is about to be in this process's memory: no core dump, and
@@ -373,6 +392,7 @@ int main(int argc, char *argv[])
 	struct fuse_loop_config *loop = NULL;
 	pthread_t hup_tid;
 	int hup_started = 0, mounted = 0, handlers = 0;
+	int stuck = 0; /* a thread left blocked in the kernel still uses se, tree */
 	int ret = 1;
 
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) == -1)
@@ -555,43 +575,44 @@ out:
 	 * 1. Reads end at once (SIGTERM/SIGINT did it already, see on_stop;
 	 *    after an unmount, prefetch threads may still wait on DSS).  Saves
 	 *    go on: http_cancel_reads spares them.
-	 * 2. The SIGHUP thread stops sending invalidations; the unmount then
-	 *    closes /dev/fuse, which aborts the connection: a kernel request no
-	 *    worker will answer now ends, and an invalidation (SIGHUP thread,
-	 *    notifier) waiting on the kernel for it fails instead of blocking
-	 *    forever.  Only then are those threads joined.
-	 * 3. Unsaved buffers of files still open: saved within a bound, or
+	 * 2. The threads that send the kernel invalidations (SIGHUP thread,
+	 *    notifier) stop, before the unmount closes the descriptor they
+	 *    write to.  One blocked in the kernel (on a lock held by a request
+	 *    no worker will answer now) is not waited for beyond a bound: only
+	 *    closing /dev/fuse ends that, and the process's exit does.
+	 * 3. The unmount.
+	 * 4. Unsaved buffers of files still open: saved within a bound, or
 	 *    logged by path (their requests are saves: not cancelled).
-	 * 4. Everything else ends (http_cancel_all) and the prefetch threads
+	 * 5. Everything else ends (http_cancel_all) and the prefetch threads
 	 *    are joined (tree_free). */
 	http_cancel_reads(http);
-	if (hup_started)
-		atomic_store(&stopping, 1);
+	if (hup_started && stop_hup_thread(hup_tid))
+		stuck = 1;
+	if (ops_stop(&ctx))
+		stuck = 1;
 	if (loop)
 		fuse_loop_cfg_destroy(loop);
 	if (se && mounted)
 		fuse_session_unmount(se);
-	if (hup_started) {
-		sem_post(&hup_sem);
-		pthread_join(hup_tid, NULL);
-	}
 	if (ctx.tree)
 		ops_save_all(&ctx, cache_monotonic_ms() + 30000);
-	ops_stop(&ctx);
 	ops_release_all(&ctx);
-	if (se) {
-		if (handlers) {
-			unchain_stop(SIGTERM, &fuse_term_sa);
-			unchain_stop(SIGINT, &fuse_int_sa);
-			fuse_remove_signal_handlers(se);
-		}
-		fuse_session_destroy(se);
+	if (se && handlers) {
+		unchain_stop(SIGTERM, &fuse_term_sa);
+		unchain_stop(SIGINT, &fuse_int_sa);
+		fuse_remove_signal_handlers(se);
 	}
 	http_cancel_all(http);
-	tree_free(tree);
-	cache_free(cache);
-	http_free(http);
-	http_global_cleanup();
+	/* A thread left in the kernel (step 2) may still use these: the exit
+	 * frees them. */
+	if (!stuck) {
+		if (se)
+			fuse_session_destroy(se);
+		tree_free(tree);
+		cache_free(cache);
+		http_free(http);
+		http_global_cleanup();
+	}
 	config_release(&cfg);
 	buf_release(&err);
 	free(cmd.mountpoint);

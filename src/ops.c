@@ -34,12 +34,15 @@ int ops_start(struct ops_ctx *c)
 	return 0;
 }
 
-void ops_stop(struct ops_ctx *c)
+int ops_stop(struct ops_ctx *c)
 {
+	int ret;
+
 	if (c->tree)
 		tree_set_changed_cb(c->tree, NULL, NULL);
-	notifier_stop(c->notifier);
+	ret = notifier_stop(c->notifier);
 	c->notifier = NULL;
+	return ret;
 }
 
 /* After a save, what the kernel cached (pages written by the user, size,

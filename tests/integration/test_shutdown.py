@@ -14,6 +14,7 @@ Times are only bounded from above, generously ("does not hang"); request counts 
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -124,6 +125,7 @@ def test_sigterm_is_prompt_with_a_read_stalled_on_the_server(emulator, mount_fac
         assert not is_mounted(m.mnt)
         out, err = reader.communicate(timeout=HANG_GUARD)
         assert reader.returncode != 0 and out == b""
+        assert os.strerror(errno.ECANCELED) in err.decode(), err
     finally:
         reap(reader)
     assert emu.log_lines() == [SCHEMA_GET]
