@@ -5,8 +5,9 @@
   answers the first process, and is cached.
 - SIGTERM while a user's read waits on a stalled server: dssfs cancels the read and
   exits promptly; the reader gets an error, not a hang.
-- SIGTERM while a save is in flight (slow server): the save completes, exactly one PUT
-  lands, the writer's close() returns 0.  A save is never cut.
+- A signal to a writer while its close() saves, or SIGTERM while a save is in flight
+  (slow server): the save completes, exactly one PUT lands, close() returns 0.  A save
+  is never cut.
 - SIGHUP and SIGTERM together, with a read stalled: still a prompt, clean exit.
 
 Times are only bounded from above, generously ("does not hang"); request counts are exact.
@@ -165,6 +166,47 @@ def test_sigterm_lets_a_save_in_flight_complete(emulator_factory, mount_factory)
     assert puts == ["PUT /public/api/" + RECIPE_EP]
     assert "payload.py: saved" in m.stderr_text()
     assert "not saved" not in m.stderr_text()
+
+
+WRITER = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, lambda *a: None)     # a signal that does not kill
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+os.write(fd, sys.stdin.buffer.read())
+print("closing", flush=True)
+try:
+    os.close(fd)
+    print("closed", flush=True)
+except OSError as e:
+    print("close failed:", e.errno, flush=True)
+"""
+
+
+def test_a_signal_does_not_cut_a_save(emulator_factory, mount_factory):
+    """The writer gets a signal while its close() saves (DSS answers each request after
+    1.5 s): the FUSE interrupt does not cut the save; close() returns 0 and exactly one
+    PUT lands with the new bytes."""
+    emu = emulator_factory(args=["--latency-ms", "1500"])
+    m = mount_factory(emu, options=["prefetch=0"])
+    path = m.path(*PAYLOAD)
+    new = read_bytes(path) + b"# saved despite a signal\n"
+    emu.reset_stats()
+    w = subprocess.Popen(["/usr/bin/python3", "-c", WRITER, path], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        w.stdin.write(new)
+        w.stdin.close()
+        w.stdin = None               # communicate() below has nothing to send
+        assert w.stdout.readline() == b"closing\n"
+        time.sleep(0.5)              # the save's first request is in flight
+        w.send_signal(signal.SIGINT)
+        out, err = w.communicate(timeout=HANG_GUARD)
+    finally:
+        reap(w)
+    assert out == b"closed\n", (out, err)
+    assert emu.api_get(RECIPE_EP)["payload"].encode() == new
+    puts = [ln for ln in emu.log_lines() if ln.startswith("PUT ")]
+    assert puts == ["PUT /public/api/" + RECIPE_EP]
 
 
 def test_sighup_then_sigterm_with_a_read_stalled_exits_promptly(emulator, mount_factory):
