@@ -41,6 +41,8 @@ struct cache {
 	int64_t ttl_ms;
 	void (*free_value)(void *);
 	cache_clock_fn clock;
+	cache_cancel_fn cancelled; /* polled by waiters, without the lock */
+	void *cancel_arg;
 	uint64_t seq; /* fetches stored so far */
 	struct cache_stats st;
 };
@@ -61,9 +63,14 @@ struct cache *cache_new(size_t max_bytes, int64_t ttl_ms, void (*free_value)(voi
 			cache_clock_fn clock)
 {
 	struct cache *c = xcalloc(1, sizeof(*c));
+	pthread_condattr_t ca;
 
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->done, NULL);
+	/* Waits poll the cancel hook: measured on the clock that never jumps. */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->done, &ca);
+	pthread_condattr_destroy(&ca);
 	c->nbuckets = MIN_BUCKETS;
 	c->table = xcalloc(c->nbuckets, sizeof(*c->table));
 	c->max_bytes = max_bytes;
@@ -71,6 +78,14 @@ struct cache *cache_new(size_t max_bytes, int64_t ttl_ms, void (*free_value)(voi
 	c->free_value = free_value;
 	c->clock = clock ? clock : cache_monotonic_ms;
 	return c;
+}
+
+void cache_set_cancel(struct cache *c, cache_cancel_fn cancelled, void *arg)
+{
+	pthread_mutex_lock(&c->lock);
+	c->cancelled = cancelled;
+	c->cancel_arg = arg;
+	pthread_mutex_unlock(&c->lock);
 }
 
 static void ref_put(struct cache_ref *r)
@@ -216,6 +231,39 @@ int cache_peek(struct cache *c, const char *key, struct cache_ref **ref)
 	return ret;
 }
 
+/* Waits (lock held) for the fetch under way for e to finish.  Returns 0
+ * once it has, or the -errno of the cancel hook if that fired first.  The
+ * hook runs without the lock: it may take locks of its own (libfuse's). */
+static int wait_fetch(struct cache *c, struct entry *e)
+{
+	unsigned seq = e->fetch_seq;
+	struct timespec ts;
+	int ret;
+
+	while (e->fetch_seq == seq) {
+		if (!c->cancelled) {
+			pthread_cond_wait(&c->done, &c->lock);
+			continue;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += CACHE_CANCEL_POLL_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&c->done, &c->lock, &ts);
+		if (e->fetch_seq != seq)
+			break;
+		pthread_mutex_unlock(&c->lock);
+		ret = c->cancelled(c->cancel_arg);
+		pthread_mutex_lock(&c->lock);
+		/* e cannot go meanwhile: it has a waiter (us) */
+		if (ret && e->fetch_seq == seq)
+			return ret;
+	}
+	return 0;
+}
+
 int cache_get(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
 	      struct cache_ref **ref)
 {
@@ -247,15 +295,28 @@ retry:
 		return 0;
 	}
 	if (e->fetching) {
-		unsigned seq = e->fetch_seq;
 		c->st.coalesced++;
 		e->waiters++;
-		while (e->fetch_seq == seq)
-			pthread_cond_wait(&c->done, &c->lock);
+		ret = wait_fetch(c, e);
+		if (!ret && (e->result == -EINTR || e->result == -ECANCELED) && c->cancelled) {
+			/* The fetching thread was cancelled: is this one too?
+			 * (Still counted as a waiter: e stays.) */
+			pthread_mutex_unlock(&c->lock);
+			ret = c->cancelled(c->cancel_arg);
+			pthread_mutex_lock(&c->lock);
+		}
 		e->waiters--;
+		if (ret) {
+			/* This waiter is cancelled; a fetch goes on for the others. */
+			maybe_remove(c, e);
+			pthread_mutex_unlock(&c->lock);
+			return ret;
+		}
 		ret = e->result;
-		if (!ret && !e->item) {
-			/* Dropped between the fetch and our wake-up: ask again. */
+		if ((!ret && !e->item) || ret == -EINTR || ret == -ECANCELED) {
+			/* Dropped between the fetch and our wake-up, or the fetching
+			 * thread was cancelled (its user's interrupt, not this
+			 * one's): ask again. */
 			maybe_remove(c, e);
 			goto retry;
 		}

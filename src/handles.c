@@ -6,6 +6,7 @@
 #include "ops_int.h"
 
 #include "dssfs/cache.h"
+#include "dssfs/http.h"
 #include "dssfs/log.h"
 #include "dssfs/proc.h"
 
@@ -215,7 +216,10 @@ int handle_save(struct ops_ctx *c, struct handle *h, enum save_when when,
 	}
 	if (go) {
 		h->attempted = 1;
+		/* Never cut by an interrupt nor by the session's end. */
+		int was = http_thread_save(1);
 		ret = tree_save(c->tree, h->ino, h->data.data, h->data.len, who, &h->base);
+		http_thread_save(was);
 		if (!ret)
 			h->dirty = 0;
 		*saved = tree_file_kind(c->tree, h->ino) == TREE_API_RW;

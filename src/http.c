@@ -40,13 +40,17 @@ struct http {
 	struct curl_slist *headers;
 
 	atomic_uint_fast64_t requests, failures;
-	atomic_size_t inflight; /* bytes of response buffers charged */
-	atomic_int cancelled;
+	atomic_size_t inflight;	    /* bytes of response buffers charged */
+	atomic_int cancelled;	    /* http_cancel_all */
+	atomic_int reads_cancelled; /* http_cancel_reads */
 };
 
-/* The calling thread's cancel hook (http_set_thread_cancel). */
+/* The calling thread's cancel hook (http_set_thread_cancel), and whether
+ * it is saving (http_thread_save): then neither the hook nor
+ * http_cancel_reads ends its requests. */
 static _Thread_local int (*thread_cancelled)(void *arg);
 static _Thread_local void *thread_cancel_arg;
+static _Thread_local int thread_saving;
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static int global_ok;
@@ -384,10 +388,15 @@ static int64_t now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* 0, or -ECANCELED (http_cancel_all), or -EINTR (the thread's hook). */
+/* 0, or -ECANCELED (http_cancel_all; http_cancel_reads outside a save),
+ * or -EINTR (the thread's hook, outside a save). */
 static int cancel_check(struct http *h)
 {
 	if (atomic_load(&h->cancelled))
+		return -ECANCELED;
+	if (thread_saving)
+		return 0;
+	if (atomic_load(&h->reads_cancelled))
 		return -ECANCELED;
 	if (thread_cancelled && thread_cancelled(thread_cancel_arg))
 		return -EINTR;
@@ -574,6 +583,25 @@ void http_cancel_all(struct http *h)
 {
 	if (h)
 		atomic_store(&h->cancelled, 1);
+}
+
+void http_cancel_reads(struct http *h)
+{
+	if (h)
+		atomic_store(&h->reads_cancelled, 1);
+}
+
+int http_thread_save(int on)
+{
+	int was = thread_saving;
+
+	thread_saving = on;
+	return was;
+}
+
+int http_thread_cancelled(void *h)
+{
+	return cancel_check(h);
 }
 
 void http_set_thread_cancel(int (*cancelled)(void *arg), void *arg)

@@ -218,9 +218,58 @@ static void on_sighup(int sig)
 	errno = saved_errno;
 }
 
+/* SIGTERM and SIGINT end the session.  libfuse's handler only marks the
+ * session as exiting; the loop then joins its workers, each once the
+ * request it handles is answered.  A read waiting on a hung DSS would hold
+ * the exit for its whole worst case (timeout and retries), so on_stop
+ * first ends every read in flight (http_cancel_reads), then hands over to
+ * libfuse's handler.  A save in flight goes on to its end: cancelling it
+ * would lose an edit. */
+_Static_assert(ATOMIC_POINTER_LOCK_FREE == 2, "stop_http must be lock-free");
+static _Atomic(struct http *) stop_http;
+static struct sigaction fuse_term_sa, fuse_int_sa;
+
+static void on_stop(int sig)
+{
+	int saved_errno = errno;
+	const struct sigaction *fuse_sa = sig == SIGTERM ? &fuse_term_sa : &fuse_int_sa;
+
+	http_cancel_reads(atomic_load(&stop_http));
+	fuse_sa->sa_handler(sig);
+	errno = saved_errno;
+}
+
+/* Puts on_stop in front of the handler libfuse installed for sig, if it
+ * installed one (it leaves a signal the user ignores, e.g. SIGINT under
+ * nohup, alone). */
+static void chain_stop(int sig, struct sigaction *fuse_sa)
+{
+	struct sigaction sa;
+
+	if (sigaction(sig, NULL, fuse_sa) || fuse_sa->sa_handler == SIG_IGN ||
+	    fuse_sa->sa_handler == SIG_DFL) {
+		fuse_sa->sa_handler = SIG_DFL;
+		return;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	sigaction(sig, &sa, NULL);
+}
+
+/* Gives libfuse its handler back, so that fuse_remove_signal_handlers
+ * recognises and removes it. */
+static void unchain_stop(int sig, const struct sigaction *fuse_sa)
+{
+	if (fuse_sa->sa_handler != SIG_DFL)
+		sigaction(sig, fuse_sa, NULL);
+}
+
 static void inval_kernel(uint64_t ino, void *se)
 {
-	fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+	/* Stopping: no more, the session's descriptor is about to close. */
+	if (!atomic_load(&stopping))
+		fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
 }
 
 static void *hup_thread(void *arg)
@@ -240,6 +289,25 @@ static void *hup_thread(void *arg)
 			log_info("SIGHUP: dropped all cached objects");
 		}
 	}
+}
+
+#define HUP_STOP_S 2
+
+/* Like notifier_stop: not waited for beyond HUP_STOP_S if the kernel holds
+ * it in an invalidation (then left to the process's exit). */
+static int stop_hup_thread(pthread_t tid)
+{
+	struct timespec until;
+
+	atomic_store(&stopping, 1);
+	sem_post(&hup_sem);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += HUP_STOP_S;
+	if (pthread_timedjoin_np(tid, NULL, &until)) {
+		log_warn("the kernel does not take a cache invalidation; not waiting for it");
+		return -ETIMEDOUT;
+	}
+	return 0;
 }
 
 /* The API key is about to be in this process's memory: no core dump, and
@@ -324,6 +392,7 @@ int main(int argc, char *argv[])
 	struct fuse_loop_config *loop = NULL;
 	pthread_t hup_tid;
 	int hup_started = 0, mounted = 0, handlers = 0;
+	int stuck = 0; /* a thread left blocked in the kernel still uses se, tree */
 	int ret = 1;
 
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) == -1)
@@ -416,6 +485,9 @@ int main(int argc, char *argv[])
 	if (!http)
 		goto out;
 	cache = tree_cache_new((size_t)o.cache_max_mb << 20, (int64_t)o.cache_ttl * 1000);
+	/* A thread waiting for another's fetch is cancelled as a request of
+	 * its own would be (interrupt, shutdown). */
+	cache_set_cancel(cache, http_thread_cancelled, http);
 	struct tree_options to = {
 	    .mount_time_ms = now_epoch_ms(),
 	    .uid = getuid(),
@@ -455,9 +527,12 @@ int main(int argc, char *argv[])
 	if (!se)
 		goto out;
 	ctx.se = se;
+	atomic_store(&stop_http, http);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	handlers = 1;
+	chain_stop(SIGTERM, &fuse_term_sa);
+	chain_stop(SIGINT, &fuse_int_sa);
 	sem_init(&hup_sem, 0, 0);
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
@@ -496,33 +571,48 @@ int main(int argc, char *argv[])
 	 * SIGINT: a clean stop) or -errno. */
 	ret = ret < 0 ? 1 : 0;
 out:
-	if (hup_started) {
-		stopping = 1;
-		sem_post(&hup_sem);
-		pthread_join(hup_tid, NULL);
-	}
+	/* The order of the shutdown:
+	 * 1. Reads end at once (SIGTERM/SIGINT did it already, see on_stop;
+	 *    after an unmount, prefetch threads may still wait on DSS).  Saves
+	 *    go on: http_cancel_reads spares them.
+	 * 2. The threads that send the kernel invalidations (SIGHUP thread,
+	 *    notifier) stop, before the unmount closes the descriptor they
+	 *    write to.  One blocked in the kernel (on a lock held by a request
+	 *    no worker will answer now) is not waited for beyond a bound: only
+	 *    closing /dev/fuse ends that, and the process's exit does.
+	 * 3. The unmount.
+	 * 4. Unsaved buffers of files still open: saved within a bound, or
+	 *    logged by path (their requests are saves: not cancelled).
+	 * 5. Everything else ends (http_cancel_all) and the prefetch threads
+	 *    are joined (tree_free). */
+	http_cancel_reads(http);
+	if (hup_started && stop_hup_thread(hup_tid))
+		stuck = 1;
+	if (ops_stop(&ctx))
+		stuck = 1;
 	if (loop)
 		fuse_loop_cfg_destroy(loop);
-	/* Unmount first: a notification the kernel keeps waiting (for a
-	 * request no worker will answer now) then fails instead of blocking
-	 * the notifier forever. */
 	if (se && mounted)
 		fuse_session_unmount(se);
-	/* Unsaved buffers of files still open: saved, or logged by path. */
 	if (ctx.tree)
 		ops_save_all(&ctx, cache_monotonic_ms() + 30000);
-	ops_stop(&ctx);
 	ops_release_all(&ctx);
-	if (se) {
-		if (handlers)
-			fuse_remove_signal_handlers(se);
-		fuse_session_destroy(se);
+	if (se && handlers) {
+		unchain_stop(SIGTERM, &fuse_term_sa);
+		unchain_stop(SIGINT, &fuse_int_sa);
+		fuse_remove_signal_handlers(se);
 	}
-	http_cancel_all(http); /* prefetch threads in a request end now */
-	tree_free(tree);
-	cache_free(cache);
-	http_free(http);
-	http_global_cleanup();
+	http_cancel_all(http);
+	/* A thread left in the kernel (step 2) may still use these: the exit
+	 * frees them. */
+	if (!stuck) {
+		if (se)
+			fuse_session_destroy(se);
+		tree_free(tree);
+		cache_free(cache);
+		http_free(http);
+		http_global_cleanup();
+	}
 	config_release(&cfg);
 	buf_release(&err);
 	free(cmd.mountpoint);

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct notice {
 	uint64_t ino;
@@ -38,7 +39,8 @@ static void *run(void *arg)
 	for (;;) {
 		while (!c->queue && !c->stop)
 			pthread_cond_wait(&c->cond, &c->lock);
-		if (!c->queue)
+		/* Stopping: what is queued is dropped with the mount's caches. */
+		if (c->stop)
 			break;
 		struct notice *n = c->queue;
 		c->queue = n->next;
@@ -101,15 +103,24 @@ void notifier_entry(struct notifier *c, uint64_t parent, const char *name)
 	queue(c, parent, name);
 }
 
-void notifier_stop(struct notifier *c)
+int notifier_stop(struct notifier *c)
 {
+	struct timespec until;
+
 	if (!c)
-		return;
+		return 0;
 	pthread_mutex_lock(&c->lock);
 	c->stop = 1;
 	pthread_cond_signal(&c->cond);
 	pthread_mutex_unlock(&c->lock);
-	pthread_join(c->thread, NULL);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += NOTIFIER_STOP_S;
+	if (pthread_timedjoin_np(c->thread, NULL, &until)) {
+		/* Blocked in the kernel: only closing /dev/fuse (at exit) ends
+		 * that.  The thread keeps c; the process is about to end. */
+		log_warn("the kernel does not take a cache invalidation; not waiting for it");
+		return -ETIMEDOUT;
+	}
 	while (c->queue) {
 		struct notice *n = c->queue;
 		c->queue = n->next;
@@ -119,4 +130,5 @@ void notifier_stop(struct notifier *c)
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
+	return 0;
 }

@@ -4,6 +4,7 @@
  */
 #include "ops_int.h"
 
+#include "dssfs/http.h"
 #include "dssfs/log.h"
 #include "dssfs/notify.h"
 #include "dssfs/proc.h"
@@ -33,12 +34,15 @@ int ops_start(struct ops_ctx *c)
 	return 0;
 }
 
-void ops_stop(struct ops_ctx *c)
+int ops_stop(struct ops_ctx *c)
 {
+	int ret;
+
 	if (c->tree)
 		tree_set_changed_cb(c->tree, NULL, NULL);
-	notifier_stop(c->notifier);
+	ret = notifier_stop(c->notifier);
 	c->notifier = NULL;
+	return ret;
 }
 
 /* After a save, what the kernel cached (pages written by the user, size,
@@ -78,8 +82,13 @@ static void reply_entry(struct ops_ctx *c, fuse_req_t req, uint64_t ino, const s
 }
 
 /* A FUSE interrupt (the process waiting on the operation got a signal)
- * ends the HTTP request the operation is waiting for, with EINTR.  Only
- * for reads: a save is never cut in the middle. */
+ * ends the HTTP request the operation is waiting for, or its wait for
+ * another thread's request of the same document, with EINTR.  Every
+ * operation that may wait for DSS is interruptible but for what saves
+ * (flush, fsync, release, rename, truncate): a save must complete or fail
+ * as a whole, so it runs marked as one (http_thread_save), which neither
+ * an interrupt nor the session's end cuts.  read and readdir never wait
+ * for DSS (open and opendir fetched what they serve). */
 static int req_interrupted(void *req)
 {
 	return fuse_req_interrupted(req);
@@ -150,8 +159,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	interruptible(NULL);
 }
 
-static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-		       struct fuse_file_info *fi)
+static void op_setattr_body(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			    struct fuse_file_info *fi)
 {
 	struct ops_ctx *c = ctx_of(req);
 	struct stat st;
@@ -211,6 +220,20 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	fuse_reply_attr(req, &st, writer_view(c, req, ino, fi, &st));
 	if (set & TREE_SET_SIZE && tree_file_kind(c->tree, ino) == TREE_API_RW)
 		invalidate_kernel(c, ino);
+}
+
+/* truncate(2) of a file without an open handle saves at once (with the
+ * read before it); anything else only reads. */
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	int saves = (to_set & FUSE_SET_ATTR_SIZE) && !(fi && fi->fh);
+	int was = http_thread_save(saves);
+
+	interruptible(req);
+	op_setattr_body(req, ino, attr, to_set, fi);
+	interruptible(NULL);
+	http_thread_save(was);
 }
 
 static void op_opendir_body(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -507,7 +530,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	uint64_t saved_ino = 0;
 	struct tree_caller who;
 	caller_of(req, &who);
+	/* It may save (scratch -> DSS file): a save is never cut. */
+	int was = http_thread_save(1);
 	int ret = tree_rename(c->tree, parent, name, newparent, newname, flags, &who, &saved_ino);
+	http_thread_save(was);
 
 	fuse_reply_err(req, -ret);
 	if (saved_ino)

@@ -16,6 +16,13 @@
  *    are dropped.  References stay valid after their value is dropped.
  *  - cache_invalidate() and cache_clear() drop values; a fetch under way at
  *    that moment still answers its waiters but is not kept as fresh.
+ *  - A thread waiting for another thread's fetch can be cancelled (a FUSE
+ *    interrupt, shutdown): with a hook set by cache_set_cancel(), each waiter
+ *    polls it at least every CACHE_CANCEL_POLL_MS and returns its -errno at
+ *    once, while the fetch goes on and still answers the others and fills
+ *    the cache.  A fetch that ended with -EINTR or -ECANCELED (the fetching
+ *    thread was itself cancelled) is not taken as the answer by a waiter
+ *    whose own hook says go on: that waiter fetches again itself.
  *
  * All functions are thread-safe.  The fetch function runs without any cache
  * lock held and may call the cache for other keys.
@@ -38,11 +45,20 @@ typedef int (*cache_fetch_fn)(void *ctx, const char *key, void **value, size_t *
 
 struct cache *cache_new(size_t max_bytes, int64_t ttl_ms, void (*free_value)(void *value),
 			cache_clock_fn clock);
+
+#define CACHE_CANCEL_POLL_MS 100
+/* Returns 0 to go on waiting, or the -errno (-EINTR, -ECANCELED) a waiting
+ * thread returns.  Called by that thread, without the cache lock held. */
+typedef int (*cache_cancel_fn)(void *arg);
+/* Sets the hook that threads waiting for another thread's fetch poll (NULL:
+ * they wait until it ends).  Call before any cache_get. */
+void cache_set_cancel(struct cache *c, cache_cancel_fn cancelled, void *arg);
 /* NULL-safe.  No reference may be outstanding. */
 void cache_free(struct cache *c);
 
 /* Returns 0 and a reference in *ref (release with cache_ref_put), or the
- * -errno of the fetch. */
+ * -errno of the fetch, or the -errno of the cancel hook while waiting for
+ * another thread's fetch. */
 int cache_get(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
 	      struct cache_ref **ref);
 

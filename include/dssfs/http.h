@@ -36,11 +36,15 @@
  * once on a new connection when a kept-alive connection turns out to be
  * closed before anything was answered, rewinding an upload to do so.
  *
- * Cancellation.  http_cancel_all() ends every request of the struct http,
- * and a thread may install a hook that interrupts its own requests
- * (http_set_thread_cancel: a FUSE interrupt).  Both are checked at least
- * every HTTP_CANCEL_POLL_MS while a request waits for the network and
- * during backoff waits.
+ * Cancellation.  http_cancel_all() ends every request of the struct http;
+ * http_cancel_reads() ends every request but those of saves (the session
+ * is ending: reads are answered at once, a save in flight completes); and
+ * a thread may install a hook that interrupts its own requests
+ * (http_set_thread_cancel: a FUSE interrupt).  A thread marks itself as
+ * saving with http_thread_save(): a save must complete or fail as a whole,
+ * so neither its hook nor http_cancel_reads() cuts it, only
+ * http_cancel_all().  All are checked at least every HTTP_CANCEL_POLL_MS
+ * while a request waits for the network and during backoff waits.
  *
  * Paths are relative to the API root ("projects/SALES/datasets/"); the base
  * URL and the "/public/api/" prefix are added here.  The API key is sent as
@@ -124,11 +128,29 @@ static inline int http_get(struct http *h, const char *path, struct buf *resp)
  * call it.  NULL-safe. */
 void http_cancel_all(struct http *h);
 
+/* Ends every request of h except those of threads inside a save
+ * (http_thread_save), for good: like http_cancel_all for them.  Call it
+ * when the session is told to exit.  Only stores a flag:
+ * async-signal-safe.  NULL-safe. */
+void http_cancel_reads(struct http *h);
+
+/* Marks (on nonzero) or unmarks the calling thread as saving: its requests
+ * are then ended by http_cancel_all only, never by its cancel hook nor by
+ * http_cancel_reads.  Returns the previous mark (restore it after: saves
+ * may nest).  Thread-local. */
+int http_thread_save(int on);
+
+/* What a request of the calling thread on h (a struct http *) would end
+ * with if it were waiting now: 0, -ECANCELED or -EINTR, as above.  Its
+ * signature is cache_cancel_fn's, so that threads waiting in the cache for
+ * another thread's request are cancelled alike (cache_set_cancel). */
+int http_thread_cancelled(void *h);
+
 /* Installs, for the calling thread only, a hook that its requests poll (at
  * least every HTTP_CANCEL_POLL_MS while waiting for the network, and during
  * backoff waits; also before a request starts): when cancelled(arg) returns
  * nonzero, the request is aborted (its connection closed) and returns
- * -EINTR.  A PUT interrupted this way may or may not have reached DSS.
+ * -EINTR, unless the thread is saving (http_thread_save).
  * cancelled must be cheap and thread-safe with respect to whoever makes it
  * return nonzero.  Pass NULL to remove the hook; the hook stays installed
  * until then (install it around one operation, e.g. with

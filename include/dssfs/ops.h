@@ -50,9 +50,11 @@ struct ops_ctx {
 extern const struct fuse_lowlevel_ops dssfs_ops;
 
 /* Starts the thread that sends kernel cache invalidations (after
- * daemonising); ops_stop() ends it (after the session loop). */
+ * daemonising); ops_stop() ends it (after the session loop, before the
+ * unmount): 0, or -ETIMEDOUT if it is blocked in the kernel and was left
+ * running (see notifier_stop; the session must then not be freed). */
 int ops_start(struct ops_ctx *c);
-void ops_stop(struct ops_ctx *c);
+int ops_stop(struct ops_ctx *c);
 
 /* Saves what open handles hold unsaved (the session ended while files were
  * open: unmount, SIGTERM), giving up on those left at deadline_ms

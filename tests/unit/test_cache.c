@@ -90,6 +90,152 @@ static void *reader(void *p)
 	return NULL;
 }
 
+/* Cancelling a waiter (cache_set_cancel).  The fetch of "slow" holds until
+ * slow_release is set (10 s at most); the hook cancels only the threads
+ * that set their own `cancel_me`, from cancel_after_ms on. */
+static atomic_int slow_release, slow_started, slow_done, cancel_everyone;
+static atomic_int slow_result; /* what a slow fetch that starts now returns */
+static _Thread_local int cancel_me;
+static _Thread_local int64_t cancel_after_ms;
+
+static int slow_fetch(void *ctx, const char *key, void **value, size_t *cost)
+{
+	(void)ctx;
+	int n = atomic_fetch_add(&fetches, 1) + 1, result = atomic_load(&slow_result);
+	atomic_store(&slow_started, 1);
+	for (int i = 0; i < 10000 && !atomic_load(&slow_release); i++)
+		usleep(1000);
+	atomic_store(&slow_done, 1);
+	if (result)
+		return result;
+	struct val *v = calloc(1, sizeof(*v));
+	snprintf(v->key, sizeof(v->key), "%s", key);
+	v->serial = n;
+	*value = v;
+	*cost = 100;
+	return 0;
+}
+
+static int test_cancel_hook(void *arg)
+{
+	(void)arg;
+	if (atomic_load(&cancel_everyone))
+		return -ECANCELED;
+	return cancel_me && cache_monotonic_ms() >= cancel_after_ms ? -EINTR : 0;
+}
+
+struct slow_arg {
+	struct cache *c;
+	int cancelled;	 /* this thread's hook fires 100 ms after it starts */
+	int serial;	 /* or -errno */
+	int64_t took_ms; /* how long cache_get took */
+	int fetch_done;	 /* whether the slow fetch had finished on return */
+};
+
+static void *slow_reader(void *p)
+{
+	struct slow_arg *a = p;
+	struct cache_ref *r;
+	int64_t t0 = cache_monotonic_ms();
+
+	cancel_me = a->cancelled;
+	cancel_after_ms = t0 + 100;
+	int ret = cache_get(a->c, "slow", slow_fetch, NULL, &r);
+	a->took_ms = cache_monotonic_ms() - t0;
+	a->fetch_done = atomic_load(&slow_done);
+	a->serial = ret ? ret : ((struct val *)cache_ref_value(r))->serial;
+	if (!ret)
+		cache_ref_put(r);
+	return NULL;
+}
+
+/* Starts a reader of "slow" that fetches (not cancelled), and waits until
+ * its fetch runs. */
+static void start_fetcher(struct cache *c, pthread_t *th, struct slow_arg *a)
+{
+	atomic_store(&slow_release, 0);
+	atomic_store(&slow_started, 0);
+	atomic_store(&slow_done, 0);
+	*a = (struct slow_arg){.c = c};
+	pthread_create(th, NULL, slow_reader, a);
+	for (int i = 0; i < 10000 && !atomic_load(&slow_started); i++)
+		usleep(1000);
+}
+
+static void test_cancelled_waiters(void)
+{
+	struct cache *c = cache_new(1000, 5000, free_val, fake_clock);
+	struct cache_ref *r;
+	struct cache_stats st;
+	pthread_t fth, wth;
+	struct slow_arg fa, wa;
+
+	cache_set_cancel(c, test_cancel_hook, NULL);
+	atomic_store(&fetches, 0);
+
+	/* A waiter whose hook fires returns its -EINTR promptly, while the
+	 * fetch goes on; the fetch then completes and is cached for all. */
+	start_fetcher(c, &fth, &fa);
+	wa = (struct slow_arg){.c = c, .cancelled = 1};
+	pthread_create(&wth, NULL, slow_reader, &wa);
+	pthread_join(wth, NULL);
+	CHECK_INT(wa.serial, -EINTR);
+	CHECK(wa.took_ms >= 100 && wa.took_ms < 2000);
+	CHECK_INT(wa.fetch_done, 0);
+	atomic_store(&slow_release, 1);
+	pthread_join(fth, NULL);
+	CHECK_INT(fa.serial, 1);
+	CHECK_INT(cache_peek(c, "slow", &r), 0);
+	CHECK_INT(((struct val *)cache_ref_value(r))->serial, 1);
+	cache_ref_put(r);
+	CHECK_INT(fetches, 1);
+	cache_get_stats(c, &st);
+	CHECK_INT(st.coalesced, 1);
+
+	/* The fetching thread is interrupted (its own user's signal): a
+	 * waiter that is not does not take its EINTR, it fetches again. */
+	cache_clear(c);
+	atomic_store(&slow_result, -EINTR);
+	start_fetcher(c, &fth, &fa);
+	wa = (struct slow_arg){.c = c};
+	pthread_create(&wth, NULL, slow_reader, &wa);
+	for (int i = 0; i < 10000; i++) { /* until it waits */
+		cache_get_stats(c, &st);
+		if (st.coalesced == 2)
+			break;
+		usleep(1000);
+	}
+	atomic_store(&slow_result, 0);
+	atomic_store(&slow_release, 1);
+	pthread_join(fth, NULL);
+	pthread_join(wth, NULL);
+	CHECK_INT(fa.serial, -EINTR);
+	CHECK_INT(wa.serial, 3);
+	CHECK_INT(fetches, 3);
+
+	/* Everything is cancelled (shutdown): waiters see it too. */
+	cache_clear(c);
+	start_fetcher(c, &fth, &fa);
+	wa = (struct slow_arg){.c = c};
+	pthread_create(&wth, NULL, slow_reader, &wa);
+	for (int i = 0; i < 10000; i++) {
+		cache_get_stats(c, &st);
+		if (st.coalesced == 3)
+			break;
+		usleep(1000);
+	}
+	atomic_store(&cancel_everyone, 1);
+	pthread_join(wth, NULL);
+	CHECK_INT(wa.serial, -ECANCELED);
+	CHECK(wa.took_ms < 2000);
+	CHECK_INT(wa.fetch_done, 0);
+	atomic_store(&slow_release, 1);
+	pthread_join(fth, NULL);
+	CHECK_INT(fa.serial, 4);
+	atomic_store(&cancel_everyone, 0);
+	cache_free(c);
+}
+
 int main(void)
 {
 	struct cache *c = cache_new(1000, 5000, free_val, fake_clock);
@@ -238,5 +384,6 @@ int main(void)
 
 	cache_free(c);
 	cache_free(NULL);
+	test_cancelled_waiters();
 	CHECK_DONE();
 }

@@ -1,8 +1,8 @@
 /*
  * http against a tiny HTTP/1.1 server on 127.0.0.1 run by a thread of this
  * test: retries and their waits, Retry-After, timeouts, the stream deadline,
- * cancellation (http_cancel_all, the thread hook), the memory bound, and the
- * resend of a PUT whose kept-alive connection was dropped.
+ * cancellation (http_cancel_all, http_cancel_reads, saves, the thread hook), the memory bound, and
+ * the resend of a PUT whose kept-alive connection was dropped.
  *
  * The server answers by path (after /public/api/):
  *   ok                 200 {"ok":true}
@@ -500,6 +500,68 @@ static void test_cancel_all(void)
 	http_free(h);
 }
 
+static void cancel_reads(void *arg)
+{
+	http_cancel_reads(arg);
+}
+
+static void *saver_main(void *arg)
+{
+	struct getter *g = arg;
+
+	http_thread_save(1);
+	getter_main(g);
+	http_thread_save(0);
+	return NULL;
+}
+
+/* http_cancel_reads ends reads, in flight and later ones, but neither a
+ * save in flight nor a later one; a saving thread's hook does not cut it. */
+static void test_cancel_reads_spares_saves(void)
+{
+	struct http *h = client(1500, 0, 0, MiB, 0);
+	struct getter rd = {h, "stall", 1, 0}, sv = {h, "stall", 1, 0};
+	pthread_t rtid, stid;
+	struct buf resp = BUF_INIT;
+	struct later l;
+	atomic_int flag = 1;
+
+	CHECK_INT(http_thread_cancelled(h), 0);
+	log_reset();
+	pthread_create(&rtid, NULL, getter_main, &rd);
+	pthread_create(&stid, NULL, saver_main, &sv);
+	later_start(&l, 300, cancel_reads, h);
+	pthread_join(rtid, NULL);
+	pthread_join(stid, NULL);
+	pthread_join(l.tid, NULL);
+	CHECK_INT(rd.ret, -ECANCELED);
+	CHECK(rd.ms < 1200);
+	CHECK_INT(sv.ret, -ETIMEDOUT); /* went on to its own end */
+	CHECK(sv.ms >= 1400);
+	CHECK_INT(log_count("GET", "stall", NULL, NULL), 2);
+
+	/* later: a read sends nothing; a save is sent, also with its hook fired */
+	CHECK_INT(http_thread_cancelled(h), -ECANCELED);
+	CHECK_INT(http_get(h, "ok", &resp), -ECANCELED);
+	CHECK_INT(log_count("GET", "ok", NULL, NULL), 0);
+	http_set_thread_cancel(flag_hook, &flag);
+	CHECK_INT(http_thread_save(1), 0);
+	CHECK_INT(http_thread_cancelled(h), 0);
+	CHECK_INT(http_request(h, "PUT", "ok", "{}", 2, &resp), 0);
+	CHECK_INT(log_count("PUT", "ok", NULL, NULL), 1);
+	/* saves nest */
+	CHECK_INT(http_thread_save(1), 1);
+	CHECK_INT(http_thread_save(1), 1);
+	CHECK_INT(http_thread_save(0), 1);
+	/* only http_cancel_all ends a save */
+	http_cancel_all(h);
+	CHECK_INT(http_thread_cancelled(h), -ECANCELED);
+	CHECK_INT(http_request(h, "PUT", "ok", "{}", 2, &resp), -ECANCELED);
+	http_set_thread_cancel(NULL, NULL);
+	buf_release(&resp);
+	http_free(h);
+}
+
 static void test_memory_bounds(void)
 {
 	struct http *h = client(5000, 0, 0, 4 * MiB, MiB);
@@ -557,6 +619,7 @@ int main(void)
 	test_memory_bounds();
 	test_put_resent_on_dropped_keepalive();
 	test_cancel_all();
+	test_cancel_reads_spares_saves();
 	server_stop();
 	http_global_cleanup();
 	CHECK_DONE();
