@@ -39,7 +39,7 @@ static int create_in(struct tree *t, struct node *dir, const char *name, mode_t 
 		return -ENAMETOOLONG;
 	/* A name DSS objects can have here is not a scratch name: making a
 	 * file there would look like creating a DSS object. */
-	if (name_possible(dir, name))
+	if (!name_for_scratch(dir, name))
 		return -EPERM;
 	child_path(dir, name, &path);
 	ret = scratch_create(t->scratch, path.data, mode, now_epoch_ms());
@@ -129,7 +129,7 @@ static int rename_scratch(struct tree *t, struct rename_req *r, uint64_t *saved_
 	if (ret != -ENOENT)
 		goto out;
 	/* scratch -> scratch */
-	if (name_possible(r->to, r->newname)) {
+	if (!name_for_scratch(r->to, r->newname)) {
 		ret = -EPERM;
 		goto out;
 	}
@@ -158,7 +158,7 @@ static int rename_copies(struct tree *t, struct rename_req *r)
 
 	if (ret)
 		goto out;
-	if (source.row->kind != PT_FILE || name_possible(r->to, r->newname)) {
+	if (source.row->kind != PT_FILE || !name_for_scratch(r->to, r->newname)) {
 		ret = -EPERM;
 		goto out;
 	}

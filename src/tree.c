@@ -309,6 +309,17 @@ int name_possible(const struct node *dir, const char *name)
 	return 0;
 }
 
+int name_for_scratch(const struct node *dir, const char *name)
+{
+	const struct pt_row *kids[PT_MAX_CHILDREN];
+	size_t nk = pathtab_children(dir->row, kids, PT_MAX_CHILDREN);
+
+	for (size_t i = 0; i < nk; i++)
+		if (!kids[i]->recurse && row_may_be_named(kids[i], name))
+			return 0;
+	return 1;
+}
+
 int scratch_ref(struct tree *t, const char *path, const struct pt_vars *vars, uint64_t *ino,
 		struct stat *st)
 {

@@ -186,6 +186,11 @@ int saves_allowed(struct tree *t, const struct pt_row *row);
 int64_t now_epoch_ms(void);
 void child_path(const struct node *dir, const char *name, struct buf *out);
 int name_possible(const struct node *dir, const char *name);
+/* Whether a scratch file may take `name` in dir: no DSS file could be
+ * called so (a nested folder of a wiki article, which exists only where the
+ * article has children, does not reserve its name: editors' temporary
+ * files in the wiki take any name). */
+int name_for_scratch(const struct node *dir, const char *name);
 /* The file's bytes and its document's versionNumber (-1: none). */
 int file_bytes(struct tree *t, const struct node *n, struct buf *out, int64_t *version);
 /* An API object found by name, with its own copy of the variables. */

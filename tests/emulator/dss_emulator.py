@@ -2605,8 +2605,10 @@ class Emulator:
     """Ties the state, keys, faults and stats to HTTP requests."""
 
     def __init__(self, state, users, latency_ms=0, log_path=None, dss_version="13.4.0",
-                 rates=None):
+                 rates=None, missing_routes=()):
         self.state = state
+        # --missing-route: project endpoints this "DSS version" lacks (404 as unknown)
+        self.missing_routes = tuple(r.strip("/") for r in missing_routes)
         self.users = users                   # key -> User
         self.latency = latency_ms / 1000.0
         self.recorder = Recorder(log_path)
@@ -2828,10 +2830,17 @@ class Emulator:
             h.send_bytes(status, data + opts["garbage_text"].encode("utf-8"), ctype,
                          self.dss_version, extra)
 
+    def route_missing(self, rel):
+        """Whether rel (the path segments after the API prefix) is projects/<K>/<a route
+        given to --missing-route>..."""
+        tail = "/".join(rel[2:]) if len(rel) > 2 and rel[0] == "projects" else None
+        return tail is not None and any(tail == r or tail.startswith(r + "/")
+                                        for r in self.missing_routes)
+
     def answer(self, h, method, rel, segs, query, body):
         """(status, body bytes, content type, extra headers) of a DSS API request."""
         try:
-            if rel is None:
+            if rel is None or self.route_missing(rel):
                 raise ApiError(404, ERR_NOT_FOUND, "No API endpoint at /" + "/".join(segs))
             user = self.authenticate(h.headers)
             route, params = self.router.match(method, rel)
@@ -3109,6 +3118,10 @@ def parse_args(argv):
     ap.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")
     ap.add_argument("--fault-methods", metavar="M,M",
                     help="draw faults only for these methods (default: all)")
+    ap.add_argument("--missing-route", metavar="R", action="append", default=[],
+                    help="answer projects/<K>/R and below with 404 \"No API endpoint\", "
+                         "as a DSS version without that object type would (repeatable; "
+                         "e.g. agents/tools)")
     ap.add_argument("--fault-path-prefix", metavar="P", default="",
                     help="draw faults only for paths starting with P, e.g. /projects/SALES/")
     ap.add_argument("--retry-after", type=int, metavar="S",
@@ -3205,7 +3218,7 @@ def main(argv=None):
     state = State(build_projects(args), node_type=args.node_type)
     emulator = Emulator(state, users, latency_ms=max(0.0, args.latency_ms),
                         log_path=args.log_requests, dss_version=args.dss_version,
-                        rates=rates)
+                        rates=rates, missing_routes=args.missing_route)
     server = Server((args.host, args.port), emulator)
     control = None
     if args.control_port is not None or args.control_port_file:
