@@ -24,7 +24,8 @@ static int object_mtime(struct tree *t, const struct pt_row *row, const struct p
 {
 	for (const struct pt_row *r = row; r; r = pathtab_parent(r)) {
 		const char *var;
-		if (pathtab_leaf(r, &var, NULL) != PT_SEG_VAR)
+		/* (in a file tree: the time of the object holding it) */
+		if (r->content || pathtab_leaf(r, &var, NULL) != PT_SEG_VAR)
 			continue;
 		const struct pt_row *dir = pathtab_parent(r);
 		const char *name = pt_vars_get(vars, var);
@@ -144,11 +145,26 @@ int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_ro
 {
 	struct cache_ref *ref = NULL;
 	const struct buf *bytes = NULL;
-	int64_t mtime = -1;
+	int64_t mtime = -1, listed_size = -1, listed_mtime = -1;
 	uint64_t hash = 0;
 	size_t size;
-	int ret = get_row_resource(t, row, vars, &ref);
+	int ret;
 
+	/* A file of a file tree: its list may say its size and time. */
+	if (row->content && (ret = content_stat(t, row, vars, &listed_size, &listed_mtime)))
+		return ret;
+	if (row->format == PT_SPOOL && listed_size >= 0) {
+		/* (a managed folder's file: not fetched to be listed) */
+		if (listed_mtime < 0 && (ret = object_mtime(t, row, vars, &listed_mtime)))
+			return ret;
+		fill_common(t, st, ino, listed_mtime);
+		st->st_mode = file_mode(t, row, NULL);
+		st->st_nlink = 1;
+		st->st_size = (off_t)listed_size;
+		st->st_blocks = (blkcnt_t)((listed_size + 511) / 512);
+		return 0;
+	}
+	ret = get_row_resource(t, row, vars, &ref);
 	if (ret)
 		return ret;
 	struct resource *res = cache_ref_value(ref);
@@ -166,6 +182,8 @@ int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_ro
 		mtime = json_get_int64(res->json, p.data, -1);
 		buf_release(&p);
 	}
+	if (mtime < 0)
+		mtime = listed_mtime;
 	if (mtime < 0 && (ret = object_mtime(t, row, vars, &mtime)))
 		goto out;
 	if (hash)
@@ -198,9 +216,14 @@ int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st
 int dir_node_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
 		  const struct pt_vars *vars, struct stat *st)
 {
-	int64_t m;
-	int ret = object_mtime(t, row, vars, &m);
+	int64_t m = -1, size;
+	int ret = 0;
 
+	/* A folder of a file tree is there while its list says so. */
+	if (row->content && row != pathtab_root() && !row->list)
+		ret = content_stat(t, row, vars, &size, &m);
+	if (!ret && m < 0)
+		ret = object_mtime(t, row, vars, &m);
 	if (!ret)
 		dir_attr(t, ino, m, st);
 	return ret;

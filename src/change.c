@@ -37,6 +37,8 @@ static int create_in(struct tree *t, struct node *dir, const char *name, mode_t 
 		return -EROFS;
 	if (strlen(name) > NAME_MAX_BYTES)
 		return -ENAMETOOLONG;
+	if (dir->row->content) /* a real file there */
+		return content_create(t, dir, name, ino, st);
 	/* A name DSS objects can have here is not a scratch name: making a
 	 * file there would look like creating a DSS object. */
 	if (!name_for_scratch(dir, name))
@@ -72,8 +74,9 @@ int tree_unlink(struct tree *t, uint64_t parent, const char *name)
 	if (ret)
 		return ret;
 	child_path(dir, name, &path);
-	ret = scratch_unlink(t->scratch, path.data);
-	if (ret == -ENOENT) {
+	ret = dir->row->content ? content_unlink(t, dir, name)
+				: scratch_unlink(t->scratch, path.data);
+	if (ret == -ENOENT && !dir->row->content) {
 		ret = find_api_child(t, dir, name, &f);
 		found_release(&f);
 		/* DSS objects are never deleted through the mount. */
@@ -204,7 +207,14 @@ int tree_rename(struct tree *t, uint64_t parent, const char *name, uint64_t newp
 	}
 	child_path(r.from, name, &r.src);
 	child_path(r.to, newname, &r.dst);
-	if (!scratch_stat(t->scratch, r.src.data, &(struct scratch_attr){0}))
+	if (r.from->row->content || r.to->row->content) {
+		/* within a file tree, or EXDEV: mv copies and deletes */
+		ret = r.from->row->content && r.to->row->content
+			  ? content_rename(t, r.from, name, r.to, newname, flags)
+			  : -EXDEV;
+		if (!ret)
+			node_rekey(t, r.src.data, r.dst.data, NULL, &r.to->vars);
+	} else if (!scratch_stat(t->scratch, r.src.data, &(struct scratch_attr){0}))
 		ret = rename_scratch(t, &r, saved_ino);
 	else
 		ret = rename_copies(t, &r);
@@ -272,5 +282,41 @@ int tree_setattr(struct tree *t, uint64_t ino, const struct stat *attr, int to_s
 out:
 	buf_release(&data);
 	node_put(n);
+	return ret;
+}
+
+int tree_mkdir(struct tree *t, uint64_t parent, const char *name, uint64_t *ino, struct stat *st)
+{
+	struct node *dir;
+	int ret = dir_node(t, parent, &dir);
+
+	if (ret)
+		return ret;
+	if (t->opt.read_only)
+		ret = -EROFS;
+	else if (strlen(name) > NAME_MAX_BYTES)
+		ret = -ENAMETOOLONG;
+	else if (!dir->row->content) /* DSS objects are made in DSS */
+		ret = -EPERM;
+	else
+		ret = content_mkdir(t, dir, name, ino, st);
+	node_put(dir);
+	return ret;
+}
+
+int tree_rmdir(struct tree *t, uint64_t parent, const char *name)
+{
+	struct node *dir;
+	int ret = dir_node(t, parent, &dir);
+
+	if (ret)
+		return ret;
+	if (t->opt.read_only)
+		ret = -EROFS;
+	else if (!dir->row->content)
+		ret = -EPERM;
+	else
+		ret = content_rmdir(t, dir, name);
+	node_put(dir);
 	return ret;
 }

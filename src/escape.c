@@ -97,3 +97,43 @@ void url_encode_segment(const char *seg, struct buf *out)
 		}
 	}
 }
+
+int base64_decode(const char *in, size_t len, struct buf *out)
+{
+	unsigned acc = 0;
+	int bits = 0, pad = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)in[i];
+		int v;
+		if (c >= 'A' && c <= 'Z')
+			v = c - 'A';
+		else if (c >= 'a' && c <= 'z')
+			v = c - 'a' + 26;
+		else if (c >= '0' && c <= '9')
+			v = c - '0' + 52;
+		else if (c == '+' || c == '-')
+			v = 62;
+		else if (c == '/' || c == '_')
+			v = 63;
+		else if (c == '=') {
+			pad++;
+			continue;
+		} else if (c == '\n' || c == '\r' || c == ' ' || c == '\t')
+			continue;
+		else
+			return -EINVAL;
+		if (pad) /* data after padding */
+			return -EINVAL;
+		acc = (acc << 6) | (unsigned)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			buf_addch(out, (char)((acc >> bits) & 0xff));
+		}
+	}
+	/* What is left must be the zero bits of a final, partial group. */
+	if (bits >= 6 || (acc & ((1u << bits) - 1)) || pad > 2)
+		return -EINVAL;
+	return 0;
+}

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void track(struct ops_ctx *c, struct open_item *it, void (*free_fn)(struct open_item *))
 {
@@ -51,6 +52,7 @@ struct handle *handle_new(struct ops_ctx *c)
 	h->ctx = c;
 	pthread_mutex_init(&h->lock, NULL);
 	buf_init(&h->data);
+	h->fd = -1;
 	h->base.version = -1;
 	track(c, &h->item, handle_free_item);
 	return h;
@@ -69,6 +71,10 @@ void handle_put(struct handle *h)
 	if (atomic_fetch_sub(&h->refs, 1) == 1) {
 		if (h->accounted)
 			atomic_fetch_sub(&h->ctx->buffered, h->accounted);
+		if (h->fd >= 0) {
+			close(h->fd);
+			tree_spool_account(h->ctx->tree, h->disk, 0);
+		}
 		tree_stream_close(h->stream);
 		buf_release(&h->data);
 		pthread_mutex_destroy(&h->lock);
@@ -196,6 +202,91 @@ int account(struct ops_ctx *c, struct handle *h, size_t len)
 	return 0;
 }
 
+size_t handle_len(const struct handle *h)
+{
+	return h->fd >= 0 ? h->fd_len : h->data.len;
+}
+
+/* Counts the disk a spooled handle's file takes (it never shrinks below
+ * what was written: a sparse hole still may be filled). */
+static int disk_grow(struct ops_ctx *c, struct handle *h, size_t len)
+{
+	int ret = 0;
+
+	if (len > h->disk && !(ret = tree_spool_account(c->tree, h->disk, len)))
+		h->disk = len;
+	return ret;
+}
+
+int handle_write(struct ops_ctx *c, struct handle *h, size_t off, const char *data, size_t size)
+{
+	size_t end = off + size;
+	int ret;
+
+	if (h->fd < 0) {
+		ret = account(c, h, end > h->data.len ? end : h->data.len);
+		if (!ret)
+			buf_write_at(&h->data, off, data, size);
+		return ret;
+	}
+	if ((ret = disk_grow(c, h, end)))
+		return ret;
+	for (size_t w = 0; w < size;) {
+		ssize_t n = pwrite(h->fd, data + w, size - w, (off_t)(off + w));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		w += (size_t)n;
+	}
+	if (end > h->fd_len)
+		h->fd_len = end;
+	return 0;
+}
+
+int handle_truncate(struct ops_ctx *c, struct handle *h, size_t len)
+{
+	int ret;
+
+	if (h->fd < 0) {
+		ret = account(c, h, len);
+		if (!ret)
+			buf_resize(&h->data, len);
+		return ret;
+	}
+	if ((ret = disk_grow(c, h, len)))
+		return ret;
+	if (ftruncate(h->fd, (off_t)len))
+		return -errno;
+	h->fd_len = len;
+	return 0;
+}
+
+ssize_t handle_read(struct handle *h, size_t off, size_t size, const char **out, char **buf)
+{
+	size_t len = handle_len(h);
+	ssize_t n;
+
+	*out = NULL;
+	*buf = NULL;
+	if (off >= len)
+		return 0;
+	if (size > len - off)
+		size = len - off;
+	if (h->fd < 0) {
+		*out = h->data.data + off;
+		return (ssize_t)size;
+	}
+	*buf = xmalloc(size ? size : 1);
+	do
+		n = pread(h->fd, *buf, size, (off_t)off);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	*out = *buf;
+	return n;
+}
+
 int handle_save(struct ops_ctx *c, struct handle *h, enum save_when when,
 		const struct tree_caller *who, int *saved)
 {
@@ -218,7 +309,10 @@ int handle_save(struct ops_ctx *c, struct handle *h, enum save_when when,
 		h->attempted = 1;
 		/* Never cut by an interrupt nor by the session's end. */
 		int was = http_thread_save(1);
-		ret = tree_save(c->tree, h->ino, h->data.data, h->data.len, who, &h->base);
+		if (h->fd >= 0)
+			ret = tree_save_spooled(c->tree, h->ino, h->fd, h->fd_len, who, &h->base);
+		else
+			ret = tree_save(c->tree, h->ino, h->data.data, h->data.len, who, &h->base);
 		http_thread_save(was);
 		if (!ret)
 			h->dirty = 0;
@@ -259,8 +353,8 @@ double writer_view(struct ops_ctx *c, fuse_req_t req, uint64_t ino, struct fuse_
 			}
 			if ((fi && fi->fh == (uint64_t)(uintptr_t)h) ||
 			    (!(fi && fi->fh) && is_writer(h, who.tgid))) {
-				st->st_size = (off_t)h->data.len;
-				st->st_blocks = (blkcnt_t)((h->data.len + 511) / 512);
+				st->st_size = (off_t)handle_len(h);
+				st->st_blocks = (blkcnt_t)((handle_len(h) + 511) / 512);
 			}
 		}
 		pthread_mutex_unlock(&h->lock);

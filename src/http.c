@@ -38,6 +38,7 @@ struct http {
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	struct curl_slist *headers;
+	struct curl_slist *form_headers; /* multipart: libcurl's own Content-Type */
 
 	atomic_uint_fast64_t requests, failures;
 	atomic_size_t inflight;	    /* bytes of response buffers charged */
@@ -127,6 +128,8 @@ struct http *http_new(const struct http_config *cfg)
 	h->headers = curl_slist_append(h->headers, "Content-Type: application/json");
 	/* Keep-alive connections must not wait for a 100-continue on PUT. */
 	h->headers = curl_slist_append(h->headers, "Expect:");
+	h->form_headers = curl_slist_append(NULL, "Accept: application/json");
+	h->form_headers = curl_slist_append(h->form_headers, "Expect:");
 	return h;
 }
 
@@ -144,6 +147,7 @@ void http_free(struct http *h)
 	if (h->share)
 		curl_share_cleanup(h->share);
 	curl_slist_free_all(h->headers);
+	curl_slist_free_all(h->form_headers);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&h->share_locks[i]);
 	pthread_mutex_destroy(&h->pool_lock);
@@ -268,7 +272,48 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *ctx)
 struct upload {
 	const char *data;
 	size_t len, off;
+	/* a multipart upload (a managed folder's file): one part "file", its
+	 * bytes from data, or from fd when fd >= 0 (read in place, never held
+	 * in memory) */
+	int multipart;
+	int fd;
+	curl_mime *mime;
 };
+
+/* The bytes of a multipart upload's part, from its file or memory. */
+static size_t on_part_read(char *dst, size_t size, size_t nmemb, void *ctx)
+{
+	struct upload *u = ctx;
+	size_t n = size * nmemb;
+	ssize_t got;
+
+	if (n > u->len - u->off)
+		n = u->len - u->off;
+	if (!n)
+		return 0;
+	if (u->fd < 0) {
+		memcpy(dst, u->data + u->off, n);
+		got = (ssize_t)n;
+	} else {
+		do
+			got = pread(u->fd, dst, n, (off_t)u->off);
+		while (got < 0 && errno == EINTR);
+		if (got <= 0) /* the file shrank or failed: never send less silently */
+			return CURL_READFUNC_ABORT;
+	}
+	u->off += (size_t)got;
+	return (size_t)got;
+}
+
+static int on_part_seek(void *ctx, curl_off_t offset, int origin)
+{
+	struct upload *u = ctx;
+
+	if (origin != SEEK_SET || offset < 0 || (curl_off_t)u->len < offset)
+		return CURL_SEEKFUNC_CANTSEEK;
+	u->off = (size_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
 
 static size_t on_read(char *dst, size_t size, size_t nmemb, void *ctx)
 {
@@ -305,12 +350,12 @@ static void setup(struct http *h, CURL *c, const char *method, const char *url, 
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "dssfs/" DSSFS_VERSION);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h->headers);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, up->multipart ? h->form_headers : h->headers);
 	curl_easy_setopt(c, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
 	curl_easy_setopt(c, CURLOPT_USERNAME, h->api_key);
 	curl_easy_setopt(c, CURLOPT_PASSWORD, "");
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, h->connect_timeout_ms);
-	if (sink->fd < 0) {
+	if (sink->fd < 0 && up->fd < 0) {
 		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, h->timeout_ms);
 	} else {
 		/* A stream may take long, within its own limit; it must not stall. */
@@ -345,6 +390,16 @@ static void setup(struct http *h, CURL *c, const char *method, const char *url, 
 		curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
 		curl_easy_setopt(c, CURLOPT_SEEKDATA, up);
 		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)up->len);
+	} else if (up->multipart) {
+		curl_mimepart *part;
+		up->mime = curl_mime_init(c);
+		part = curl_mime_addpart(up->mime);
+		curl_mime_name(part, "file");
+		curl_mime_filename(part, "");
+		curl_mime_type(part, "application/octet-stream");
+		curl_mime_data_cb(part, (curl_off_t)up->len, on_part_read, on_part_seek, NULL, up);
+		curl_easy_setopt(c, CURLOPT_MIMEPOST, up->mime);
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	} else {
 		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 		if (up->data) {
@@ -486,7 +541,7 @@ static int outcome(const char *what, CURLcode rc, long status, const struct sink
 }
 
 static int do_request(struct http *h, const char *method, const char *path, const char *body,
-		      size_t body_len, struct sink *sink)
+		      size_t body_len, struct sink *sink, const struct upload *form)
 {
 	struct buf url = BUF_INIT, what = BUF_INIT;
 	char errbuf[CURL_ERROR_SIZE];
@@ -509,8 +564,11 @@ static int do_request(struct http *h, const char *method, const char *path, cons
 		goto out;
 	}
 	for (int attempt = 0;; attempt++) {
-		struct upload up = {body, body_len, 0};
+		struct upload up = {body, body_len, 0, 0, -1, NULL};
 		long wait;
+
+		if (form)
+			up = *form;
 
 		buf_reset(sink->out);
 		sink->too_big = sink->no_memory = sink->write_failed = 0;
@@ -518,6 +576,7 @@ static int do_request(struct http *h, const char *method, const char *path, cons
 		errbuf[0] = '\0';
 		setup(h, p->curl, method, url.data, sink, &up, errbuf);
 		rc = run_transfer(h, p, &ret);
+		curl_mime_free(up.mime);
 		atomic_fetch_add(&h->requests, 1);
 		if (ret)
 			goto out;
@@ -564,7 +623,7 @@ int http_request(struct http *h, const char *method, const char *path, const cha
 {
 	struct sink sink = {.h = h, .out = resp, .fd = -1, .max = h->max_body};
 
-	return do_request(h, method, path, body, body_len, &sink);
+	return do_request(h, method, path, body, body_len, &sink, NULL);
 }
 
 int http_request_to_fd(struct http *h, const char *method, const char *path, const char *body,
@@ -572,11 +631,20 @@ int http_request_to_fd(struct http *h, const char *method, const char *path, con
 {
 	struct buf err = BUF_INIT;
 	struct sink sink = {.h = h, .out = &err, .fd = fd, .max = max};
-	int ret = do_request(h, method, path, body, body_len, &sink);
+	int ret = do_request(h, method, path, body, body_len, &sink, NULL);
 
 	*size = sink.total;
 	buf_release(&err);
 	return ret;
+}
+
+int http_upload(struct http *h, const char *path, const char *data, int fd, size_t len,
+		struct buf *resp)
+{
+	struct sink sink = {.h = h, .out = resp, .fd = -1, .max = h->max_body};
+	struct upload form = {data ? data : "", len, 0, 1, fd, NULL};
+
+	return do_request(h, "POST", path, NULL, 0, &sink, &form);
 }
 
 void http_cancel_all(struct http *h)

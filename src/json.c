@@ -12,7 +12,7 @@ static void indent(struct buf *out, int depth)
 		buf_add(out, "  ", 2);
 }
 
-static void render_string(const char *s, struct buf *out)
+void json_render_string(const char *s, struct buf *out)
 {
 	buf_addch(out, '"');
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -84,7 +84,7 @@ static void render(const cJSON *item, int depth, struct buf *out)
 		for (child = item->child; child; child = child->next) {
 			indent(out, depth + 1);
 			if (is_obj) {
-				render_string(child->string ? child->string : "", out);
+				json_render_string(child->string ? child->string : "", out);
 				buf_add(out, ": ", 2);
 			}
 			render(child, depth + 1, out);
@@ -94,7 +94,7 @@ static void render(const cJSON *item, int depth, struct buf *out)
 		indent(out, depth);
 		buf_addch(out, is_obj ? '}' : ']');
 	} else if (cJSON_IsString(item)) {
-		render_string(item->valuestring, out);
+		json_render_string(item->valuestring, out);
 	} else if (cJSON_IsNumber(item)) {
 		render_number(item->valuedouble, out);
 	} else if (cJSON_IsTrue(item)) {

@@ -194,7 +194,7 @@ static void usage(const char *prog)
 	       "    -o scratch_max=MIB      memory for editors' temporary files (default 64)\n"
 	       "    -o dirty_max=MIB        memory for files open for writing, in all\n"
 	       "                            (default 256)\n"
-	       "    -o spool_total=MIB      disk for project exports held at once\n"
+	       "    -o spool_total=MIB      disk for exports and managed folders' files (4096)\n"
 	       "                            (default 1024)\n\n"
 	       "Signals: SIGHUP drops every cached object.\n\n",
 	       prog);
@@ -378,7 +378,7 @@ int main(int argc, char *argv[])
 			    .stream_timeout = 600,
 			    .scratch_max_mb = 64,
 			    .dirty_max_mb = 256,
-			    .spool_total_mb = 1024,
+			    .spool_total_mb = 4096,
 			    .prefetch = 16};
 	struct fuse_cmdline_opts cmd = {0};
 	struct config cfg = {0};

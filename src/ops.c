@@ -173,7 +173,7 @@ static void op_setattr_body(fuse_req_t req, fuse_ino_t ino, struct stat *attr, i
 	if (to_set & FUSE_SET_ATTR_SIZE && fi && fi->fh) {
 		/* ftruncate on an open file: only its buffer changes. */
 		struct handle *h = handle_get(fi);
-		if ((uint64_t)attr->st_size > c->max_file) {
+		if (h->fd < 0 && (uint64_t)attr->st_size > c->max_file) {
 			handle_put(h);
 			fuse_reply_err(req, EFBIG);
 			return;
@@ -181,9 +181,8 @@ static void op_setattr_body(fuse_req_t req, fuse_ino_t ino, struct stat *attr, i
 		struct tree_caller who;
 		caller_of(req, &who);
 		pthread_mutex_lock(&h->lock);
-		ret = account(c, h, (size_t)attr->st_size);
+		ret = handle_truncate(c, h, (size_t)attr->st_size);
 		if (!ret) {
-			buf_resize(&h->data, (size_t)attr->st_size);
 			h->dirty = 1;
 			h->attempted = 0;
 			add_writer(h, who.tgid);
@@ -308,7 +307,29 @@ static int open_handle(struct ops_ctx *c, fuse_req_t req, uint64_t ino, struct f
 	struct tree_caller who;
 	int flags = open_flags(fi), size_changed, ret;
 
-	if (tree_file_kind(c->tree, ino) == TREE_STREAM) {
+	int kind = tree_file_kind(c->tree, ino);
+
+	if (kind == TREE_SPOOLED && (flags & TREE_OPEN_WRITE)) {
+		/* a managed folder's file: written through a temporary file */
+		caller_of(req, &who);
+		h = handle_new(c);
+		h->ino = ino;
+		ret = tree_open_spooled(c->tree, ino, flags & TREE_OPEN_TRUNC, &h->fd, &h->fd_len,
+					&h->base);
+		h->disk = h->fd_len;
+		if (ret) {
+			handle_close(c, h);
+			return ret;
+		}
+		add_writer(h, who.tgid);
+		h->dirty = (flags & TREE_OPEN_TRUNC) != 0;
+		h->append = (fi->flags & O_APPEND) != 0;
+		fi->fh = (uint64_t)(uintptr_t)h;
+		fi->keep_cache = 0;
+		fi->direct_io = 1;
+		return 0;
+	}
+	if (kind == TREE_STREAM || kind == TREE_SPOOLED) {
 		if (flags & TREE_OPEN_WRITE)
 			return c->read_only ? -EROFS : -EACCES;
 		h = handle_new(c);
@@ -385,7 +406,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct ops_ctx *c = ctx_of(req);
 	struct fuse_entry_param e;
 	uint64_t ino;
+	/* In a file tree it makes the file on DSS: a change is never cut. */
+	int was = http_thread_save(1);
 	int ret = tree_create(c->tree, parent, name, mode, &ino, &e.attr);
+
+	http_thread_save(was);
 
 	if (ret) {
 		fuse_reply_err(req, -ret);
@@ -425,13 +450,14 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	pthread_mutex_lock(&h->lock);
-	if (off < 0 || (size_t)off >= h->data.len) {
-		fuse_reply_buf(req, NULL, 0);
-	} else {
-		if (size > h->data.len - (size_t)off)
-			size = h->data.len - (size_t)off;
-		fuse_reply_buf(req, h->data.data + off, size);
-	}
+	const char *bytes = NULL;
+	char *tmp = NULL;
+	ssize_t n = off < 0 ? 0 : handle_read(h, (size_t)off, size, &bytes, &tmp);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, bytes, (size_t)n);
+	free(tmp);
 	pthread_mutex_unlock(&h->lock);
 	handle_put(h);
 }
@@ -447,14 +473,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 	(void)ino;
 	pthread_mutex_lock(&h->lock);
 	if (h->append)
-		off = (off_t)h->data.len; /* the kernel's idea of the end may be stale */
-	if (off < 0 || (uint64_t)off + size > c->max_file)
+		off = (off_t)handle_len(h); /* the kernel's idea of the end may be stale */
+	/* (a spooled file's bound is the disk's, spool_total) */
+	if (off < 0 || (h->fd < 0 && (uint64_t)off + size > c->max_file))
 		ret = -EFBIG;
 	else
-		ret = account(c, h,
-			      (size_t)off + size > h->data.len ? (size_t)off + size : h->data.len);
+		ret = handle_write(c, h, (size_t)off, data, size);
 	if (!ret) {
-		buf_write_at(&h->data, (size_t)off, data, size);
 		h->dirty = 1;
 		h->attempted = 0;
 		if (fc->pid != h->last_tid) {
@@ -520,7 +545,11 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -tree_unlink(ctx_of(req)->tree, parent, name));
+	int was = http_thread_save(1); /* (in a file tree: a DELETE) */
+	int ret = tree_unlink(ctx_of(req)->tree, parent, name);
+
+	http_thread_save(was);
+	fuse_reply_err(req, -ret);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -556,17 +585,28 @@ static void reply_refused(fuse_req_t req)
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	(void)parent;
-	(void)name;
+	struct ops_ctx *c = ctx_of(req);
+	struct stat st;
+	uint64_t ino = 0;
+	int ret;
+
 	(void)mode;
-	reply_refused(req);
+	int was = http_thread_save(1);
+	ret = tree_mkdir(c->tree, parent, name, &ino, &st);
+	http_thread_save(was);
+	if (ret)
+		fuse_reply_err(req, -ret);
+	else
+		reply_entry(c, req, ino, &st);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	(void)parent;
-	(void)name;
-	reply_refused(req);
+	int was = http_thread_save(1);
+	int ret = tree_rmdir(ctx_of(req)->tree, parent, name);
+
+	http_thread_save(was);
+	fuse_reply_err(req, -ret);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)

@@ -36,12 +36,17 @@ struct handle {
 	uint64_t ino;
 	pthread_mutex_t lock; /* guards everything below */
 	struct buf data;
-	int dirty;		      /* differs from what DSS (or the scratch store) holds */
-	int attempted;		      /* a flush tried to save the current content */
-	int append;		      /* opened with O_APPEND: writes go to the end */
-	size_t accounted;	      /* bytes counted in ops_ctx.buffered */
-	struct tree_base base;	      /* what was read, for the conflict check */
-	struct tree_stream *stream;   /* a spooled stream: read from there */
+	int dirty;		    /* differs from what DSS (or the scratch store) holds */
+	int attempted;		    /* a flush tried to save the current content */
+	int append;		    /* opened with O_APPEND: writes go to the end */
+	size_t accounted;	    /* bytes counted in ops_ctx.buffered */
+	struct tree_base base;	    /* what was read, for the conflict check */
+	struct tree_stream *stream; /* a spooled stream: read from there */
+	/* a managed folder's file open for writing: its content is in this
+	 * temporary file (fd_len bytes, disk bytes counted in the tree's
+	 * spool_total), not in data */
+	int fd;
+	size_t fd_len, disk;
 	int64_t writers[MAX_WRITERS]; /* thread group ids */
 	int nwriters;
 	int64_t last_tid, last_tgid; /* the last writer seen, to spare /proc */
@@ -78,6 +83,16 @@ void add_writer(struct handle *h, int64_t tgid);
 /* Grows the bytes a writable handle holds to len, within the total bound
  * (-ENOSPC beyond it).  Called with h->lock held. */
 int account(struct ops_ctx *c, struct handle *h, size_t len);
+
+/* The handle's content: its length, a write at off (growing it), a new
+ * length; within the bounds (dirty_max in memory, spool_total on disk:
+ * -ENOSPC).  Called with h->lock held. */
+size_t handle_len(const struct handle *h);
+int handle_write(struct ops_ctx *c, struct handle *h, size_t off, const char *data, size_t size);
+int handle_truncate(struct ops_ctx *c, struct handle *h, size_t len);
+/* Reads up to size bytes at off into *out (a pointer into the handle or
+ * into buf, which the caller frees); returns the count or -errno. */
+ssize_t handle_read(struct handle *h, size_t off, size_t size, const char **out, char **buf);
 
 /* Saves a changed handle when `when` calls for it (see struct handle).
  * Returns 0 or -errno; *saved says whether a save of a DSS file was

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Extension of a recipe's payload file by recipe type; visual recipes keep
@@ -83,6 +84,7 @@ static const struct pt_row rows[] = {
     {.pattern = "/{project}/export.zip",
      .kind = PT_FILE,
      .get = P "/export",
+     .get_method = "POST",
      .format = PT_SPOOL,
      .hidden = 1},
     {.pattern = "/{project}/datasets", .kind = PT_DIR, .list = P "/datasets/", .list_key = "name"},
@@ -181,9 +183,50 @@ static const struct pt_row rows[] = {
      .version_at = "article.versionTag"},
     {.pattern = "/{project}/wiki/{article}", .kind = PT_DIR, .recurse = 1},
 
+    /* The project library: its files and folders as they are. */
+    {.pattern = "/{project}/library",
+     .kind = PT_DIR,
+     .list = P "/libraries/contents",
+     .content = PT_TREE,
+     .mkdir = P "/libraries/folders/{path*}",
+     .remove = P "/libraries/contents/{path*}",
+     .rename = P "/libraries/contents-actions/rename/",
+     .move = P "/libraries/contents-actions/move"},
+    {.pattern = "/{project}/library/{path}", .kind = PT_DIR, .recurse = 1, .content = PT_TREE},
+    {.pattern = "/{project}/library/{path}",
+     .kind = PT_FILE,
+     .content = PT_TREE,
+     .get = P "/libraries/contents/{path*}?dataEncoding=base64",
+     .field = "data",
+     .format = PT_BASE64,
+     .put = P "/libraries/contents/{path*}",
+     .put_method = "POST",
+     .put_raw = 1},
+
     NAMED("/{project}/managed_folders", P "/managedfolders/"),
     {.pattern = "/{project}/managed_folders/{folder}", .kind = PT_DIR},
     DOC("/{project}/managed_folders/{folder}/settings.json", MF),
+    /* A managed folder's files, of any size: read and written through
+     * temporary files; DSS has no folders of their own (a folder is there
+     * while a file is in it) and no rename. */
+    {.pattern = "/{project}/managed_folders/{folder}/files",
+     .kind = PT_DIR,
+     .list = MF "/contents",
+     .list_at = "items",
+     .content = PT_FLAT,
+     .remove = MF "/contents/{path*}"},
+    {.pattern = "/{project}/managed_folders/{folder}/files/{path}",
+     .kind = PT_DIR,
+     .recurse = 1,
+     .content = PT_FLAT},
+    {.pattern = "/{project}/managed_folders/{folder}/files/{path}",
+     .kind = PT_FILE,
+     .content = PT_FLAT,
+     .get = MF "/contents/{path*}",
+     .format = PT_SPOOL,
+     .put = MF "/contents/{path*}",
+     .put_method = "POST",
+     .put_form = 1},
 
     {.pattern = "/{project}/notebooks",
      .kind = PT_DIR,
@@ -466,12 +509,33 @@ int pathtab_expand(const char *tmpl, const struct pt_vars *vars, struct buf *out
 		if (!close)
 			return -EINVAL;
 		buf_add(out, p, (size_t)(open - p));
-		const char *v = vars_find(vars, open + 1, (size_t)(close - open - 1));
+		size_t nl = (size_t)(close - open - 1);
+		int multi = nl > 0 && open[nl] == '*';
+		const char *v = vars_find(vars, open + 1, nl - (size_t)multi);
 		/* An empty value would leave "//", which servers collapse:
 		 * the path would lose a segment and name another resource. */
 		if (!v || !*v)
 			return -EINVAL;
-		url_encode_segment(v, out);
+		if (multi) {
+			/* a path: every segment non-empty, none "." or ".." */
+			for (const char *seg = v;;) {
+				const char *slash = strchr(seg, '/');
+				size_t sl = slash ? (size_t)(slash - seg) : strlen(seg);
+				char *one = xstrndup(seg, sl);
+				int bad = !sl || !strcmp(one, ".") || !strcmp(one, "..");
+				if (!bad)
+					url_encode_segment(one, out);
+				free(one);
+				if (bad)
+					return -EINVAL;
+				if (!slash)
+					break;
+				buf_addch(out, '/');
+				seg = slash + 1;
+			}
+		} else {
+			url_encode_segment(v, out);
+		}
 		p = close + 1;
 	}
 	return 0;

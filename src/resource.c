@@ -5,6 +5,7 @@
 #include "tree_int.h"
 
 #include "dssfs/cache.h"
+#include "dssfs/escape.h"
 #include "dssfs/http.h"
 #include "dssfs/json.h"
 #include "dssfs/log.h"
@@ -34,6 +35,7 @@ static void resource_free(void *v)
 		free(r);
 	}
 	listings_free(res->listings);
+	content_free(res->content);
 	cJSON_Delete(res->json);
 	if (res->spool_fd >= 0) {
 		close(res->spool_fd);
@@ -212,10 +214,8 @@ int fetch_resource(void *ctx, const char *key, void **value, size_t *cost)
 	return ret;
 }
 
-#define SPOOL_PREFIX "POST "
-
 /* An anonymous temporary file (gone when closed). */
-static int spool_file(void)
+int spool_file(void)
 {
 	const char *dir = getenv("TMPDIR");
 	int fd;
@@ -260,12 +260,13 @@ static void sweep_spools(struct tree *t)
 	pthread_mutex_unlock(&t->lock);
 }
 
-/* Fetches a stream (key "POST <path>") into a spool file, within what is
- * left of spool_total (-ENOSPC beyond it) and spool_max (-EFBIG). */
+/* Fetches a stream (key "<METHOD> <path>") into a spool file, within what
+ * is left of spool_total (-ENOSPC beyond it) and spool_max (-EFBIG). */
 static int fetch_spool(void *ctx, const char *key, void **value, size_t *cost)
 {
 	struct tree *t = ctx;
-	const char *path = key + strlen(SPOOL_PREFIX);
+	const char *path = strchr(key, ' ') + 1;
+	int post = !strncmp(key, "POST ", 5);
 	struct resource *res;
 	size_t size = 0, used, room, max;
 	int fd, ret;
@@ -273,19 +274,23 @@ static int fetch_spool(void *ctx, const char *key, void **value, size_t *cost)
 	sweep_spools(t);
 	used = atomic_load(&t->spool_used);
 	room = used < t->opt.spool_total ? t->opt.spool_total - used : 0;
-	max = room < t->opt.spool_max ? room : t->opt.spool_max;
+	/* An export is also bounded by spool_max; a file of a managed folder
+	 * only by the disk left (files there can be gigabytes). */
+	max = room < t->opt.spool_max || !post ? room : t->opt.spool_max;
 	if (!max) {
-		log_error("POST %s: exports being held take all of -o spool_total", path);
+		log_error("%s: the files being held take all of -o spool_total", key);
 		return -ENOSPC;
 	}
 	fd = spool_file();
 	if (fd < 0) {
-		log_error("POST %s: cannot make a temporary file: %s", path, strerror(-fd));
+		log_error("%s: cannot make a temporary file: %s", key, strerror(-fd));
 		return fd;
 	}
-	ret = http_request_to_fd(t->http, "POST", path, "{}", 2, fd, max, &size);
-	if (ret == -EFBIG && max < t->opt.spool_max) {
-		log_error("POST %s: exports being held take all of -o spool_total", path);
+	/* (an export's options: DSS's defaults) */
+	ret = http_request_to_fd(t->http, post ? "POST" : "GET", path, post ? "{}" : NULL,
+				 post ? 2 : 0, fd, max, &size);
+	if (ret == -EFBIG && (max < t->opt.spool_max || !post)) {
+		log_error("%s: the files being held take all of -o spool_total", key);
 		ret = -ENOSPC;
 	}
 	if (ret) {
@@ -316,7 +321,7 @@ int get_row_resource(struct tree *t, const struct pt_row *row, const struct pt_v
 
 	if (row->format != PT_SPOOL)
 		return get_resource(t, row->get, vars, ref);
-	buf_addstr(&key, SPOOL_PREFIX);
+	buf_addf(&key, "%s ", row->get_method ? row->get_method : "GET");
 	ret = pathtab_expand(row->get, vars, &key);
 	if (!ret)
 		ret = cache_get(t->cache, key.data, fetch_spool, t, ref);
@@ -492,6 +497,10 @@ static void render_new(struct resource *res, const struct pt_row *row, struct re
 		} else {
 			r->err = -EIO;
 		}
+	} else if (row->format == PT_BASE64) {
+		if (!cJSON_IsString(part) ||
+		    base64_decode(part->valuestring, strlen(part->valuestring), &r->bytes))
+			r->err = -EIO;
 	} else if (cJSON_IsString(part)) {
 		unmark_text(part->valuestring, &r->bytes);
 	} else if (!part || cJSON_IsNull(part)) {

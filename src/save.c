@@ -117,6 +117,8 @@ static int validate(const struct pt_row *row, const char *path, const char *data
 	int ret;
 
 	*parsed = NULL;
+	if (row->put_raw) /* a real file: any bytes */
+		return 0;
 	if (row->format == PT_JSON) {
 		ret = parse_json_doc(path, data, len, parsed);
 		if (ret)
@@ -483,7 +485,15 @@ static int wrapped_body(const struct pt_row *row, const struct resource *res, cJ
 			size_t *body_len)
 {
 	struct buf b = BUF_INIT;
-	int ret = save_body(row, res, parsed, data, len, path, body, body_len);
+	int ret;
+
+	if (row->put_raw) {
+		*body = xmalloc(len + 1);
+		memcpy(*body, data, len);
+		*body_len = len;
+		return 0;
+	}
+	ret = save_body(row, res, parsed, data, len, path, body, body_len);
 
 	if (ret || !row->put_wrap)
 		return ret;

@@ -41,6 +41,7 @@ struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options
 	t->times = strmap_new();
 	t->failures = strmap_new();
 	t->spools = strmap_new();
+	t->pending = strmap_new();
 	t->scratch = scratch_new(o->scratch_max);
 	return t;
 }
@@ -57,6 +58,7 @@ void tree_free(struct tree *t)
 	strmap_free(t->times, free);
 	strmap_free(t->failures, free);
 	strmap_free(t->spools, free);
+	strmap_free(t->pending, NULL);
 	scratch_free(t->scratch);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
@@ -89,18 +91,6 @@ void tree_drop_caches(struct tree *t)
 
 /* ---- children ----------------------------------------------------------- */
 
-/* One child of a directory, as found by lookup or readdir. */
-struct child {
-	const struct pt_row *row;
-	struct pt_vars vars; /* values borrowed */
-	struct buf name;     /* escaped file name */
-};
-
-/* Calls fn for each child of directory n, stopping when fn returns nonzero
- * (that value is returned).  Returns -errno if a needed resource cannot be
- * fetched; then no partial result is reported as complete. */
-typedef int (*child_fn)(struct child *c, void *ctx);
-
 /* The object children of a listed folder: each object of its listing
  * under each object row (its <name>.md and <name>.json, its folder); only
  * the one named `want` if not NULL (found through the listing's index). */
@@ -131,8 +121,10 @@ static int for_each_listed(struct tree *t, const struct node *dir, const char *w
 				buf_reset(&c.name);
 			}
 			if (!e || (kids[i]->recurse && !e->nested) ||
-			    pt_vars_set(&c.vars, var, e->id))
+			    pt_vars_set(&c.vars, var, e->id)) {
+				buf_release(&c.name);
 				continue;
+			}
 			buf_addf(&c.name, "%s%s", e->base, suffix);
 			ret = fn(&c, ctx);
 			buf_release(&c.name);
@@ -236,6 +228,8 @@ static int for_each_child(struct tree *t, const struct node *dir, const char *wa
 
 	if (dir->row->kind != PT_DIR)
 		return -ENOTDIR;
+	if (dir->row->content)
+		return content_children(t, dir, want, fn, ctx);
 	ret = for_each_fixed(t, dir, want, fn, ctx);
 	if (!ret && (dir->row->list || dir->row->recurse))
 		ret = for_each_listed(t, dir, want, fn, ctx);
@@ -644,7 +638,7 @@ int tree_file_kind(struct tree *t, uint64_t ino)
 	else if (n->row->kind != PT_FILE)
 		ret = -EISDIR;
 	else if (n->row->format == PT_SPOOL)
-		ret = TREE_STREAM;
+		ret = n->row->content && saves_allowed(t, n->row) ? TREE_SPOOLED : TREE_STREAM;
 	else
 		ret = saves_allowed(t, n->row) ? TREE_API_RW : TREE_API_RO;
 	node_put(n);

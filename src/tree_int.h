@@ -43,6 +43,7 @@ struct resource {
 	pthread_mutex_t lock; /* guards the renderings and listings */
 	struct rendering *r;
 	struct listing *listings; /* listing.c: the children it lists, per row */
+	struct content *content;  /* contents.c: the file tree it lists */
 	struct tree *owner;	  /* a spooled stream's, for its disk accounting */
 };
 
@@ -74,6 +75,7 @@ struct tree {
 	struct strmap *times;	  /* path -> struct file_time (tree.c) */
 	struct strmap *failures;  /* key -> struct failure (resource.c) */
 	struct strmap *spools;	  /* spool key -> fetch time, ms (resource.c) */
+	struct strmap *pending;	  /* empty folders made in a managed folder (contents.c) */
 	atomic_size_t spool_used; /* bytes of spooled streams on disk */
 	struct scratch *scratch;
 	struct prefetch *prefetch; /* NULL: disabled */
@@ -84,6 +86,8 @@ struct tree {
 };
 
 /* resource.c */
+/* An anonymous temporary file in $TMPDIR (gone when closed), or -errno. */
+int spool_file(void);
 int fetch_resource(void *ctx, const char *key, void **value, size_t *cost);
 int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
 		 struct cache_ref **ref);
@@ -180,6 +184,37 @@ void lookahead_child(struct tree *t, const struct pt_row *row, const struct pt_v
 /* Queues one resource for the prefetch threads (nothing if prefetch is
  * off or it is cached). */
 void lookahead_key(struct tree *t, const char *tmpl, const struct pt_vars *vars);
+
+/* One child of a directory, as found by lookup or readdir. */
+struct child {
+	const struct pt_row *row;
+	struct pt_vars vars; /* values borrowed */
+	struct buf name;     /* escaped file name */
+};
+
+/* Called for each child of a directory, stopping when it returns nonzero
+ * (that value is returned).  The walks return -errno if a needed resource
+ * cannot be fetched; then no partial result is reported as complete. */
+typedef int (*child_fn)(struct child *c, void *ctx);
+
+/* contents.c: folders of real files (PT_TREE, PT_FLAT rows) */
+struct content;
+void content_free(struct content *c); /* NULL-safe */
+/* The children of a folder in a file tree (only `want` if not NULL). */
+int content_children(struct tree *t, const struct node *dir, const char *want, child_fn fn,
+		     void *ctx);
+/* What the tree's list says of the file or folder of (row, vars): its size
+ * (-1: not said) and time (-1: not said); -ENOENT if it is not there. */
+int content_stat(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
+		 int64_t *size, int64_t *mtime_ms);
+int content_create(struct tree *t, const struct node *dir, const char *name, uint64_t *ino,
+		   struct stat *st);
+int content_unlink(struct tree *t, const struct node *dir, const char *name);
+int content_mkdir(struct tree *t, const struct node *dir, const char *name, uint64_t *ino,
+		  struct stat *st);
+int content_rmdir(struct tree *t, const struct node *dir, const char *name);
+int content_rename(struct tree *t, const struct node *from, const char *name, const struct node *to,
+		   const char *newname, unsigned flags);
 
 /* tree.c */
 int saves_allowed(struct tree *t, const struct pt_row *row);

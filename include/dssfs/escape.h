@@ -39,6 +39,10 @@ int escape_name(const char *name, struct buf *out);
  * from the path as dot segments. */
 void url_encode_segment(const char *seg, struct buf *out);
 
+/* Appends the bytes of base64 text (standard or URL alphabet, padding and
+ * line breaks optional) to out.  Returns 0, or -EINVAL for anything else. */
+int base64_decode(const char *in, size_t len, struct buf *out);
+
 /* 64-bit FNV-1a hash of a NUL-terminated string. */
 uint64_t hash64(const char *s);
 

@@ -28,6 +28,9 @@
 /* Appends the rendering of `item` plus a final newline to out. */
 void json_render(const cJSON *item, struct buf *out);
 
+/* Appends s as a JSON string (quoted, escaped as above). */
+void json_render_string(const char *s, struct buf *out);
+
 /* Follows a dotted path ("recipe.versionTag") from root.  NULL or "" returns
  * root itself.  Returns NULL if a step is missing or not an object. */
 const cJSON *json_get(const cJSON *root, const char *path);

@@ -40,9 +40,18 @@
 
 enum pt_kind { PT_DIR, PT_FILE };
 /* PT_JSON: the projection rendered as JSON; PT_TEXT: a string field as is;
- * PT_SPOOL: the raw response of a POST to `get` (a stream, e.g. a project
- * export), spooled to a temporary file, never held in memory. */
-enum pt_format { PT_JSON, PT_TEXT, PT_SPOOL };
+ * PT_SPOOL: the raw response of `get` (a stream: a project export, a
+ * managed folder's file), spooled to a temporary file, never held in
+ * memory; PT_BASE64: the bytes a base64 string field holds (a library
+ * file). */
+enum pt_format { PT_JSON, PT_TEXT, PT_SPOOL, PT_BASE64 };
+
+/* A folder whose content is a tree of real files (the project library, a
+ * managed folder's files) rather than DSS objects: PT_TREE, the list is a
+ * nested tree of {name, children?} nodes (folders have children);
+ * PT_FLAT, the list (at list_at) holds every file as {path, size,
+ * lastModified}, folders implied by the paths. */
+enum pt_content { PT_OBJECTS, PT_TREE, PT_FLAT };
 enum pt_seg { PT_SEG_ROOT, PT_SEG_LITERAL, PT_SEG_VAR, PT_SEG_DERIVED };
 
 /* Limits of the table, checked for every row by tests/unit/test_pathtab.c
@@ -91,6 +100,23 @@ struct pt_row {
 	/* where the object's versionTag sits in the `get` document; NULL if
 	 * the document has none (the file then takes its directory's mtime) */
 	const char *version_at;
+	/* a file tree (enum pt_content), on its root folder row, with the
+	 * endpoints of its changes (templates over {path*}, the path of a
+	 * file or folder in it; NULL: DSS has no such call): `mkdir` (POST),
+	 * `remove` (DELETE), `rename` and `move` (POST {oldPath, newName} /
+	 * {oldPath, newPath: the folder}); the root's two child rows are a
+	 * folder (`recurse`) and a file, both named by {path*} */
+	enum pt_content content;
+	const char *mkdir;
+	const char *remove;
+	const char *rename;
+	const char *move;
+	/* GET when NULL ("POST": the export) */
+	const char *get_method;
+	/* saving: the file's bytes as the body, as they are (no JSON);
+	 * `put_form`: as the one part of a multipart form (managed folders) */
+	int put_raw;
+	int put_form;
 	/* saving: `put_method` NULL means PUT; `put_wrap`, when set, sends
 	 * the document as the only member of an object under that key
 	 * ({"insight": ...}) */
@@ -146,9 +172,10 @@ int pathtab_map_has(const struct pt_map *map, const char *value, size_t len);
 
 /* Appends `tmpl` with each {var} replaced by the value from vars encoded
  * by url_encode_segment(), so that a value is always exactly one path
- * segment whatever it holds ('/', '.', "..", '?', '%' ...).  Returns 0, or
- * -EINVAL if a variable is not in vars or is empty, or a '{' is not
- * closed. */
+ * segment whatever it holds ('/', '.', "..", '?', '%' ...); {var*} is a
+ * path in a file tree: each of its '/'-separated segments is encoded so.
+ * Returns 0, or -EINVAL if a variable is not in vars or is empty, or a '{'
+ * is not closed. */
 int pathtab_expand(const char *tmpl, const struct pt_vars *vars, struct buf *out);
 
 /* Whether `value` satisfies a cond_equals: equal to it or to one of its

@@ -148,7 +148,9 @@ void tree_set_changed_cb(struct tree *t, void (*fn)(uint64_t ino, void *ctx), vo
 int tree_open(struct tree *t, uint64_t ino, int flags, const struct tree_caller *who,
 	      struct buf *content, struct tree_base *base, int *size_changed);
 
-enum { TREE_API_RO, TREE_API_RW, TREE_SCRATCH, TREE_STREAM };
+/* TREE_SPOOLED: a file of a managed folder, of any size: read as a stream;
+ * written through a temporary file (tree_open_spooled), never in memory. */
+enum { TREE_API_RO, TREE_API_RW, TREE_SCRATCH, TREE_STREAM, TREE_SPOOLED };
 /* What kind of file ino is (or -errno). */
 int tree_file_kind(struct tree *t, uint64_t ino);
 
@@ -162,8 +164,14 @@ int tree_save(struct tree *t, uint64_t ino, const char *data, size_t len,
  * name a DSS object could have there. */
 int tree_create(struct tree *t, uint64_t parent, const char *name, mode_t mode, uint64_t *ino,
 		struct stat *st);
-/* Removes a scratch file; -EPERM for a DSS object. */
+/* Removes a scratch file; -EPERM for a DSS object.  In a file tree (the
+ * project library, a managed folder's files) creating and removing make
+ * and delete the real file on DSS. */
 int tree_unlink(struct tree *t, uint64_t parent, const char *name);
+/* Folders of a file tree (elsewhere -EPERM: DSS objects are made in DSS).
+ * tree_mkdir takes a lookup reference on the new folder. */
+int tree_mkdir(struct tree *t, uint64_t parent, const char *name, uint64_t *ino, struct stat *st);
+int tree_rmdir(struct tree *t, uint64_t parent, const char *name);
 /* See "Scratch files" above.  flags: 0 or RENAME_NOREPLACE.  When the rename
  * saved a DSS file, *saved_ino is its inode (else 0). */
 int tree_rename(struct tree *t, uint64_t parent, const char *name, uint64_t newparent,
@@ -186,6 +194,18 @@ int tree_stream_open(struct tree *t, uint64_t ino, struct tree_stream **out);
 /* Returns bytes read (0 at the end) or -errno. */
 ssize_t tree_stream_read(struct tree_stream *s, char *buf, size_t size, off_t off);
 void tree_stream_close(struct tree_stream *s); /* NULL-safe */
+
+/* A TREE_SPOOLED file opened for writing: a temporary file holding its
+ * bytes (none with `trunc`), counted against the spool_total disk bound
+ * (-ENOSPC), *len its size; *base what the saves are checked against.
+ * tree_save_spooled uploads it, checked against *base (-ESTALE if the file
+ * changed on DSS since), and makes *base what DSS then holds.
+ * tree_spool_account moves the bytes counted for such a file. */
+int tree_open_spooled(struct tree *t, uint64_t ino, int trunc, int *fd, size_t *len,
+		      struct tree_base *base);
+int tree_save_spooled(struct tree *t, uint64_t ino, int fd, size_t len,
+		      const struct tree_caller *who, struct tree_base *base);
+int tree_spool_account(struct tree *t, size_t from, size_t to);
 
 /* Calls fn for every inode the kernel holds (without the tree lock held). */
 void tree_for_each_ino(struct tree *t, void (*fn)(uint64_t ino, void *ctx), void *ctx);

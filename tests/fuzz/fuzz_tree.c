@@ -154,7 +154,8 @@ int http_request_to_fd(struct http *h, const char *method, const char *path, con
 	(void)h;
 	(void)body;
 	(void)body_len;
-	ret = next_body(method, "POST", path, &b, &n);
+	/* an export (POST) or a managed folder's file (GET) */
+	ret = next_body(method, strcmp(method, "GET") ? "POST" : "GET", path, &b, &n);
 	if (ret)
 		return ret;
 	if (n > max)
@@ -162,6 +163,20 @@ int http_request_to_fd(struct http *h, const char *method, const char *path, con
 	REQUIRE(write(fd, b, n) == (ssize_t)n);
 	*size = n;
 	return 0;
+}
+
+/* This client only reads: no upload may happen. */
+int http_upload(struct http *h, const char *path, const char *data, int fd, size_t len,
+		struct buf *resp)
+{
+	(void)h;
+	(void)path;
+	(void)data;
+	(void)fd;
+	(void)len;
+	(void)resp;
+	REQUIRE(!"an upload from a read-only walk");
+	return -EIO;
 }
 
 void http_get_stats(struct http *h, struct http_stats *st)

@@ -613,6 +613,12 @@ def expected_tree(emu: Emulator, key: str | None = None) -> ExpectedTree:
     t = ExpectedTree()
     get = lambda rel: emu.api_get(rel, key)  # noqa: E731
 
+    def raw(rel):
+        status, data = emu.api_get_raw(rel, key)
+        if status != 200:
+            raise ApiError("GET %s: HTTP %d %s" % (rel, status, data[:300]))
+        return data
+
     def add_file(rel, kind, value, mtime, endpoint, writable=True):
         t.files[rel] = ExpectedFile(kind, value, mtime, endpoint, writable)
         t.resources.add(endpoint)
@@ -686,7 +692,7 @@ def expected_tree(emu: Emulator, key: str | None = None) -> ExpectedTree:
             le = api_path("projects", K, "scenarios", S, "get-last-runs")
             add_file(sd + "/last-runs.json", "json", get(le), sm, le, writable=False)
             t.dirs[sd] = (entries, sm)
-        _expect_more_types(t, get, K, pd, pm, add_file)
+        _expect_more_types(t, get, K, pd, pm, add_file, raw)
     return t
 
 
@@ -758,7 +764,7 @@ def listed_names(items, id_key, name_key):
                                             else ""))) for it in items]
 
 
-def _expect_more_types(t, get, K, pd, pm, add_file, key=None):
+def _expect_more_types(t, get, K, pd, pm, add_file, raw):
     t.dirs[pd][0].add("tags.json")
     ep = api_path("projects", K, "tags")
     add_file(pd + "/tags.json", "json", get(ep), pm, ep)
@@ -817,6 +823,64 @@ def _expect_more_types(t, get, K, pd, pm, add_file, key=None):
         if walk(ty, pd + "/" + ty["folder"], pm):
             t.dirs[pd][0].add(ty["folder"])
     _expect_wiki(t, get, K, pd, pm, add_file)
+    _expect_file_trees(t, get, K, pd, pm, add_file, raw)
+
+
+def _expect_file_trees(t, get, K, pd, pm, add_file, raw):
+    """library/ (the library's tree; each file's bytes from its base64 GET) and each managed
+    folder's files/ (its flat list; each file's raw bytes)."""
+    ep = api_path("projects", K, "libraries", "contents")
+    t.resources.add(ep)
+    t.dirs[pd][0].add("library")
+
+    def lib_level(nodes, rel, up_path):
+        entries = set()
+        for n in nodes:
+            name = n["name"]
+            entries.add(name)
+            path = up_path + [name]
+            if "children" in n:
+                lib_level(n["children"], rel + "/" + name, path)
+                t.dirs[rel + "/" + name] = (t.dirs[rel + "/" + name][0],
+                                            _int_or(n.get("lastModified"), pm))
+            else:
+                fe = api_path("projects", K, "libraries", "contents", *path) + \
+                    "?dataEncoding=base64"
+                data = base64.b64decode(get(fe)["data"])
+                add_file(rel + "/" + name, "bytes", data, _int_or(n.get("lastModified"), pm),
+                         fe)
+        t.dirs[rel] = (entries, pm)
+
+    lib_level(get(ep), pd + "/library", [])
+    mfd = pd + "/managed_folders"
+    if mfd not in t.dirs:
+        return
+    for it in get(api_path("projects", K, "managedfolders", trailing_slash=True)):
+        om = _ms(it, pm)
+        od = [d for d in t.dirs[mfd][0] if t.dirs.get(mfd + "/" + d) and
+              t.files.get(mfd + "/" + d + "/settings.json") and
+              t.files[mfd + "/" + d + "/settings.json"].value.get("id") == it["id"]]
+        assert len(od) == 1, od
+        root = mfd + "/" + od[0] + "/files"
+        t.dirs[mfd + "/" + od[0]][0].add("files")
+        lep = api_path("projects", K, "managedfolders", it["id"], "contents")
+        t.resources.add(lep)
+        t.dirs[root] = (set(), om)
+        for item in get(lep)["items"]:
+            segs = item["path"].lstrip("/").split("/")
+            rel = root
+            for s_ in segs[:-1]:
+                t.dirs[rel][0].add(s_)
+                rel += "/" + s_
+                t.dirs.setdefault(rel, (set(), om))
+            t.dirs[rel][0].add(segs[-1])
+            fe = api_path("projects", K, "managedfolders", it["id"], "contents", *segs)
+            add_file(rel + "/" + segs[-1], "bytes", raw(fe),
+                     _int_or(item.get("lastModified"), om), fe)
+
+
+def _int_or(v, default):
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
 
 
 def _expect_wiki(t, get, K, pd, pm, add_file):

@@ -92,10 +92,11 @@ def test_every_file_content_size_and_rendering(instance, expected):
             bad.append("%s: st_size %d but %d bytes read" % (rel, st.st_size, len(data)))
         if st.st_blocks != (len(data) + 511) // 512:
             bad.append("%s: st_blocks %d for %d bytes" % (rel, st.st_blocks, len(data)))
-        if exp.kind == "text":
-            if data != exp.value.encode("utf-8"):
-                bad.append("%s: text differs from the API string (%d vs %d bytes)"
-                           % (rel, len(data), len(exp.value.encode("utf-8"))))
+        if exp.kind in ("text", "bytes"):
+            want = exp.value if exp.kind == "bytes" else exp.value.encode("utf-8")
+            if data != want:
+                bad.append("%s: bytes differ from the API's (%d vs %d bytes)"
+                           % (rel, len(data), len(want)))
             continue
         if not data.endswith(b"\n") or data.endswith(b"\n\n"):
             bad.append("%s: JSON file does not end with exactly one newline" % rel)
@@ -199,7 +200,9 @@ def test_grep_r_finds_known_string(instance, expected):
              for p in r.stdout.decode("utf-8", "surrogateescape").splitlines()}
     want = set()
     for rel, exp in expected.files.items():
-        text = exp.value if exp.kind == "text" else json.dumps(exp.value, ensure_ascii=False)
+        text = (exp.value if exp.kind == "text" else
+                exp.value.decode("utf-8", "replace") if exp.kind == "bytes" else
+                json.dumps(exp.value, ensure_ascii=False))
         if needle in text:
             want.add(rel)
     assert want and found == want

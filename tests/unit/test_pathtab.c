@@ -32,9 +32,11 @@ static int template_bound(const char *tmpl, const struct bound *b)
 
 		if (!close)
 			return 0;
+		size_t nl = (size_t)(close - p - 1);
+		if (nl && p[nl] == '*') /* {path*}: a path in a file tree */
+			nl--;
 		for (int i = 0; i < b->n; i++)
-			found |= strlen(b->name[i]) == (size_t)(close - p - 1) &&
-				 !strncmp(b->name[i], p + 1, (size_t)(close - p - 1));
+			found |= strlen(b->name[i]) == nl && !strncmp(b->name[i], p + 1, nl);
 		if (!found)
 			return 0;
 		p = close + 1;
@@ -94,8 +96,12 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 	if (r->kind == PT_FILE) {
 		CHECK_ROW(r, r->get != NULL);
 		CHECK_ROW(r, nk == 0);
-		/* A file named by an object: <name><suffix> in a listed folder */
-		CHECK_ROW(r, seg != PT_SEG_VAR || (pathtab_parent(r)->list && *suffix));
+		/* A file named by an object: <name><suffix> in a listed folder;
+		 * or a file of a file tree, named as it is */
+		CHECK_ROW(r, seg != PT_SEG_VAR ||
+				 (pathtab_parent(r)->list && (*suffix || r->content)));
+		CHECK_ROW(r, !r->put_raw || r->content);
+		CHECK_ROW(r, r->format != PT_BASE64 || r->field);
 		CHECK_ROW(r, !r->put_wrap || r->put);
 		CHECK_ROW(r, !r->put_method || r->put);
 		CHECK_ROW(r, !r->list);
@@ -110,6 +116,18 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 			if (!m->from)
 				break;
 		}
+	} else if (r->list && r->content) {
+		/* A file tree: a folder row (itself again below) and a file row,
+		 * both the {path} in it. */
+		CHECK_ROW(r, nk == 2);
+		for (size_t k = 0; k < nk; k++) {
+			CHECK_ROW(kids[k], kids[k]->content == r->content);
+			CHECK_ROW(kids[k], pathtab_leaf(kids[k], NULL, NULL) == PT_SEG_VAR);
+			CHECK_ROW(kids[k], (kids[k]->kind == PT_DIR) == kids[k]->recurse);
+		}
+		CHECK_ROW(r, nk == 2 && kids[0]->kind != kids[1]->kind);
+		CHECK_ROW(r, template_bound(r->list, &b));
+		CHECK_ROW(r, !r->rename == !r->move);
 	} else if (r->list) {
 		/* A listing directory's object rows (<name>.md, <name>.json,
 		 * <name>/) share one variable, each with its own suffix; its
@@ -139,7 +157,7 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 		/* A folder of any depth: it holds its parent's object rows,
 		 * itself among them; the walk does not go round again. */
 		const struct pt_row *up = pathtab_parent(r);
-		CHECK_ROW(r, up && up->list && up->nest);
+		CHECK_ROW(r, up && up->list && (up->nest || up->content));
 		CHECK_ROW(r, seg == PT_SEG_VAR && !*suffix);
 		for (size_t k = 0; k < nk; k++)
 			CHECK_ROW(kids[k], pathtab_parent(kids[k]) == up &&
