@@ -280,8 +280,8 @@ struct upload {
 	curl_mime *mime;
 };
 
-/* The bytes of a multipart upload's part, from its file or memory. */
-static size_t on_part_read(char *dst, size_t size, size_t nmemb, void *ctx)
+/* The bytes of an upload, from memory or from its file. */
+static size_t on_read(char *dst, size_t size, size_t nmemb, void *ctx)
 {
 	struct upload *u = ctx;
 	size_t n = size * nmemb;
@@ -303,28 +303,6 @@ static size_t on_part_read(char *dst, size_t size, size_t nmemb, void *ctx)
 	}
 	u->off += (size_t)got;
 	return (size_t)got;
-}
-
-static int on_part_seek(void *ctx, curl_off_t offset, int origin)
-{
-	struct upload *u = ctx;
-
-	if (origin != SEEK_SET || offset < 0 || (curl_off_t)u->len < offset)
-		return CURL_SEEKFUNC_CANTSEEK;
-	u->off = (size_t)offset;
-	return CURL_SEEKFUNC_OK;
-}
-
-static size_t on_read(char *dst, size_t size, size_t nmemb, void *ctx)
-{
-	struct upload *u = ctx;
-	size_t n = size * nmemb;
-
-	if (n > u->len - u->off)
-		n = u->len - u->off;
-	memcpy(dst, u->data + u->off, n);
-	u->off += n;
-	return n;
 }
 
 /* libcurl resends a request on a new connection when a kept-alive one turns
@@ -397,7 +375,7 @@ static void setup(struct http *h, CURL *c, const char *method, const char *url, 
 		curl_mime_name(part, "file");
 		curl_mime_filename(part, "");
 		curl_mime_type(part, "application/octet-stream");
-		curl_mime_data_cb(part, (curl_off_t)up->len, on_part_read, on_part_seek, NULL, up);
+		curl_mime_data_cb(part, (curl_off_t)up->len, on_read, on_seek, NULL, up);
 		curl_easy_setopt(c, CURLOPT_MIMEPOST, up->mime);
 		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	} else {

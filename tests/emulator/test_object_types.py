@@ -16,8 +16,8 @@ import zipfile
 
 import pytest
 
-from test_emulator import (ADMIN_KEY, FORBIDDEN, ILLEGAL_ARG, NOT_FOUND, READER_KEY,
-                           SHARED_FIXTURES, USERS, WRITER_KEY, err, start)
+from test_emulator import (ADMIN_KEY, READER_KEY, SHARED_FIXTURES, USERS, WRITER_KEY, err,
+                           start)
 
 P = "/projects/SALES"
 

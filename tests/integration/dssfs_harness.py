@@ -48,6 +48,18 @@ def dssfs_bin() -> Path:
     return Path(os.environ.get("DSSFS_BIN") or REPO / "build" / "dssfs")
 
 
+def dssfs_sanitized() -> bool:
+    """Whether the binary under test runs under a sanitizer's allocator (its memory
+    figures then say nothing about dssfs's own bounds)."""
+    if dssfs_has_asan():
+        return True
+    try:
+        with open(dssfs_bin(), "rb") as f:
+            return b"__tsan_init" in f.read()
+    except OSError:
+        return False
+
+
 def dssfs_has_asan() -> bool:
     """Whether the binary under test was built with AddressSanitizer."""
     try:
@@ -912,6 +924,15 @@ def _expect_wiki(t, get, K, pd, pm, add_file):
         t.dirs[rel] = (entries, pm)
 
     level(wiki.get("taxonomy") or [], pd + "/wiki")
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """The peak resident memory (VmHWM, KiB) of a running process."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM for pid %d" % pid)
 
 
 def read_bytes(path: str) -> bytes:

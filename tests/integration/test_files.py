@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import urllib.parse
 
 import pytest
 
-from dssfs_harness import errno_of, read_bytes
+from dssfs_harness import dssfs_sanitized, errno_of, read_bytes, vm_hwm_kib
 
 API = "/public/api/"
 LIB = "projects/SALES/libraries/contents"
@@ -262,16 +261,10 @@ def test_mv_in_a_managed_folder_copies_and_deletes(mounted):
     assert "readme.txt" not in items and mf_bytes(emu, "r.txt") == before
 
 
-def peak_rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmHWM")
 
 
 GIB = int(os.environ.get("DSSFS_BIG_FILE_MIB", "1024")) << 20
-SANITIZED = any(v in os.environ for v in ("ASAN_OPTIONS", "TSAN_OPTIONS"))
+SANITIZED = dssfs_sanitized()
 
 
 def test_a_1gib_file_in_and_out_of_a_managed_folder_in_bounded_memory(mounted, tmp_path):
@@ -300,7 +293,7 @@ def test_a_1gib_file_in_and_out_of_a_managed_folder_in_bounded_memory(mounted, t
             h2.update(chunk)
     assert h2.hexdigest() == h.hexdigest()
     assert [r for r in log_of(emu) if r == ("GET", MF + "/big.bin")] == [("GET", MF + "/big.bin")]
-    peak = peak_rss_kib(m.proc.pid)
+    peak = vm_hwm_kib(m.proc.pid)
     print("\n%d MiB in and out of a managed folder: dssfs peak RSS %.1f MiB"
           % (GIB >> 20, peak / 1024))
     # (a sanitizer's own memory would be measured too)

@@ -25,8 +25,8 @@ import zlib
 
 import pytest
 
-from dssfs_harness import (assert_errno, clean_env, dssfs_bin, dssfs_has_asan, in_thread,
-                           is_mounted, read_bytes, run_dssfs, unmount)
+from dssfs_harness import (assert_errno, clean_env, dssfs_sanitized, in_thread, is_mounted,
+                           read_bytes, run_dssfs, unmount, vm_hwm_kib)
 
 SCHEMA = ("SALES", "datasets", "orders", "schema.json")
 SCHEMA_API = "/public/api/projects/SALES/datasets/orders/schema"
@@ -333,21 +333,8 @@ def bomb_rule(proxy):
     return rule
 
 
-def dssfs_sanitized() -> bool:
-    """Whether the binary under test runs under a sanitizer's allocator (its memory
-    figures then say nothing about dssfs's own bounds)."""
-    if dssfs_has_asan():
-        return True
-    with open(dssfs_bin(), "rb") as f:
-        return b"__tsan_init" in f.read()
 
 
-def vm_hwm_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmHWM for pid %d" % pid)
 
 
 @pytest.mark.expect_dssfs_errors

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from dssfs_harness import HANG_GUARD, assert_errno, errno_of, in_thread, read_bytes
+from dssfs_harness import HANG_GUARD, errno_of, read_bytes, vm_hwm_kib
 
 VARIABLES = ("SALES", "variables.json")
 VARIABLES_EP = "projects/SALES/variables/"
@@ -454,12 +454,6 @@ def test_parallel_readers_of_two_files_of_one_document(mounted_ttl0):
 
 # --- 2.4 memory of open files is bounded in total -----------------------------------------
 
-def vm_hwm_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmHWM")
 
 
 @pytest.mark.expect_dssfs_errors
