@@ -360,6 +360,30 @@ retry:
 	return ret;
 }
 
+int cache_get_fresh(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
+		    struct cache_ref **ref)
+{
+	struct entry *e;
+	int ret = 0;
+
+	*ref = NULL;
+	pthread_mutex_lock(&c->lock);
+	e = *find_slot(c, key, hash64(key));
+	/* A fetch under way began before this call: wait for it to end, not
+	 * for its answer.  Any fetch after it begins after this call. */
+	if (e && e->fetching) {
+		e->waiters++;
+		ret = wait_fetch(c, e);
+		e->waiters--;
+		maybe_remove(c, e);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (ret)
+		return ret;
+	cache_invalidate(c, key);
+	return cache_get(c, key, fetch, ctx, ref);
+}
+
 void cache_invalidate(struct cache *c, const char *key)
 {
 	pthread_mutex_lock(&c->lock);

@@ -630,9 +630,9 @@ static int save_locked(struct tree *t, const struct pt_row *row, const struct pt
 	int ret;
 
 	/* The conflict check and the read-modify-write need what DSS holds
-	 * now, not what the cache remembers. */
-	cache_invalidate(t->cache, get_key);
-	ret = cache_get(t->cache, get_key, fetch_resource, t, &ref);
+	 * now: not what the cache remembers, nor a reader's fetch that began
+	 * before this save (it may predate a colleague's change). */
+	ret = cache_get_fresh(t->cache, get_key, fetch_resource, t, &ref);
 	if (ret)
 		goto out;
 	struct resource *res = cache_ref_value(ref);
@@ -669,7 +669,7 @@ static int save_locked(struct tree *t, const struct pt_row *row, const struct pt
 	 * against; the reads that follow reuse this fetch. */
 	base->version = -1;
 	base->hash = 0;
-	if (!cache_get(t->cache, get_key, fetch_resource, t, &after) &&
+	if (!cache_get_fresh(t->cache, get_key, fetch_resource, t, &after) &&
 	    !render(cache_ref_value(after), row, &current, &now_hash)) {
 		base->version = doc_version(row, after);
 		base->hash = now_hash;

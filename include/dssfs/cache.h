@@ -62,6 +62,13 @@ void cache_free(struct cache *c);
 int cache_get(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
 	      struct cache_ref **ref);
 
+/* Like cache_get, but the value comes from a fetch that began after this
+ * call: what the server holds now (a save's re-read), never a value held or
+ * a fetch already under way (it may have begun before the change the
+ * caller must see). */
+int cache_get_fresh(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
+		    struct cache_ref **ref);
+
 /* Returns 0 and a reference if a fresh value is held, else -ENOENT.  Never
  * fetches or waits. */
 int cache_peek(struct cache *c, const char *key, struct cache_ref **ref);

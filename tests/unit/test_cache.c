@@ -162,6 +162,14 @@ static void start_fetcher(struct cache *c, pthread_t *th, struct slow_arg *a)
 		usleep(1000);
 }
 
+static void *release_later(void *p)
+{
+	(void)p;
+	usleep(200 * 1000);
+	atomic_store(&slow_release, 1);
+	return NULL;
+}
+
 static void test_cancelled_waiters(void)
 {
 	struct cache *c = cache_new(1000, 5000, free_val, fake_clock);
@@ -233,6 +241,35 @@ static void test_cancelled_waiters(void)
 	pthread_join(fth, NULL);
 	CHECK_INT(fa.serial, 4);
 	atomic_store(&cancel_everyone, 0);
+	cache_free(c);
+}
+
+/* A fresh read never takes the answer of a fetch that began before it: it
+ * waits for that one to end and fetches again. */
+static void test_fresh_read_does_not_join_an_older_fetch(void)
+{
+	struct cache *c = cache_new(1000, 5000, free_val, fake_clock);
+	struct cache_ref *r;
+	pthread_t fth;
+	struct slow_arg fa;
+
+	atomic_store(&fetches, 0);
+	start_fetcher(c, &fth, &fa); /* fetch 1, under way */
+	/* released a little later, while cache_get_fresh waits */
+	atomic_store(&slow_release, 0);
+	pthread_t rel;
+	pthread_create(&rel, NULL, release_later, NULL);
+	CHECK_INT(cache_get_fresh(c, "slow", slow_fetch, NULL, &r), 0);
+	CHECK_INT(((struct val *)cache_ref_value(r))->serial, 2);
+	cache_ref_put(r);
+	pthread_join(fth, NULL);
+	pthread_join(rel, NULL);
+	CHECK_INT(fa.serial, 1);
+	CHECK_INT(fetches, 2);
+	/* a value held is not taken either */
+	CHECK_INT(cache_get_fresh(c, "slow", slow_fetch, NULL, &r), 0);
+	CHECK_INT(((struct val *)cache_ref_value(r))->serial, 3);
+	cache_ref_put(r);
 	cache_free(c);
 }
 
@@ -385,5 +422,6 @@ int main(void)
 	cache_free(c);
 	cache_free(NULL);
 	test_cancelled_waiters();
+	test_fresh_read_does_not_join_an_older_fetch();
 	CHECK_DONE();
 }
