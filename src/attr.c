@@ -40,7 +40,7 @@ static int object_mtime(struct tree *t, const struct pt_row *row, const struct p
 		const struct listing_entry *e = listing_find_id(l, name);
 		if (e)
 			m = e->mtime_ms;
-		cache_ref_put(ref);
+		listing_put(ref, l);
 		if (m >= 0) {
 			*out = m;
 			return 0;

@@ -19,6 +19,11 @@ struct listing {
 	struct listing *next;
 	const struct pt_row *src; /* the row whose list it is */
 	char *under;		  /* the item whose sub-items it holds, or NULL */
+	/* a union of lists (`over`): made for one use, holding the lists it
+	 * borrows from */
+	struct cache_ref *outer;
+	struct cache_ref **refs;
+	size_t nrefs;
 	size_t n;
 	struct listing_entry *e;
 	struct strmap *by_base; /* escaped name -> entry */
@@ -33,6 +38,10 @@ void listings_free(struct listing *l)
 			free((char *)l->e[i].base);
 		free(l->e);
 		free(l->under);
+		for (size_t i = 0; i < l->nrefs; i++)
+			cache_ref_put(l->refs[i]);
+		free(l->refs);
+		cache_ref_put(l->outer);
 		strmap_free(l->by_base, NULL);
 		strmap_free(l->by_id, NULL);
 		free(l);
@@ -172,65 +181,73 @@ static const char *item_name(const struct pt_row *src, const cJSON *item, const 
 	return usable(name) ? name : id;
 }
 
-static struct listing *build(const struct pt_row *src, const char *under, const cJSON *list,
-			     const struct names *nm)
+/* A listing of the items of n lists; overs[k] (if overs) is the value of
+ * the `over` variable for the items of lists[k]. */
+static struct listing *build(const struct pt_row *src, const char *under, const cJSON **lists,
+			     const char **overs, size_t n, const struct names *nm)
 {
 	struct listing *l = xcalloc(1, sizeof(*l));
 	struct strmap *seen = strmap_new(); /* name -> how many items take it */
 	struct buf base = BUF_INIT, raw = BUF_INIT;
-	const cJSON *item;
+	const cJSON *item, *list;
 	size_t cap = 0;
 
 	l->src = src;
 	l->under = under ? xstrdup(under) : NULL;
 	l->by_base = strmap_new();
 	l->by_id = strmap_new();
-	cJSON_ArrayForEach(item, list)
-	{
-		const char *id = list_item_name(list, item, src->list_key);
-		if (!usable(id))
-			continue;
-		const char *name = item_name(src, item, id, nm);
-		strmap_put(seen, name, (void *)((uintptr_t)strmap_get(seen, name) + 1));
-	}
-	cJSON_ArrayForEach(item, list)
-	{
-		const char *id = list_item_name(list, item, src->list_key);
-		if (!usable(id)) {
-			log_warn("%s: skipping a listed object without a usable \"%s\" (not a "
-				 "valid name)",
-				 src->pattern, src->list_key);
-			continue;
+	for (size_t k = 0; k < n; k++)
+		cJSON_ArrayForEach(item, lists[k])
+		{
+			list = lists[k];
+			const char *id = list_item_name(list, item, src->list_key);
+			if (!usable(id))
+				continue;
+			const char *name = item_name(src, item, id, nm);
+			strmap_put(seen, name, (void *)((uintptr_t)strmap_get(seen, name) + 1));
 		}
-		const char *name = item_name(src, item, id, nm);
-		buf_reset(&raw);
-		buf_reset(&base);
-		buf_addstr(&raw, name);
-		/* Objects sharing a name (dashboards are named freely) are
-		 * told apart by their ids. */
-		if ((uintptr_t)strmap_get(seen, name) > 1)
-			buf_addf(&raw, "~%s", id);
-		if (escape_name(raw.data, &base))
-			continue;
-		if (strmap_get(l->by_base, base.data) || strmap_get(l->by_id, id)) {
-			log_warn("%s: skipping the listed object \"%s\": its name is taken",
-				 src->pattern, id);
-			continue;
+	for (size_t k = 0; k < n; k++)
+		cJSON_ArrayForEach(item, lists[k])
+		{
+			list = lists[k];
+			const char *id = list_item_name(list, item, src->list_key);
+			if (!usable(id)) {
+				log_warn(
+				    "%s: skipping a listed object without a usable \"%s\" (not a "
+				    "valid name)",
+				    src->pattern, src->list_key);
+				continue;
+			}
+			const char *name = item_name(src, item, id, nm);
+			buf_reset(&raw);
+			buf_reset(&base);
+			buf_addstr(&raw, name);
+			/* Objects sharing a name (dashboards are named freely) are
+			 * told apart by their ids. */
+			if ((uintptr_t)strmap_get(seen, name) > 1)
+				buf_addf(&raw, "~%s", id);
+			if (escape_name(raw.data, &base))
+				continue;
+			if (strmap_get(l->by_base, base.data) || strmap_get(l->by_id, id)) {
+				log_warn("%s: skipping the listed object \"%s\": its name is taken",
+					 src->pattern, id);
+				continue;
+			}
+			if (l->n == cap) {
+				cap = cap ? 2 * cap : 16;
+				l->e = xrealloc(l->e, cap * sizeof(*l->e));
+			}
+			struct listing_entry *e = &l->e[l->n++];
+			const cJSON *kids = src->nest ? json_get(item, src->nest) : NULL;
+			e->base = xstrdup(base.data);
+			e->id = id;
+			e->over = overs ? overs[k] : NULL;
+			e->mtime_ms = json_get_int64(item, "versionTag.lastModifiedOn", -1);
+			e->nested = cJSON_GetArraySize(kids) > 0;
+			/* (taken; the values are set below, once l->e no longer moves) */
+			strmap_put(l->by_base, e->base, e);
+			strmap_put(l->by_id, id, e);
 		}
-		if (l->n == cap) {
-			cap = cap ? 2 * cap : 16;
-			l->e = xrealloc(l->e, cap * sizeof(*l->e));
-		}
-		struct listing_entry *e = &l->e[l->n++];
-		const cJSON *kids = src->nest ? json_get(item, src->nest) : NULL;
-		e->base = xstrdup(base.data);
-		e->id = id;
-		e->mtime_ms = json_get_int64(item, "versionTag.lastModifiedOn", -1);
-		e->nested = cJSON_GetArraySize(kids) > 0;
-		/* (taken; the values are set below, once l->e no longer moves) */
-		strmap_put(l->by_base, e->base, e);
-		strmap_put(l->by_id, id, e);
-	}
 	for (size_t i = 0; i < l->n; i++) {
 		strmap_put(l->by_base, l->e[i].base, &l->e[i]);
 		strmap_put(l->by_id, l->e[i].id, &l->e[i]);
@@ -261,7 +278,7 @@ int listing_in(struct tree *t, struct resource *res, const struct pt_row *dir,
 	int ret;
 
 	*out = NULL;
-	if (!src->list || !res->json)
+	if (!src->list || !res->json || src->over)
 		return -EIO;
 	pthread_mutex_lock(&res->lock);
 	l = find_built(res, src, under);
@@ -279,7 +296,7 @@ int listing_in(struct tree *t, struct resource *res, const struct pt_row *dir,
 	/* Names from other documents are fetched without the lock. */
 	if ((ret = fetch_names(t, src, vars, items, &nm)))
 		return ret;
-	made = build(src, under, items, &nm);
+	made = build(src, under, &items, NULL, 1, &nm);
 	names_release(&nm);
 	pthread_mutex_lock(&res->lock);
 	l = find_built(res, src, under);
@@ -294,6 +311,80 @@ int listing_in(struct tree *t, struct resource *res, const struct pt_row *dir,
 	return 0;
 }
 
+/* The union of the lists of every object of the folder that lists the
+ * `over` variable (every dataset's statistics worksheets): one list each,
+ * asked for together; a list DSS does not have (404: the object went, or
+ * this DSS has no such type) holds nothing. */
+static int union_get(struct tree *t, const struct pt_row *src, const struct pt_vars *vars,
+		     const struct listing **out)
+{
+	const struct pt_row *lister = pathtab_lister(src->over);
+	const struct listing *ol;
+	struct cache_ref *oref = NULL;
+	struct listing *u;
+	int ret;
+
+	if (!lister)
+		return -EIO;
+	if ((ret = listing_get(t, lister, vars, &oref, &ol)))
+		return ret;
+	size_t n = listing_count(ol), nl = 0;
+	const cJSON **lists = xcalloc(n + 1, sizeof(*lists));
+	const char **overs = xcalloc(n + 1, sizeof(*overs));
+	struct cache_ref **refs = xcalloc(n + 1, sizeof(*refs));
+	for (int pass = 0; pass < 2 && !ret; pass++) {
+		for (size_t j = 0; j < n && !ret; j++) {
+			struct pt_vars v = *vars;
+			struct cache_ref *r = NULL;
+			if (pt_vars_set(&v, src->over, listing_at(ol, j)->id))
+				continue;
+			if (pass == 0) { /* ask for them together */
+				lookahead_key(t, src->list, &v);
+				continue;
+			}
+			ret = get_listing(t, src->list, &v, &r);
+			if (ret == -ENOENT) {
+				ret = 0;
+				continue;
+			}
+			if (ret)
+				break;
+			refs[nl] = r;
+			lists[nl] =
+			    items_of(src, NULL, ((struct resource *)cache_ref_value(r))->json);
+			overs[nl] = listing_at(ol, j)->id;
+			if (!cJSON_IsArray(lists[nl]) && !cJSON_IsObject(lists[nl])) {
+				log_error("%s: DSS's list is not an array", src->pattern);
+				ret = -EIO;
+			}
+			nl++;
+		}
+	}
+	if (ret) {
+		for (size_t i = 0; i < nl; i++)
+			cache_ref_put(refs[i]);
+		free(refs);
+		cache_ref_put(oref);
+	} else {
+		struct names none = {0};
+		u = build(src, NULL, lists, overs, nl, &none);
+		u->outer = oref;
+		u->refs = refs;
+		u->nrefs = nl;
+		*out = u;
+	}
+	free(lists);
+	free(overs);
+	return ret;
+}
+
+void listing_put(struct cache_ref *ref, const struct listing *l)
+{
+	if (l && l->outer)
+		listings_free((struct listing *)l);
+	cache_ref_put(ref);
+}
+
 int listing_get(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
 		struct cache_ref **ref, const struct listing **out)
 {
@@ -302,8 +393,11 @@ int listing_get(struct tree *t, const struct pt_row *dir, const struct pt_vars *
 	int ret;
 
 	*out = NULL;
+	*ref = NULL;
 	if (!src->list)
 		return -ENOTDIR;
+	if (src->over)
+		return union_get(t, src, vars, out);
 	ret = get_listing(t, src->list, vars, ref);
 	if (!ret && (ret = listing_in(t, cache_ref_value(*ref), dir, vars, out))) {
 		cache_ref_put(*ref);

@@ -321,6 +321,17 @@ static const struct pt_row rows[] = {
      .optional = 1},
     DOC("/{project}/model_comparisons/{comparison}.json", P "/evaluationcomparisons/{comparison}"),
 
+    /* Each dataset's worksheets, in one folder of the project (DSS lists
+     * them per dataset only: one list per dataset). */
+    {.pattern = "/{project}/statistics_worksheets",
+     .kind = PT_DIR,
+     .list = DS "/statistics/worksheets/",
+     .list_key = "id",
+     .name_key = "name",
+     .over = "dataset"},
+    DOC("/{project}/statistics_worksheets/{worksheet}.json",
+	DS "/statistics/worksheets/{worksheet}"),
+
     NAMED("/{project}/code_studios", P "/code-studios/"),
     {.pattern = "/{project}/code_studios/{studio}.json",
      .kind = PT_FILE,
@@ -430,6 +441,16 @@ size_t pathtab_children(const struct pt_row *row, const struct pt_row **out, siz
 		if (info[i].parent == up && (!row->recurse || info[i].seg == PT_SEG_VAR))
 			out[n++] = &rows[i];
 	return n;
+}
+
+const struct pt_row *pathtab_lister(const char *var)
+{
+	pthread_once(&parsed, parse_rows);
+	for (size_t i = 0; i < NROWS; i++)
+		if (info[i].seg == PT_SEG_VAR && !strcmp(info[i].text, var) && info[i].parent &&
+		    info[i].parent->list && !info[i].parent->over)
+			return info[i].parent;
+	return NULL;
 }
 
 const char *pathtab_map(const struct pt_map *map, const char *value)

@@ -121,7 +121,8 @@ static int for_each_listed(struct tree *t, const struct node *dir, const char *w
 				buf_reset(&c.name);
 			}
 			if (!e || (kids[i]->recurse && !e->nested) ||
-			    pt_vars_set(&c.vars, var, e->id)) {
+			    pt_vars_set(&c.vars, var, e->id) ||
+			    (e->over && pt_vars_set(&c.vars, dir->row->over, e->over))) {
 				buf_release(&c.name);
 				continue;
 			}
@@ -130,7 +131,7 @@ static int for_each_listed(struct tree *t, const struct node *dir, const char *w
 			buf_release(&c.name);
 		}
 	}
-	cache_ref_put(ref);
+	listing_put(ref, l);
 	return ret;
 }
 

@@ -146,12 +146,15 @@ struct listing_entry {
 	const char *id;	  /* the child variable's value (list_key) */
 	int64_t mtime_ms; /* the item's versionTag.lastModifiedOn, or -1 */
 	int nested;	  /* it has sub-items (a recursive folder shows them) */
+	const char *over; /* a union's: the value of the row's `over` variable */
 };
 /* The listing shown by a folder of row `dir` (with `list`, or `recurse`)
- * for vars; *ref holds it (cache_ref_put when done), *out is valid while
- * it is held.  May fetch the documents that name its items (name_get). */
+ * for vars; *ref and *out hold it until listing_put.  May fetch the
+ * documents that name its items (name_get), or the lists it unites
+ * (`over`). */
 int listing_get(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
 		struct cache_ref **ref, const struct listing **out);
+void listing_put(struct cache_ref *ref, const struct listing *l);
 /* The same from a held listing resource. */
 int listing_in(struct tree *t, struct resource *res, const struct pt_row *dir,
 	       const struct pt_vars *vars, const struct listing **out);

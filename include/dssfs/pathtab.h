@@ -81,6 +81,10 @@ struct pt_row {
 	const char *list_at;
 	const char *list_key;
 	const char *name_key;
+	/* a union of lists: `list` is asked for each object of the folder
+	 * that lists the variable `over` (each dataset's statistics
+	 * worksheets), which its children then have bound too */
+	const char *over;
 	/* names from each item's own document instead: the field name_field
 	 * of name_get (with the item's id as the child variable) */
 	const char *name_get;
@@ -161,6 +165,10 @@ enum pt_seg pathtab_leaf(const struct pt_row *row, const char **text, const char
 /* The rows whose parent is `row`, in table order; returns how many (at most
  * `max`; no row has more than PT_MAX_CHILDREN). */
 size_t pathtab_children(const struct pt_row *row, const struct pt_row **out, size_t max);
+
+/* The row of the folder whose children are named by variable `var` (the
+ * listing of the objects it stands for), or NULL. */
+const struct pt_row *pathtab_lister(const char *var);
 
 /* Applies a row's name_map to a field value: returns the mapped string, or
  * the default entry's. */

@@ -836,6 +836,31 @@ def _expect_more_types(t, get, K, pd, pm, add_file, raw):
             t.dirs[pd][0].add(ty["folder"])
     _expect_wiki(t, get, K, pd, pm, add_file)
     _expect_file_trees(t, get, K, pd, pm, add_file, raw)
+    _expect_worksheets(t, get, K, pd, pm, add_file)
+
+
+def _expect_worksheets(t, get, K, pd, pm, add_file):
+    """statistics_worksheets/: every dataset's worksheets (one list per dataset)."""
+    items = []
+    for d in get(api_path("projects", K, "datasets", trailing_slash=True)):
+        ep = api_path("projects", K, "datasets", d["name"], "statistics", "worksheets",
+                      trailing_slash=True)
+        t.resources.add(ep)
+        try:
+            items += [(d["name"], it) for it in get(ep)]
+        except ApiError as e:
+            if "HTTP 404" not in str(e):
+                raise
+    t.dirs[pd][0].add("statistics_worksheets")
+    named = listed_names([it for _, it in items], "id", "name")
+    entries = set()
+    for (ds, it), (_, base) in zip(items, named):
+        e = api_path("projects", K, "datasets", ds, "statistics", "worksheets", it["id"])
+        doc = get(e)
+        entries.add(base + ".json")
+        add_file(pd + "/statistics_worksheets/" + base + ".json", "json", doc,
+                 _ms(doc, _ms(it, pm)), e)
+    t.dirs[pd + "/statistics_worksheets"] = (entries, pm)
 
 
 def _expect_file_trees(t, get, K, pd, pm, add_file, raw):

@@ -53,6 +53,8 @@ SAVED_FILES = (
      "json"),
     ("model_comparisons/Churn models compared.json", "evaluationcomparisons/Mc2cmp9X", "PUT",
      None, "json"),
+    ("statistics_worksheets/Order amounts.json", "datasets/orders/statistics/worksheets/Ws5orders1",
+     "PUT", None, "json"),
     ("knowledge_banks/Sales docs.json", "knowledge-banks/Kb1docs0", "PUT", None, "json"),
     ("agent_tools/Search sales docs.json", "agents/tools/At1srch0", "PUT", None, "json"),
 )

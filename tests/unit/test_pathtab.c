@@ -85,6 +85,9 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 		return;
 	if (seg == PT_SEG_VAR)
 		b.name[b.n++] = text;
+	/* (the objects of a union have its `over` variable bound too) */
+	if (pathtab_parent(r) && pathtab_parent(r)->over)
+		b.name[b.n++] = pathtab_parent(r)->over;
 	CHECK_ROW(r, (seg == PT_SEG_ROOT) == (r == pathtab_root()));
 	CHECK_ROW(r, leaf_spelled(r, seg, text, suffix));
 	CHECK_ROW(r, seg == PT_SEG_ROOT || *text || *suffix);
@@ -150,7 +153,15 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 		}
 		CHECK_ROW(r, nvar >= 1);
 		CHECK_ROW(r, r->list_key != NULL);
-		CHECK_ROW(r, template_bound(r->list, &b));
+		/* a union: its list is asked with `over` bound, by a folder
+		 * that lists objects named so */
+		struct bound ob = b;
+		if (r->over) {
+			const struct pt_row *lister = pathtab_lister(r->over);
+			CHECK_ROW(r, lister && lister != r && !r->optional);
+			ob.name[ob.n++] = r->over;
+		}
+		CHECK_ROW(r, template_bound(r->list, &ob));
 		CHECK_ROW(r, !r->name_get || (r->name_field && r->name_key == NULL));
 		CHECK_ROW(r, !r->recurse);
 	} else if (r->recurse) {
