@@ -129,6 +129,46 @@ def test_read_and_save_each_type(mounted, rel, ep, method, field, kind):
         assert json.loads(read_bytes(path))["dssfsNote"] == "edited through dssfs é"
 
 
+def colleague_saves(emu, ep, method, field):
+    """Another user changes the object on DSS: the part this file shows, through the API
+    as the official client saves it."""
+    doc = emu.api_get(P + ep)
+    part = field_of(doc, field) if field else doc
+    if isinstance(part, dict):
+        part["dssfsColleague"] = "was here"
+    else:   # a text field: change the text itself
+        up = field_of(doc, field.rsplit(".", 1)[0]) if "." in field else doc
+        up[field.rsplit(".", 1)[-1]] = (part or "") + "\ncolleague\n"
+    body = {"insight": doc} if ep.startswith("insights/") else doc
+    status, data = emu.request(method, "/public/api/" + P + ep, body=body, key=emu.admin_key)
+    assert status == 200, data[:300]
+
+
+@pytest.mark.expect_dssfs_errors
+@pytest.mark.parametrize("rel,ep,method,field,kind", SAVED_FILES,
+                         ids=[f[0] for f in SAVED_FILES])
+def test_each_type_refuses_a_save_over_a_colleagues_change(mounted, rel, ep, method, field,
+                                                           kind):
+    """Read, a colleague saves the object on DSS, save: ESTALE, nothing sent, the
+    colleague's change kept."""
+    emu, m = mounted
+    path = m.path("SALES", *rel.split("/"))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        data = os.read(fd, 1 << 24)
+        colleague_saves(emu, ep, method, field)
+        theirs = emu.api_get(P + ep)
+        new, _ = edited(kind, data)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, new, 0)
+        emu.reset_stats()
+        assert errno_of(os.fsync, fd) == errno.ESTALE
+    finally:
+        assert errno_of(os.close, fd) in (None, errno.ESTALE)
+    assert [r for r in log_of(emu) if r[0] != "GET"] == []
+    assert emu.api_get(P + ep) == theirs
+
+
 @pytest.mark.parametrize("rel,ep", READ_ONLY_FILES, ids=[f[0] for f in READ_ONLY_FILES])
 def test_read_only_files(mounted, rel, ep):
     emu, m = mounted
