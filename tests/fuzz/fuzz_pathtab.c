@@ -7,9 +7,11 @@
  * The input is object names separated by NUL bytes; the k-th variable
  * along a pattern takes the k-th name (cycling).  Checked:
  *  - an expansion has exactly the template's number of '/' (a name never
- *    adds or removes a path segment), no "." or ".." segment that the
- *    template does not have, only URL-safe bytes where a name went, and
- *    fails (-EINVAL) exactly when a name it needs is empty;
+ *    adds or removes a path segment; a path in a file tree, {var*}, adds
+ *    exactly its own), no "." or ".." segment that the template does not
+ *    have, only URL-safe bytes where a name went, and fails (-EINVAL)
+ *    exactly when a name it needs is empty (for a path: when one of its
+ *    segments is empty, "." or "..");
  *  - pt_vars_get returns what was bound;
  *  - pathtab_map always gives one of the map's results, which
  *    pathtab_map_has accepts; pathtab_map_has accepts a name exactly when
@@ -57,10 +59,24 @@ static int url_safe(unsigned char c)
 	       strchr("-._~%/", c);
 }
 
+/* Whether a path has an empty, "." or ".." segment. */
+static int bad_path(const char *v)
+{
+	for (const char *seg = v;; seg++) {
+		size_t len = strcspn(seg, "/");
+		if (!len || (len == 1 && seg[0] == '.') || (len == 2 && !strncmp(seg, "..", 2)))
+			return 1;
+		seg += len;
+		if (!*seg)
+			return 0;
+	}
+}
+
 static void check_expand(const char *tmpl, const struct pt_vars *vars)
 {
 	struct buf out = BUF_INIT;
 	int need_empty = 0, ret;
+	size_t added = 0; /* the '/' of the paths put in */
 
 	if (!tmpl)
 		return;
@@ -68,16 +84,24 @@ static void check_expand(const char *tmpl, const struct pt_vars *vars)
 		struct buf pat = BUF_INIT;
 		buf_addf(&pat, "{%s}", vars->name[i]);
 		need_empty |= strstr(tmpl, pat.data) && !*vars->value[i];
+		buf_reset(&pat);
+		buf_addf(&pat, "{%s*}", vars->name[i]);
+		if (strstr(tmpl, pat.data)) {
+			need_empty |= bad_path(vars->value[i]);
+			added += count_char(vars->value[i], '/');
+		}
 		buf_release(&pat);
 	}
 	ret = pathtab_expand(tmpl, vars, &out);
 	REQUIRE(ret == (need_empty ? -EINVAL : 0));
 	if (!ret) {
-		REQUIRE(count_char(out.data, '/') == count_char(tmpl, '/'));
+		REQUIRE(count_char(out.data, '/') == count_char(tmpl, '/') + added);
 		REQUIRE(dot_segments(out.data) == dot_segments(tmpl));
 		REQUIRE(strlen(out.data) == out.len);
+		/* (a query string only where the template has one) */
+		REQUIRE(count_char(out.data, '?') == count_char(tmpl, '?'));
 		for (const char *p = out.data; *p; p++)
-			REQUIRE(url_safe((unsigned char)*p));
+			REQUIRE(url_safe((unsigned char)*p) || *p == '?' || *p == '=');
 	}
 	buf_release(&out);
 }
@@ -105,20 +129,35 @@ static void walk(const struct pt_row *row, struct pt_vars vars, int depth)
 	REQUIRE(depth < 16 && nk <= PT_MAX_CHILDREN);
 	if (pathtab_leaf(row, &text, &suffix) == PT_SEG_VAR) {
 		REQUIRE(vars.n < PT_MAX_VARS);
-		vars.name[vars.n] = text;
-		vars.value[vars.n] = nnames ? names[vars.n % nnames] : "";
-		vars.n++;
+		REQUIRE(!pt_vars_set(&vars, text, nnames ? names[vars.n % nnames] : ""));
+	}
+	/* the objects of a union have its `over` variable bound too; so does
+	 * its list when asked */
+	const struct pt_row *up = pathtab_parent(row);
+	if (up && up->over)
+		REQUIRE(!pt_vars_set(&vars, up->over, nnames ? names[vars.n % nnames] : ""));
+	if (row->over) {
+		struct pt_vars lv = vars;
+		REQUIRE(!pt_vars_set(&lv, row->over, nnames ? names[lv.n % nnames] : ""));
+		check_expand(row->list, &lv);
 	}
 	for (int i = 0; i < vars.n; i++)
 		REQUIRE(pt_vars_get(&vars, vars.name[i]) == vars.value[i]);
 	check_expand(row->get, &vars);
 	check_expand(row->put, &vars);
-	check_expand(row->list, &vars);
+	if (!row->over)
+		check_expand(row->list, &vars);
 	check_expand(row->cond_get, &vars);
 	if (row->name_map)
 		for (size_t i = 0; i < nnames; i++)
 			check_map(row->name_map, names[i]);
 	for (size_t k = 0; k < nk; k++) {
+		/* a folder of any depth holds its parent's object rows again:
+		 * walked once, from the parent */
+		if (row->recurse) {
+			REQUIRE(pathtab_parent(kids[k]) == pathtab_parent(row));
+			continue;
+		}
 		REQUIRE(pathtab_parent(kids[k]) == row);
 		walk(kids[k], vars, depth + 1);
 	}

@@ -78,6 +78,9 @@ static int safe_path(const char *path)
 			if (!c)
 				return 1;
 			seg = p + 1;
+		} else if (c == '?') {
+			/* a query string: only the table's own (the library's) */
+			return !strcmp(p, "?dataEncoding=base64");
 		} else if (c <= ' ' || c >= 0x7f || strchr("?#\\\"<>{}|^`[]", c)) {
 			return 0;
 		}
