@@ -46,10 +46,11 @@ unset ASAN_OPTIONS UBSAN_OPTIONS
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
 build build-tsan -DDSSFS_TSAN=ON -DCMAKE_BUILD_TYPE=Debug
 echo "== ThreadSanitizer build: concurrency mount tests"
-DSSFS_BIN="$ROOT/build-tsan/dssfs" "$PY" -m pytest -q -rs -p no:cacheprovider \
+DSSFS_BIG_FILE_MIB=256 DSSFS_BIN="$ROOT/build-tsan/dssfs" "$PY" -m pytest -q -rs -p no:cacheprovider \
 	tests/integration/test_trust.py tests/integration/test_walk.py \
 	tests/integration/test_cache.py tests/integration/test_write.py \
-	tests/integration/test_shutdown.py
+	tests/integration/test_shutdown.py tests/integration/test_types.py \
+	tests/integration/test_files.py
 unset TSAN_OPTIONS
 
 # libFuzzer targets (clang), a bounded run of each: FUZZ_SECONDS, default 60.
