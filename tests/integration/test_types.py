@@ -373,3 +373,26 @@ def test_the_real_projects_show_every_stored_object(emulator_factory, mount_fact
                     md.read_bytes() if md.exists() else b""), f
                 checked += 1
     assert checked > 50
+
+
+def test_tar_and_a_second_rsync_of_the_whole_demo_are_clean(mounted, tmp_path):
+    """The whole demo instance, every type and file tree: tar without a warning; rsync -a
+    twice, the second transferring nothing."""
+    emu, m = mounted
+    r = subprocess.run(["tar", "cf", "-", "-C", m.mnt, "."], capture_output=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
+    names = set(subprocess.run(["tar", "tf", "-"], input=r.stdout, capture_output=True,
+                               check=True).stdout.decode().split("\n"))
+    for must in ("./SALES/library/python/sales_utils.py", "./SALES/wiki/Home/Data sources.md",
+                 "./SALES/managed_folders/Reports/files/readme.txt",
+                 "./SALES/statistics_worksheets/Order amounts.json"):
+        assert must in names, must
+    dest = str(tmp_path / "backup") + "/"
+    for run in (1, 2):
+        r = subprocess.run(["rsync", "-a", "--stats", m.mnt + "/", dest], capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        sent = [ln for ln in r.stdout.splitlines()
+                if ln.startswith("Number of regular files transferred")]
+        if run == 2:
+            assert sent == ["Number of regular files transferred: 0"], r.stdout
