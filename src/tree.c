@@ -440,6 +440,7 @@ struct list_ctx {
 	const struct node *dir;
 	struct tree_dir *out;
 	size_t cap;
+	struct strmap *seen; /* the names listed: each once */
 };
 
 static void dir_add(struct list_ctx *lc, const char *name, uint64_t ino, mode_t mode)
@@ -450,6 +451,7 @@ static void dir_add(struct list_ctx *lc, const char *name, uint64_t ino, mode_t 
 		lc->cap = lc->cap ? 2 * lc->cap : 16;
 		d->ents = xrealloc(d->ents, lc->cap * sizeof(*d->ents));
 	}
+	strmap_put(lc->seen, name, (void *)1);
 	d->ents[d->n].name = xstrdup(name);
 	d->ents[d->n].ino = ino;
 	d->ents[d->n].mode = mode;
@@ -461,9 +463,9 @@ static int list_cb(struct child *c, void *vctx)
 	struct list_ctx *lc = vctx;
 	struct buf path = BUF_INIT;
 
-	if (c->row->hidden)
+	/* (Names can meet: an object's file and another's folder, x.json.) */
+	if (c->row->hidden || strmap_get(lc->seen, c->name.data))
 		return 0;
-	/* (The listing gave each object its own name.) */
 	lookahead_child(lc->t, c->row, &c->vars);
 	child_path(lc->dir, c->name.data, &path);
 	dir_add(lc, c->name.data, ino_for_path(lc->t, path.data),
@@ -479,9 +481,8 @@ static void list_scratch_cb(const char *name, void *vctx)
 
 	struct buf path = BUF_INIT;
 
-	for (size_t i = 2; i < lc->out->n; i++)
-		if (!strcmp(lc->out->ents[i].name, name))
-			return;
+	if (strmap_get(lc->seen, name))
+		return;
 	child_path(lc->dir, name, &path);
 	/* The number lookup will give unless another path holds it; d_ino is
 	 * advisory and the tree lock may not be taken here. */
@@ -492,13 +493,14 @@ static void list_scratch_cb(const char *name, void *vctx)
 int tree_readdir(struct tree *t, uint64_t ino, struct tree_dir *out)
 {
 	struct node *dir = node_of(t, ino);
-	struct list_ctx lc = {t, dir, out, 0};
+	struct list_ctx lc = {t, dir, out, 0, NULL};
 	int ret = 0;
 
 	out->n = 0;
 	out->ents = NULL;
 	if (!dir)
 		return -ESTALE;
+	lc.seen = strmap_new();
 	if (!dir->row || dir->row->kind != PT_DIR) {
 		ret = -ENOTDIR;
 		goto out;
@@ -513,6 +515,7 @@ int tree_readdir(struct tree *t, uint64_t ino, struct tree_dir *out)
 	ret = 0;
 	scratch_list(t->scratch, dir->path, list_scratch_cb, &lc);
 out:
+	strmap_free(lc.seen, NULL);
 	node_put(dir);
 	return ret;
 }

@@ -396,3 +396,25 @@ def test_tar_and_a_second_rsync_of_the_whole_demo_are_clean(mounted, tmp_path):
                 if ln.startswith("Number of regular files transferred")]
         if run == 2:
             assert sent == ["Number of regular files transferred: 0"], r.stdout
+
+
+def test_names_that_meet_are_listed_once(emulator_factory, mount_factory, tmp_path):
+    """Article "x" shows x.json; article "x.json", which has a child, would show a folder
+    x.json/ too: the file keeps the name, and it is listed once."""
+    proj = tmp_path / "fx" / "NAMES"
+    (proj / "wiki" / "articles").mkdir(parents=True)
+    (proj / "params.json").write_text('{"name": "Names"}')
+    (proj / "wiki" / "taxonomy.json").write_text(json.dumps(
+        {"homeArticleId": "a1", "taxonomy": [
+            {"id": "a1", "children": []},
+            {"id": "a2", "children": [{"id": "a3", "children": []}]}]}))
+    for aid, name in (("a1", "x"), ("a2", "x.json"), ("a3", "y")):
+        (proj / "wiki" / "articles" / (aid + ".json")).write_text(json.dumps(
+            {"name": name, "layout": "WIKI_ARTICLE", "attachments": []}))
+        (proj / "wiki" / "articles" / (aid + ".md")).write_text("# %s\n" % name)
+    emu = emulator_factory(args=["--fixture", str(tmp_path / "fx")])
+    m = mount_factory(emu)
+    names = os.listdir(m.path("NAMES", "wiki"))
+    assert sorted(names) == ["wiki.json", "x.json", "x.json.json", "x.json.md", "x.md"]
+    assert json.loads(read_bytes(m.path("NAMES", "wiki", "x.json")))["id"] == "a1"
+    assert read_bytes(m.path("NAMES", "wiki", "x.json.md")) == b"# x.json\n"
