@@ -285,21 +285,31 @@ out:
 	return ret;
 }
 
-int tree_mkdir(struct tree *t, uint64_t parent, const char *name, uint64_t *ino, struct stat *st)
+/* The folder `parent` if it is a writable folder of a file tree (the
+ * library, a managed folder's files); elsewhere -EPERM: DSS objects are
+ * made and removed in DSS. */
+static int file_tree_dir(struct tree *t, uint64_t parent, struct node **dir)
 {
-	struct node *dir;
-	int ret = dir_node(t, parent, &dir);
+	int ret = dir_node(t, parent, dir);
 
 	if (ret)
 		return ret;
-	if (t->opt.read_only)
-		ret = -EROFS;
-	else if (strlen(name) > NAME_MAX_BYTES)
-		ret = -ENAMETOOLONG;
-	else if (!dir->row->content) /* DSS objects are made in DSS */
-		ret = -EPERM;
-	else
-		ret = content_mkdir(t, dir, name, ino, st);
+	ret = t->opt.read_only ? -EROFS : !(*dir)->row->content ? -EPERM : 0;
+	if (ret) {
+		node_put(*dir);
+		*dir = NULL;
+	}
+	return ret;
+}
+
+int tree_mkdir(struct tree *t, uint64_t parent, const char *name, uint64_t *ino, struct stat *st)
+{
+	struct node *dir;
+	int ret = file_tree_dir(t, parent, &dir);
+
+	if (ret)
+		return ret;
+	ret = strlen(name) > NAME_MAX_BYTES ? -ENAMETOOLONG : content_mkdir(t, dir, name, ino, st);
 	node_put(dir);
 	return ret;
 }
@@ -307,16 +317,11 @@ int tree_mkdir(struct tree *t, uint64_t parent, const char *name, uint64_t *ino,
 int tree_rmdir(struct tree *t, uint64_t parent, const char *name)
 {
 	struct node *dir;
-	int ret = dir_node(t, parent, &dir);
+	int ret = file_tree_dir(t, parent, &dir);
 
 	if (ret)
 		return ret;
-	if (t->opt.read_only)
-		ret = -EROFS;
-	else if (!dir->row->content)
-		ret = -EPERM;
-	else
-		ret = content_rmdir(t, dir, name);
+	ret = content_rmdir(t, dir, name);
 	node_put(dir);
 	return ret;
 }

@@ -541,22 +541,38 @@ static int new_node(struct tree *t, const struct node *dir, const char *name, co
 	return ret;
 }
 
+/* The path in the tree of a new file or folder `name` in dir (*path, to
+ * free), or -errno: -EEXIST if something is there. */
+static int new_path(struct tree *t, const struct node *dir, const char *name, char **path)
+{
+	int ret = writable(t, dir);
+
+	*path = NULL;
+	if (ret)
+		return ret;
+	if (!name_ok(name, strlen(name)))
+		return -EINVAL;
+	*path = child_tree_path(dir, name);
+	ret = what_is(t, dir, *path, NULL);
+	if (ret > 0)
+		ret = -EEXIST;
+	if (ret) {
+		free(*path);
+		*path = NULL;
+	}
+	return ret;
+}
+
 int content_create(struct tree *t, const struct node *dir, const char *name, uint64_t *ino,
 		   struct stat *st)
 {
 	const struct pt_row *root = root_of(dir->row), *drow, *frow;
 	char *path;
-	int ret = writable(t, dir);
+	int ret = new_path(t, dir, name, &path);
 
 	if (ret)
 		return ret;
-	if (!name_ok(name, strlen(name)))
-		return -EINVAL;
 	tree_rows(root, &drow, &frow);
-	path = child_tree_path(dir, name);
-	ret = what_is(t, dir, path, NULL);
-	if (ret > 0)
-		ret = -EEXIST;
 	/* An empty file, made at once: it is a file of the tree from now on
 	 * (its content is saved at close, as any file's). */
 	if (!ret && !frow->put)
@@ -585,19 +601,13 @@ int content_mkdir(struct tree *t, const struct node *dir, const char *name, uint
 {
 	const struct pt_row *root = root_of(dir->row);
 	char *path;
-	int ret = writable(t, dir);
+	int ret = new_path(t, dir, name, &path);
 
 	if (ret)
 		return ret;
-	if (!name_ok(name, strlen(name)))
-		return -EINVAL;
-	path = child_tree_path(dir, name);
-	ret = what_is(t, dir, path, NULL);
-	if (ret > 0)
-		ret = -EEXIST;
-	if (!ret && root->mkdir)
+	if (root->mkdir)
 		ret = send_to(t, root, &dir->vars, "POST", root->mkdir, path, NULL, 0);
-	else if (!ret) /* kept here until a file is put in it */
+	else /* kept here until a file is put in it */
 		pending_set(t, root, &dir->vars, path, 1);
 	forget(t, root, &dir->vars, NULL);
 	if (!ret)
