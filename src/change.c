@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The folder ino (a reference: node_put it). */
 static int dir_node(struct tree *t, uint64_t ino, struct node **dir)
@@ -249,6 +250,29 @@ static int setattr_scratch(struct tree *t, const struct node *n, const struct st
 	return ret;
 }
 
+/* truncate(2) of a managed folder's file: through a temporary file, as a
+ * write would (never the file in memory). */
+static int setattr_spooled(struct tree *t, const struct node *n, size_t size,
+			   const struct tree_caller *who)
+{
+	struct tree_base base;
+	size_t len, held;
+	int fd, ret = tree_open_spooled(t, n->ino, size == 0, &fd, &len, &base);
+
+	if (ret)
+		return ret;
+	held = len;
+	if (size > len && !(ret = tree_spool_account(t, len, size)))
+		held = size;
+	if (!ret && ftruncate(fd, (off_t)size))
+		ret = -errno;
+	if (!ret)
+		ret = tree_save_spooled(t, n->ino, fd, size, who, &base);
+	close(fd);
+	tree_spool_account(t, held, 0);
+	return ret;
+}
+
 int tree_setattr(struct tree *t, uint64_t ino, const struct stat *attr, int to_set,
 		 const struct tree_caller *who, struct stat *out)
 {
@@ -264,6 +288,9 @@ int tree_setattr(struct tree *t, uint64_t ino, const struct stat *attr, int to_s
 	}
 	if (!n->row) {
 		ret = setattr_scratch(t, n, attr, to_set);
+	} else if ((to_set & TREE_SET_SIZE) && n->row->kind == PT_FILE &&
+		   n->row->format == PT_SPOOL) {
+		ret = setattr_spooled(t, n, (size_t)attr->st_size, who);
 	} else if ((to_set & TREE_SET_SIZE) && n->row->kind == PT_FILE) {
 		/* truncate(2) without an open file: change and save at once,
 		 * checked against what this process read. */

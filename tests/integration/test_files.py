@@ -221,6 +221,22 @@ def test_writing_appending_and_removing_managed_folder_files(mounted):
     assert "new.csv" not in mf_items(emu)
 
 
+def test_truncating_a_managed_folder_file_without_opening_it(mounted):
+    """truncate(2) saves at once, through a temporary file: one upload each."""
+    emu, m = mounted
+    path = m.path("SALES", "managed_folders", "Reports", "files", "readme.txt")
+    before = mf_bytes(emu, "readme.txt")
+    emu.reset_stats()
+    os.truncate(path, 5)
+    assert changes(emu) == [("POST", MF + "/readme.txt")]
+    assert mf_bytes(emu, "readme.txt") == before[:5]
+    assert os.stat(path).st_size == 5 and read_bytes(path) == before[:5]
+    emu.reset_stats()
+    os.truncate(path, 0)
+    assert changes(emu) == [("POST", MF + "/readme.txt")]
+    assert mf_bytes(emu, "readme.txt") == b""
+
+
 def test_folders_in_a_managed_folder(mounted, tmp_path):
     """DSS keeps no folders there: mkdir, cp -r into it, rm -r all work, and an empty
     folder made here is the mount's only (never a request)."""
