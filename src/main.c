@@ -194,8 +194,8 @@ static void usage(const char *prog)
 	       "    -o scratch_max=MIB      memory for editors' temporary files (default 64)\n"
 	       "    -o dirty_max=MIB        memory for files open for writing, in all\n"
 	       "                            (default 256)\n"
-	       "    -o spool_total=MIB      disk for exports and managed folders' files (4096)\n"
-	       "                            (default 1024)\n\n"
+	       "    -o spool_total=MIB      disk for exports and managed folders' files\n"
+	       "                            (default 4096)\n\n"
 	       "Signals: SIGHUP drops every cached object.\n\n",
 	       prog);
 }
