@@ -44,11 +44,13 @@ static void handle_free_item(struct open_item *it)
 	handle_put((struct handle *)it);
 }
 
-struct handle *handle_new(struct ops_ctx *c)
+struct handle *handle_new(struct ops_ctx *c, uint64_t ino)
 {
 	struct handle *h = xcalloc(1, sizeof(*h));
 
 	atomic_init(&h->refs, 1);
+	atomic_init(&h->ready, 0);
+	h->ino = ino;
 	h->ctx = c;
 	pthread_mutex_init(&h->lock, NULL);
 	buf_init(&h->data);
@@ -124,6 +126,8 @@ int ops_save_all(struct ops_ctx *c, int64_t deadline_ms)
 		struct handle *h = (struct handle *)it;
 		struct tree_caller nobody = {0};
 		int saved, ret, dirty;
+		if (!atomic_load(&h->ready))
+			continue; /* (its open() has not returned: nothing written) */
 		pthread_mutex_lock(&h->lock);
 		dirty = h->dirty;
 		pthread_mutex_unlock(&h->lock);
@@ -342,7 +346,7 @@ double writer_view(struct ops_ctx *c, fuse_req_t req, uint64_t ino, struct fuse_
 		if (it->free_fn != handle_free_item)
 			continue;
 		struct handle *h = (struct handle *)it;
-		if (h->ino != ino)
+		if (h->ino != ino || !atomic_load(&h->ready))
 			continue;
 		pthread_mutex_lock(&h->lock);
 		if (h->dirty) {

@@ -312,8 +312,7 @@ static int open_handle(struct ops_ctx *c, fuse_req_t req, uint64_t ino, struct f
 	if (kind == TREE_SPOOLED && (flags & TREE_OPEN_WRITE)) {
 		/* a managed folder's file: written through a temporary file */
 		caller_of(req, &who);
-		h = handle_new(c);
-		h->ino = ino;
+		h = handle_new(c, ino);
 		ret = tree_open_spooled(c->tree, ino, flags & TREE_OPEN_TRUNC, &h->fd, &h->fd_len,
 					&h->base);
 		h->disk = h->fd_len;
@@ -327,13 +326,13 @@ static int open_handle(struct ops_ctx *c, fuse_req_t req, uint64_t ino, struct f
 		fi->fh = (uint64_t)(uintptr_t)h;
 		fi->keep_cache = 0;
 		fi->direct_io = 1;
+		atomic_store(&h->ready, 1);
 		return 0;
 	}
 	if (kind == TREE_STREAM || kind == TREE_SPOOLED) {
 		if (flags & TREE_OPEN_WRITE)
 			return c->read_only ? -EROFS : -EACCES;
-		h = handle_new(c);
-		h->ino = ino;
+		h = handle_new(c, ino);
 		ret = tree_stream_open(c->tree, ino, &h->stream);
 		if (ret) {
 			handle_close(c, h);
@@ -342,11 +341,11 @@ static int open_handle(struct ops_ctx *c, fuse_req_t req, uint64_t ino, struct f
 		fi->fh = (uint64_t)(uintptr_t)h;
 		fi->keep_cache = 0;
 		fi->noflush = 1;
+		atomic_store(&h->ready, 1);
 		return 0;
 	}
 	caller_of(req, &who);
-	h = handle_new(c);
-	h->ino = ino;
+	h = handle_new(c, ino);
 	ret = tree_open(c->tree, ino, flags, &who, &h->data, &h->base, &size_changed);
 	if (!ret && (flags & TREE_OPEN_WRITE)) {
 		ret = account(c, h, h->data.len);
@@ -372,6 +371,8 @@ static int open_handle(struct ops_ctx *c, fuse_req_t req, uint64_t ino, struct f
 	fi->direct_io = 1;
 	/* A reader's close() has nothing to save: spare the FLUSH round trip. */
 	fi->noflush = !(flags & TREE_OPEN_WRITE);
+	/* Filled in: from now on the walks of the open handles see it. */
+	atomic_store(&h->ready, 1);
 	return 0;
 }
 

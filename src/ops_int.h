@@ -33,7 +33,10 @@
 struct handle {
 	struct open_item item; /* first: registered while open */
 	atomic_int refs;
-	uint64_t ino;
+	uint64_t ino; /* set before the handle is registered */
+	/* set once open() has filled it in: until then the threads that walk
+	 * the open handles (writer_view, ops_save_all) pass it by */
+	atomic_int ready;
 	pthread_mutex_t lock; /* guards everything below */
 	struct buf data;
 	int dirty;		    /* differs from what DSS (or the scratch store) holds */
@@ -67,7 +70,7 @@ enum save_when { SAVE_FLUSH, SAVE_FSYNC, SAVE_RELEASE, SAVE_UNMOUNT };
  * kernel never releases are saved and freed at exit (ops_save_all,
  * ops_release_all). */
 void track(struct ops_ctx *c, struct open_item *it, void (*free_fn)(struct open_item *));
-struct handle *handle_new(struct ops_ctx *c);
+struct handle *handle_new(struct ops_ctx *c, uint64_t ino);
 /* A reference to fi's handle (handle_put it). */
 struct handle *handle_get(struct fuse_file_info *fi);
 void handle_put(struct handle *h);
