@@ -115,6 +115,15 @@ static void dir_attr(struct tree *t, uint64_t ino, int64_t mtime_ms, struct stat
 
 /* A file is writable if its row has a PUT and its document can be shown
  * faithfully (res may be NULL when unknown). */
+/* A regular file's mode, link count, exact size and blocks. */
+static void fill_file(struct stat *st, mode_t mode, size_t size)
+{
+	st->st_mode = mode;
+	st->st_nlink = 1;
+	st->st_size = (off_t)size;
+	st->st_blocks = (blkcnt_t)((size + 511) / 512);
+}
+
 static mode_t file_mode(struct tree *t, const struct pt_row *row, const struct resource *res)
 {
 	return S_IFREG | (saves_allowed(t, row) && !(res && res->unfaithful) ? 0644 : 0444);
@@ -145,6 +154,7 @@ int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_ro
 {
 	struct cache_ref *ref = NULL;
 	const struct buf *bytes = NULL;
+	struct resource *res = NULL;
 	int64_t mtime = -1, listed_size = -1, listed_mtime = -1;
 	uint64_t hash = 0;
 	size_t size;
@@ -154,29 +164,21 @@ int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_ro
 	if (row->content && (ret = content_stat(t, row, vars, &listed_size, &listed_mtime)))
 		return ret;
 	if (row->format == PT_SPOOL && listed_size >= 0) {
-		/* (a managed folder's file: not fetched to be listed) */
-		if (listed_mtime < 0 && (ret = object_mtime(t, row, vars, &listed_mtime)))
-			return ret;
-		fill_common(t, st, ino, listed_mtime);
-		st->st_mode = file_mode(t, row, NULL);
-		st->st_nlink = 1;
-		st->st_size = (off_t)listed_size;
-		st->st_blocks = (blkcnt_t)((listed_size + 511) / 512);
-		return 0;
-	}
-	ret = get_row_resource(t, row, vars, &ref);
-	if (ret)
-		return ret;
-	struct resource *res = cache_ref_value(ref);
-	if (row->format == PT_SPOOL) {
-		size = res->spool_size;
+		size = (size_t)listed_size; /* a managed folder's file: not fetched to be listed */
 	} else {
-		ret = render(res, row, &bytes, &hash);
-		if (ret)
-			goto out;
-		size = bytes->len;
+		if ((ret = get_row_resource(t, row, vars, &ref)))
+			return ret;
+		res = cache_ref_value(ref);
+		if (row->format == PT_SPOOL) {
+			size = res->spool_size;
+		} else {
+			ret = render(res, row, &bytes, &hash);
+			if (ret)
+				goto out;
+			size = bytes->len;
+		}
 	}
-	if (row->version_at) {
+	if (row->version_at && res) {
 		struct buf p = BUF_INIT;
 		buf_addf(&p, "%s.lastModifiedOn", row->version_at);
 		mtime = json_get_int64(res->json, p.data, -1);
@@ -189,10 +191,7 @@ int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_ro
 	if (hash)
 		mtime = content_mtime(t, path, hash, mtime);
 	fill_common(t, st, ino, mtime);
-	st->st_mode = file_mode(t, row, res);
-	st->st_nlink = 1;
-	st->st_size = (off_t)size;
-	st->st_blocks = (blkcnt_t)((size + 511) / 512);
+	fill_file(st, file_mode(t, row, res), size);
 out:
 	cache_ref_put(ref);
 	return ret;
@@ -206,10 +205,7 @@ int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st
 	if (ret)
 		return ret;
 	fill_common(t, st, ino, sa.mtime_ms);
-	st->st_mode = S_IFREG | sa.mode;
-	st->st_nlink = 1;
-	st->st_size = (off_t)sa.size;
-	st->st_blocks = (blkcnt_t)((sa.size + 511) / 512);
+	fill_file(st, S_IFREG | sa.mode, sa.size);
 	return 0;
 }
 

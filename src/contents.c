@@ -437,21 +437,31 @@ out:
 
 /* The tree's list and the cached file at `path` are no longer what DSS
  * holds. */
+/* Appends endpoint template tmpl for the file or folder at `path` in the
+ * tree to key. */
+static int path_key(const struct pt_row *root, const struct pt_vars *vars, const char *tmpl,
+		    const char *path, struct buf *key)
+{
+	struct pt_vars v = *vars;
+	int ret = pt_vars_set(&v, path_var(root), path);
+
+	return ret ? ret : pathtab_expand(tmpl, &v, key);
+}
+
 static void forget(struct tree *t, const struct pt_row *root, const struct pt_vars *vars,
 		   const char *path)
 {
 	const struct pt_row *drow, *frow;
-	struct pt_vars v = *vars;
 	struct buf key = BUF_INIT;
 
 	if (!pathtab_expand(root->list, vars, &key))
 		cache_invalidate(t->cache, key.data);
 	tree_rows(root, &drow, &frow);
-	if (path && *path && !pt_vars_set(&v, path_var(root), path)) {
+	if (path && *path) {
 		buf_reset(&key);
 		if (frow->format == PT_SPOOL) /* (resource.c's key of a stream) */
 			buf_addstr(&key, "GET ");
-		if (!pathtab_expand(frow->get, &v, &key))
+		if (!path_key(root, vars, frow->get, path, &key))
 			cache_invalidate(t->cache, key.data);
 	}
 	buf_release(&key);
@@ -470,12 +480,9 @@ static int send_to(struct tree *t, const struct pt_row *root, const struct pt_va
 		   const char *method, const char *tmpl, const char *path, const char *body,
 		   size_t len)
 {
-	struct pt_vars v = *vars;
 	struct buf key = BUF_INIT, resp = BUF_INIT;
-	int ret = pt_vars_set(&v, path_var(root), path);
+	int ret = path_key(root, vars, tmpl, path, &key);
 
-	if (!ret)
-		ret = pathtab_expand(tmpl, &v, &key);
 	if (!ret)
 		ret = http_request(t->http, method, key.data, body, len, &resp);
 	buf_release(&key);
@@ -575,17 +582,15 @@ int content_create(struct tree *t, const struct node *dir, const char *name, uin
 	tree_rows(root, &drow, &frow);
 	/* An empty file, made at once: it is a file of the tree from now on
 	 * (its content is saved at close, as any file's). */
-	if (!ret && !frow->put)
+	if (!frow->put)
 		ret = -EPERM;
-	if (!ret && frow->put_form) {
-		struct pt_vars v = dir->vars;
+	else if (frow->put_form) {
 		struct buf key = BUF_INIT, resp = BUF_INIT;
-		if (!(ret = pt_vars_set(&v, path_var(root), path)) &&
-		    !(ret = pathtab_expand(frow->put, &v, &key)))
+		if (!(ret = path_key(root, &dir->vars, frow->put, path, &key)))
 			ret = http_upload(t->http, key.data, "", -1, 0, &resp);
 		buf_release(&key);
 		buf_release(&resp);
-	} else if (!ret) {
+	} else {
 		ret = send_to(t, root, &dir->vars, frow->put_method ? frow->put_method : "PUT",
 			      frow->put, path, "", 0);
 	}
