@@ -197,16 +197,20 @@ out:
 	return ret;
 }
 
+void scratch_fill(struct tree *t, uint64_t ino, const struct scratch_attr *sa, struct stat *st)
+{
+	fill_common(t, st, ino, sa->mtime_ms);
+	fill_file(st, S_IFREG | sa->mode, sa->size);
+}
+
 int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st)
 {
 	struct scratch_attr sa;
 	int ret = scratch_stat(t->scratch, path, &sa);
 
-	if (ret)
-		return ret;
-	fill_common(t, st, ino, sa.mtime_ms);
-	fill_file(st, S_IFREG | sa.mode, sa.size);
-	return 0;
+	if (!ret)
+		scratch_fill(t, ino, &sa, st);
+	return ret;
 }
 
 int dir_node_attr(struct tree *t, uint64_t ino, const struct pt_row *row,

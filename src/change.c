@@ -45,9 +45,11 @@ static int create_in(struct tree *t, struct node *dir, const char *name, mode_t 
 	if (!name_for_scratch(dir, name))
 		return -EPERM;
 	child_path(dir, name, &path);
-	ret = scratch_create(t->scratch, path.data, mode, now_epoch_ms());
+	/* what scratch_create makes: empty, with these bits and time */
+	struct scratch_attr sa = {0, mode & 07777, now_epoch_ms()};
+	ret = scratch_create(t->scratch, path.data, sa.mode, sa.mtime_ms);
 	if (!ret)
-		ret = scratch_ref(t, path.data, &dir->vars, ino, st);
+		scratch_ref(t, path.data, &dir->vars, &sa, ino, st);
 	buf_release(&path);
 	return ret;
 }

@@ -6,6 +6,7 @@
  */
 #include "dssfs/cache.h"
 #include "dssfs/config.h"
+#include "dssfs/fuseio.h"
 #include "dssfs/http.h"
 #include "dssfs/log.h"
 #include "dssfs/ops.h"
@@ -237,6 +238,14 @@ static void on_stop(int sig)
 	http_cancel_reads(atomic_load(&stop_http));
 	fuse_sa->sa_handler(sig);
 	errno = saved_errno;
+}
+
+/* The kernel ended the session (unmount, or an abort through
+ * /sys/fs/fuse/connections): as for SIGTERM, reads in flight end now, so
+ * that the loop's join of its workers does not wait for DSS. */
+static void on_session_end(void *arg)
+{
+	http_cancel_reads(arg);
 }
 
 /* Puts on_stop in front of the handler libfuse installed for sig, if it
@@ -543,6 +552,8 @@ int main(int argc, char *argv[])
 	if (fuse_session_mount(se, cmd.mountpoint) != 0)
 		goto out;
 	mounted = 1;
+	if (fuseio_attach(se, on_session_end, http) != 0)
+		goto out;
 	if (fuse_daemonize(cmd.foreground) != 0)
 		goto out;
 	if (!cmd.foreground)

@@ -315,16 +315,11 @@ int name_for_scratch(const struct node *dir, const char *name)
 	return 1;
 }
 
-int scratch_ref(struct tree *t, const char *path, const struct pt_vars *vars, uint64_t *ino,
-		struct stat *st)
+void scratch_ref(struct tree *t, const char *path, const struct pt_vars *vars,
+		 const struct scratch_attr *sa, uint64_t *ino, struct stat *st)
 {
-	int ret;
-
 	*ino = node_ref(t, path, NULL, vars);
-	ret = scratch_attr(t, *ino, path, st);
-	if (ret) /* removed meanwhile: no reference goes to the kernel */
-		tree_forget(t, *ino, 1);
-	return ret;
+	scratch_fill(t, *ino, sa, st);
 }
 
 static int lookup_scratch(struct tree *t, const struct node *dir, const char *name, uint64_t *ino,
@@ -337,7 +332,7 @@ static int lookup_scratch(struct tree *t, const struct node *dir, const char *na
 	child_path(dir, name, &path);
 	ret = scratch_stat(t->scratch, path.data, &sa);
 	if (!ret)
-		ret = scratch_ref(t, path.data, &dir->vars, ino, st);
+		scratch_ref(t, path.data, &dir->vars, &sa, ino, st);
 	buf_release(&path);
 	return ret;
 }

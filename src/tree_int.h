@@ -9,6 +9,7 @@
 
 #include "dssfs/buf.h"
 #include "dssfs/pathtab.h"
+#include "dssfs/scratch.h"
 #include "dssfs/tree.h"
 
 #include <cjson/cJSON.h>
@@ -176,6 +177,8 @@ int dir_node_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
 		  const struct pt_vars *vars, struct stat *st);
 int node_attr(struct tree *t, const struct node *n, struct stat *st);
 int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st);
+/* The attributes of scratch file ino, from what scratch_stat gave. */
+void scratch_fill(struct tree *t, uint64_t ino, const struct scratch_attr *sa, struct stat *st);
 int64_t doc_version(const struct pt_row *row, const struct cache_ref *ref);
 
 /* lookahead.c */
@@ -238,10 +241,12 @@ struct found {
 };
 int find_api_child(struct tree *t, const struct node *dir, const char *name, struct found *out);
 void found_release(struct found *f);
-/* Takes a lookup reference on the scratch file at path and fills *st; the
- * reference is dropped again if the file is gone meanwhile. */
-int scratch_ref(struct tree *t, const char *path, const struct pt_vars *vars, uint64_t *ino,
-		struct stat *st);
+/* Takes a lookup reference on the scratch file at path, whose attributes
+ * scratch_stat gave as *sa, and fills *st.  Nothing can fail once the
+ * reference is taken, so every reference reaches the kernel (which
+ * forgets it) or is never taken. */
+void scratch_ref(struct tree *t, const char *path, const struct pt_vars *vars,
+		 const struct scratch_attr *sa, uint64_t *ino, struct stat *st);
 /* Tells the FUSE layer that what the kernel caches of ino is stale. */
 void tree_changed(struct tree *t, uint64_t ino);
 

@@ -418,6 +418,50 @@ def test_a_dripping_export_ends_at_stream_timeout(emulator, mount_factory, proxy
     assert len(p.requests("POST", EXPORT_API)) == 1
 
 
+@pytest.mark.expect_dssfs_errors
+def test_a_dripping_export_does_not_hold_its_siblings(emulator, mount_factory, proxy_factory):
+    """While a `stat` of export.zip waits on DSS (inside LOOKUP), a sibling's lookup in the
+    same folder runs beside it: libfuse 3.14 never grants the kernel parallel directory
+    operations, so dssfs adds the flag to INIT's reply (fuseio.c).  Before: 7 s, the
+    whole export stream."""
+    p = proxy_factory()
+
+    def rule(h, body):
+        if h.command == "POST" and h.path == EXPORT_API:
+            h.send_response(200)
+            h.send_header("Content-Type", "application/zip")
+            h.send_header("Content-Length", str(10 ** 7))
+            h.end_headers()
+            while not p.stopping.wait(0.5):
+                h.wfile.write(b"PK")
+                h.wfile.flush()
+            return True
+        return False
+
+    p.rule = rule
+    m = mount_via(mount_factory, emulator, p, ["timeout=2", "stream_timeout=8", "prefetch=0"])
+    names = os.listdir(m.path("SALES"))
+    assert "variables.json" in names and "datasets" in names
+    result = {}
+    export = threading.Thread(target=lambda: result.update(
+        r=in_thread(os.stat, m.path("SALES", "export.zip"))))
+    export.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not p.requests("POST", EXPORT_API) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.requests("POST", EXPORT_API)
+        time.sleep(0.5)                     # the export's LOOKUP is in dssfs
+        t0 = time.monotonic()
+        assert os.stat(m.path("SALES", "variables.json")).st_size > 0
+        assert os.listdir(m.path("SALES", "datasets"))
+        took = time.monotonic() - t0
+        assert took < 3.0, "the siblings took %.1f s" % took
+    finally:
+        export.join(timeout=60)
+    assert_errno(result["r"], errno.ETIMEDOUT)
+
+
 def stall_rule(proxy, regex):
     def rule(h, body):
         if h.command == "GET" and re.match(regex, h.path):

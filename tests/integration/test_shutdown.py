@@ -9,6 +9,7 @@
   (slow server): the save completes, exactly one PUT lands, close() returns 0.  A save
   is never cut.
 - SIGHUP and SIGTERM together, with a read stalled: still a prompt, clean exit.
+- The kernel aborting the connection with a read stalled: a prompt exit too.
 
 Times are only bounded from above, generously ("does not hang"); request counts are exact.
 """
@@ -22,7 +23,9 @@ import subprocess
 import threading
 import time
 
-from dssfs_harness import HANG_GUARD, is_mounted, read_bytes
+import pytest
+
+from dssfs_harness import HANG_GUARD, assert_errno, in_thread, is_mounted, read_bytes, unmount
 
 SCHEMA = ("SALES", "datasets", "orders", "schema.json")
 SCHEMA_EP = "projects/SALES/datasets/orders/schema"
@@ -64,7 +67,7 @@ def test_a_signal_ends_a_wait_for_another_process_fetch(emulator, mount_factory)
     right bytes, from the one GET, and the document is cached."""
     emu = emulator
     # attr_timeout: the kernel keeps the name, so both cats reach dssfs without a
-    # LOOKUP (lookups in one folder are serialised by the kernel, not by dssfs).
+    # LOOKUP, and B waits on A's fetch in dssfs, not on A's lookup in the kernel.
     m = mount_factory(emu, options=["timeout=30", "retries=0", "prefetch=0",
                                     "attr_timeout=300"])
     path = m.path(*SCHEMA)
@@ -127,6 +130,43 @@ def test_sigterm_is_prompt_with_a_read_stalled_on_the_server(emulator, mount_fac
         out, err = reader.communicate(timeout=HANG_GUARD)
         assert reader.returncode != 0 and out == b""
         assert os.strerror(errno.ECANCELED) in err.decode(), err
+    finally:
+        reap(reader)
+    assert emu.log_lines() == [SCHEMA_GET]
+
+
+def test_an_aborted_connection_exits_promptly_with_a_read_stalled(emulator, mount_factory):
+    """The kernel ends the session itself (`echo 1 > /sys/fs/fuse/connections/N/abort`,
+    what an admin does to a hung mount) while `cat` waits on a GET that DSS never
+    answers: dssfs ends that read and exits in a few seconds, not after its timeout
+    (before: the whole 30 s)."""
+    emu = emulator
+    m = mount_factory(emu, options=["timeout=30", "retries=0", "prefetch=0"])
+    os.listdir(m.path("SALES", "datasets", "orders"))     # only the schema GET is left
+    abort = "/sys/fs/fuse/connections/%d/abort" % os.minor(os.stat(m.mnt).st_dev)
+    if not os.path.exists(abort):       # fusectl is not mounted on every machine
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", "/sys/fs/fuse/connections"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not os.path.exists(abort):
+        pytest.skip("needs the fusectl filesystem at /sys/fs/fuse/connections (as root)")
+    emu.add_fault(path_regex=SCHEMA_RE, fault="stall", stall_s=120)
+    emu.reset_stats()
+    reader = cat(m.path(*SCHEMA))
+    try:
+        wait_for(lambda: emu.fault_stats().get("stall") == 1, "the stalled GET")
+        m.check_exit_status = False
+        t0 = time.monotonic()
+        with open(abort, "w") as f:
+            f.write("1")
+        m.proc.wait(timeout=HANG_GUARD)
+        took = time.monotonic() - t0
+        assert took < 10.0, "dssfs took %.1f s to exit" % took
+        out, err = reader.communicate(timeout=HANG_GUARD)
+        assert reader.returncode != 0 and out == b""
+        # like libfuse (and every FUSE filesystem), dssfs leaves an aborted mount to
+        # `fusermount3 -u`: its folder answers ENOTCONN until then
+        assert_errno(in_thread(os.listdir, m.mnt), errno.ENOTCONN)
+        assert unmount(m.mnt) == [] and not is_mounted(m.mnt)
     finally:
         reap(reader)
     assert emu.log_lines() == [SCHEMA_GET]
