@@ -29,6 +29,11 @@ struct entry {
 	int waiters;	    /* threads waiting for that fetch */
 	unsigned fetch_seq; /* bumped when a fetch finishes */
 	int result;	    /* result of the last finished fetch */
+	/* fetched ahead (cache_get_ahead) and not used yet: in the cache's
+	 * list of those, oldest first */
+	int ahead;
+	struct entry *aprev, *anext;
+	int keep; /* fetched by cache_get_keep: dropped after the others */
 };
 
 struct cache {
@@ -44,6 +49,10 @@ struct cache {
 	cache_cancel_fn cancelled; /* polled by waiters, without the lock */
 	void *cancel_arg;
 	uint64_t seq; /* fetches stored so far */
+	struct entry *ahead_head, *ahead_tail;
+	void (*room_hook)(void *); /* cache_set_room_hook */
+	void (*fetched_hook)(void *, const char *);
+	void *room_arg;
 	struct cache_stats st;
 };
 
@@ -142,11 +151,55 @@ static void lru_push_front(struct cache *c, struct entry *e)
 		c->lru_tail = e;
 }
 
+/* e is no longer "fetched ahead, unused" (caller holds the lock). */
+static void ahead_unmark(struct cache *c, struct entry *e)
+{
+	if (!e->ahead)
+		return;
+	if (e->aprev)
+		e->aprev->anext = e->anext;
+	else
+		c->ahead_head = e->anext;
+	if (e->anext)
+		e->anext->aprev = e->aprev;
+	else
+		c->ahead_tail = e->aprev;
+	e->aprev = e->anext = NULL;
+	e->ahead = 0;
+	c->st.ahead_bytes -= e->item->cost;
+}
+
+static void ahead_mark(struct cache *c, struct entry *e)
+{
+	e->ahead = 1;
+	e->anext = NULL;
+	e->aprev = c->ahead_tail;
+	if (c->ahead_tail)
+		c->ahead_tail->anext = e;
+	else
+		c->ahead_head = e;
+	c->ahead_tail = e;
+	c->st.ahead_bytes += e->item->cost;
+}
+
+/* A value fetched ahead is used: the room it took is free again. */
+static int ahead_used(struct cache *c, struct entry *e)
+{
+	if (!e->ahead)
+		return 0;
+	ahead_unmark(c, e);
+	return 1;
+}
+
 /* Drops the held value of e (caller holds the lock). */
 static void drop_item(struct cache *c, struct entry *e)
 {
 	if (!e->item)
 		return;
+	if (e->ahead) {
+		c->st.ahead_dropped++;
+		ahead_unmark(c, e);
+	}
 	lru_unlink(c, e);
 	c->st.bytes -= e->item->cost;
 	ref_put(e->item);
@@ -198,17 +251,31 @@ static void maybe_remove(struct cache *c, struct entry *e)
 	free(e);
 }
 
+static void evict(struct cache *c, struct entry *e)
+{
+	drop_item(c, e);
+	c->st.evictions++;
+	maybe_remove(c, e);
+}
+
+/* Drops the least recently used values beyond max_bytes: first those
+ * used, then those kept (cache_get_keep: listings, which every lookup in
+ * their folder reads again), then (only if they alone are beyond it) those
+ * fetched ahead and not used yet, oldest first: what a walk is about to
+ * read. */
 static void enforce_cap(struct cache *c)
 {
-	struct entry *e = c->lru_tail;
-
-	while (c->st.bytes > c->max_bytes && e) {
-		struct entry *prev = e->lprev;
-		drop_item(c, e);
-		c->st.evictions++;
-		maybe_remove(c, e);
-		e = prev;
+	for (int keep = 0; keep < 2; keep++) {
+		struct entry *e = c->lru_tail;
+		while (c->st.bytes > c->max_bytes && e) {
+			struct entry *prev = e->lprev;
+			if (!e->ahead && e->keep == keep)
+				evict(c, e);
+			e = prev;
+		}
 	}
+	while (c->st.bytes > c->max_bytes && c->ahead_head)
+		evict(c, c->ahead_head);
 }
 
 static int is_fresh(struct cache *c, const struct entry *e)
@@ -264,14 +331,19 @@ static int wait_fetch(struct cache *c, struct entry *e)
 	return 0;
 }
 
-int cache_get(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
-	      struct cache_ref **ref)
+/* cache_get; `ahead`: cache_get_ahead; `keep`: the value is kept longer
+ * (cache_get_keep). */
+static int get(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
+	       struct cache_ref **ref, int ahead, int keep)
 {
 	uint64_t h = hash64(key);
 	struct entry *e;
 	void *value = NULL;
 	size_t cost = 0;
-	int ret;
+	int used = 0, ret;
+	void (*hook)(void *);
+	void (*fetched)(void *, const char *);
+	void *hook_arg;
 
 	*ref = NULL;
 	pthread_mutex_lock(&c->lock);
@@ -291,7 +363,12 @@ retry:
 		lru_unlink(c, e);
 		lru_push_front(c, e);
 		*ref = ref_get(e->item);
+		used = !ahead && ahead_used(c, e);
+		hook = c->room_hook;
+		hook_arg = c->room_arg;
 		pthread_mutex_unlock(&c->lock);
+		if (used && hook)
+			hook(hook_arg);
 		return 0;
 	}
 	if (e->fetching) {
@@ -320,10 +397,16 @@ retry:
 			maybe_remove(c, e);
 			goto retry;
 		}
-		if (!ret)
+		if (!ret) {
 			*ref = ref_get(e->item);
+			used = !ahead && ahead_used(c, e);
+		}
 		maybe_remove(c, e);
+		hook = c->room_hook;
+		hook_arg = c->room_arg;
 		pthread_mutex_unlock(&c->lock);
+		if (used && hook)
+			hook(hook_arg);
 		return ret;
 	}
 	e->fetching = 1;
@@ -349,6 +432,9 @@ retry:
 		e->fetched_at = c->clock();
 		c->st.bytes += cost;
 		lru_push_front(c, e);
+		e->keep = keep;
+		if (ahead)
+			ahead_mark(c, e);
 		*ref = ref_get(r);
 	}
 	pthread_cond_broadcast(&c->done);
@@ -356,8 +442,57 @@ retry:
 		enforce_cap(c);
 	else if (!e->item)
 		maybe_remove(c, e);
+	fetched = c->fetched_hook;
+	hook_arg = c->room_arg;
 	pthread_mutex_unlock(&c->lock);
+	if (!ahead && fetched)
+		fetched(hook_arg, key);
 	return ret;
+}
+
+int cache_get(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
+	      struct cache_ref **ref)
+{
+	return get(c, key, fetch, ctx, ref, 0, 0);
+}
+
+int cache_get_keep(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
+		   struct cache_ref **ref, int ahead)
+{
+	return get(c, key, fetch, ctx, ref, ahead, 1);
+}
+
+int cache_get_ahead(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
+		    struct cache_ref **ref)
+{
+	return get(c, key, fetch, ctx, ref, 1, 0);
+}
+
+int cache_ahead_room(struct cache *c)
+{
+	int room, stale = 0;
+
+	pthread_mutex_lock(&c->lock);
+	/* What was fetched ahead and went stale unused will never be used. */
+	while (c->ahead_head && !is_fresh(c, c->ahead_head)) {
+		struct entry *e = c->ahead_head;
+		drop_item(c, e);
+		maybe_remove(c, e);
+		stale = 1;
+	}
+	room = stale ? -1 : c->st.ahead_bytes < c->max_bytes / 4;
+	pthread_mutex_unlock(&c->lock);
+	return room;
+}
+
+void cache_set_room_hook(struct cache *c, void (*hook)(void *arg),
+			 void (*fetched)(void *arg, const char *key), void *arg)
+{
+	pthread_mutex_lock(&c->lock);
+	c->room_hook = hook;
+	c->fetched_hook = fetched;
+	c->room_arg = arg;
+	pthread_mutex_unlock(&c->lock);
 }
 
 int cache_get_fresh(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,

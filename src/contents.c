@@ -194,7 +194,7 @@ static int content_get(struct tree *t, const struct pt_row *row, const struct pt
 	*out = NULL;
 	if (!root)
 		return -EIO;
-	ret = get_listing(t, root->list, vars, ref);
+	ret = get_listing(t, root, vars, ref);
 	if (ret)
 		return ret;
 	struct resource *res = cache_ref_value(*ref);

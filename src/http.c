@@ -40,7 +40,7 @@ struct http {
 	struct curl_slist *headers;
 	struct curl_slist *form_headers; /* multipart: libcurl's own Content-Type */
 
-	atomic_uint_fast64_t requests, failures;
+	atomic_uint_fast64_t requests, failures, overloaded;
 	atomic_size_t inflight;	    /* bytes of response buffers charged */
 	atomic_int cancelled;	    /* http_cancel_all */
 	atomic_int reads_cancelled; /* http_cancel_reads */
@@ -561,6 +561,8 @@ static int do_request(struct http *h, const char *method, const char *path, cons
 		status = 0;
 		curl_easy_getinfo(p->curl, CURLINFO_RESPONSE_CODE, &status);
 		log_debug("%s -> %ld (%s)", what.data, status, curl_easy_strerror(rc));
+		if (status == 429 || status == 503)
+			atomic_fetch_add(&h->overloaded, 1);
 		if (!idempotent || attempt >= h->retries || !retryable(rc, status))
 			break;
 		wait = backoff_ms(p->curl, status, attempt);
@@ -660,6 +662,7 @@ void http_get_stats(struct http *h, struct http_stats *st)
 {
 	st->requests = atomic_load(&h->requests);
 	st->failures = atomic_load(&h->failures);
+	st->overloaded = atomic_load(&h->overloaded);
 }
 
 void http_global_cleanup(void)

@@ -34,8 +34,10 @@ void listings_free(struct listing *l)
 {
 	while (l) {
 		struct listing *next = l->next;
-		for (size_t i = 0; i < l->n; i++)
+		for (size_t i = 0; i < l->n; i++) {
 			free((char *)l->e[i].base);
+			free((char *)l->e[i].id);
+		}
 		free(l->e);
 		free(l->under);
 		for (size_t i = 0; i < l->nrefs; i++)
@@ -137,6 +139,10 @@ static int fetch_names(struct tree *t, const struct pt_row *src, const struct pt
 	if (!var)
 		return -EIO;
 	for (int pass = 0; pass < 2 && !ret; pass++) {
+		if (pass == 1)
+			lookahead_end(t);
+		else
+			lookahead_begin();
 		cJSON_ArrayForEach(item, items)
 		{
 			const char *id = list_item_name(items, item, src->list_key);
@@ -240,13 +246,13 @@ static struct listing *build(const struct pt_row *src, const char *under, const 
 			struct listing_entry *e = &l->e[l->n++];
 			const cJSON *kids = src->nest ? json_get(item, src->nest) : NULL;
 			e->base = xstrdup(base.data);
-			e->id = id;
+			e->id = xstrdup(id); /* (the document may go: listing_compact) */
 			e->over = overs ? overs[k] : NULL;
 			e->mtime_ms = json_get_int64(item, "versionTag.lastModifiedOn", -1);
 			e->nested = cJSON_GetArraySize(kids) > 0;
 			/* (taken; the values are set below, once l->e no longer moves) */
 			strmap_put(l->by_base, e->base, e);
-			strmap_put(l->by_id, id, e);
+			strmap_put(l->by_id, e->id, e);
 		}
 	for (size_t i = 0; i < l->n; i++) {
 		strmap_put(l->by_base, l->e[i].base, &l->e[i]);
@@ -278,13 +284,15 @@ int listing_in(struct tree *t, struct resource *res, const struct pt_row *dir,
 	int ret;
 
 	*out = NULL;
-	if (!src->list || !res->json || src->over)
+	if (!src->list || src->over)
 		return -EIO;
 	pthread_mutex_lock(&res->lock);
 	l = find_built(res, src, under);
 	pthread_mutex_unlock(&res->lock);
 	if ((*out = l))
 		return 0;
+	if (!res->json) /* (compacted for another folder: never, see listing_compact) */
+		return -EIO;
 	const cJSON *items = items_of(src, under, res->json);
 	if (!cJSON_IsArray(items) && !cJSON_IsObject(items)) {
 		/* (a nested folder whose item is gone from the list) */
@@ -311,6 +319,32 @@ int listing_in(struct tree *t, struct resource *res, const struct pt_row *dir,
 	return 0;
 }
 
+/* What a built listing takes in memory, roughly: its entries, their
+ * strings and its two indexes. */
+static size_t listing_bytes(const struct listing *l)
+{
+	size_t bytes = sizeof(*l) + l->n * sizeof(*l->e) + strmap_overhead(l->by_base) +
+		       strmap_overhead(l->by_id);
+
+	/* each string twice: the entry's copy and the index's key */
+	for (size_t i = 0; i < l->n; i++)
+		bytes += 2 * (strlen(l->e[i].base) + strlen(l->e[i].id) + 2 + 16);
+	return bytes;
+}
+
+void listing_compact(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
+		     struct resource *res, size_t *cost)
+{
+	const struct listing *l;
+
+	if (dir->recurse || !pathtab_list_only(dir) || !res->json ||
+	    listing_in(t, res, dir, vars, &l))
+		return;
+	cJSON_Delete(res->json);
+	res->json = NULL;
+	*cost = sizeof(*res) + 256 + listing_bytes(l);
+}
+
 /* The union of the lists of every object of the folder that lists the
  * `over` variable (every dataset's statistics worksheets): one list each,
  * asked for together; a list DSS does not have (404: the object went, or
@@ -333,6 +367,10 @@ static int union_get(struct tree *t, const struct pt_row *src, const struct pt_v
 	const char **overs = xcalloc(n + 1, sizeof(*overs));
 	struct cache_ref **refs = xcalloc(n + 1, sizeof(*refs));
 	for (int pass = 0; pass < 2 && !ret; pass++) {
+		if (pass == 1)
+			lookahead_end(t);
+		else
+			lookahead_begin();
 		for (size_t j = 0; j < n && !ret; j++) {
 			struct pt_vars v = *vars;
 			struct cache_ref *r = NULL;
@@ -342,7 +380,7 @@ static int union_get(struct tree *t, const struct pt_row *src, const struct pt_v
 				lookahead_key(t, src->list, &v);
 				continue;
 			}
-			ret = get_listing(t, src->list, &v, &r);
+			ret = get_listing(t, src, &v, &r);
 			if (ret == -ENOENT) {
 				ret = 0;
 				continue;
@@ -398,7 +436,7 @@ int listing_get(struct tree *t, const struct pt_row *dir, const struct pt_vars *
 		return -ENOTDIR;
 	if (src->over)
 		return union_get(t, src, vars, out);
-	ret = get_listing(t, src->list, vars, ref);
+	ret = get_listing(t, src, vars, ref);
 	if (!ret && (ret = listing_in(t, cache_ref_value(*ref), dir, vars, out))) {
 		cache_ref_put(*ref);
 		*ref = NULL;

@@ -5,17 +5,19 @@
 #include "tree_int.h"
 
 #include "dssfs/cache.h"
+#include "dssfs/http.h"
 #include "dssfs/log.h"
 #include "dssfs/pathtab.h"
 #include "dssfs/prefetch.h"
 
 #include <stdlib.h>
+#include <string.h>
 
-/* A listing to expand once fetched: what its objects' folders hold. */
+/* A listing, to expand once fetched: what its objects' folders hold. */
 struct expansion {
-	const struct pt_row *dir;
-	struct pt_vars vars; /* values owned */
-	int expand;	     /* 0: only fetched (an optional folder's listing) */
+	const struct pt_row *dir; /* the folder row it lists */
+	struct pt_vars vars;	  /* values owned */
+	int expand;		  /* 0: only fetched */
 };
 
 static void expansion_free(void *arg)
@@ -29,29 +31,114 @@ static void expansion_free(void *arg)
 static void expand_list(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
 			struct resource *res);
 
+/* What one listing queues (lookahead_begin .. lookahead_end, on this
+ * thread): put at the head of the queue together, in listing order, so
+ * that the prefetch threads follow a depth-first walk into what it listed
+ * last.  Each end puts what was queued since the last one there: an inner
+ * batch (the optional folders' listings, needed at once) goes first. */
+static _Thread_local struct batch {
+	int depth;
+	size_t n, cap;
+	char **keys;
+	void **args;
+} batch;
+
+void lookahead_begin(void)
+{
+	batch.depth++;
+}
+
+void lookahead_end(struct tree *t)
+{
+	int depth = --batch.depth;
+
+	if (batch.n && t->prefetch)
+		prefetch_add_front(t->prefetch, batch.n, (const char *const *)batch.keys,
+				   batch.args);
+	for (size_t i = 0; i < batch.n; i++)
+		free(batch.keys[i]);
+	free(batch.keys);
+	free(batch.args);
+	memset(&batch, 0, sizeof(batch));
+	batch.depth = depth;
+}
+
+static void batch_add(struct tree *t, const char *key, void *arg)
+{
+	if (!batch.depth) {
+		prefetch_add_front(t->prefetch, 1, &key, &arg);
+		return;
+	}
+	if (batch.n == batch.cap) {
+		batch.cap = batch.cap ? 2 * batch.cap : 64;
+		batch.keys = xrealloc(batch.keys, batch.cap * sizeof(*batch.keys));
+		batch.args = xrealloc(batch.args, batch.cap * sizeof(*batch.args));
+	}
+	batch.keys[batch.n] = xstrdup(key);
+	batch.args[batch.n++] = arg;
+}
+
 /* A prefetch job: fetch into the cache unless it is there already; for a
  * listing queued with an expansion, then queue what its objects hold. */
-static void prefetch_run(void *ctx, const char *key, void *arg)
+static int prefetch_run(void *ctx, const char *key, void *arg)
 {
 	struct tree *t = ctx;
 	struct cache_ref *ref = NULL;
 	struct expansion *e = arg;
+	int fetched = 0;
 
 	log_thread_quiet(1);
-	if (cache_peek(t->cache, key, &ref) &&
-	    !cache_get(t->cache, key, e && e->dir->optional ? fetch_optional : fetch_resource, t,
-		       &ref))
-		log_debug("prefetched %s", key);
-	if (ref && e && e->expand)
+	if (cache_peek(t->cache, key, &ref)) {
+		struct list_fetch f = {t, e ? e->dir : NULL, e ? &e->vars : NULL,
+				       e && e->dir->optional};
+		fetched = 1;
+		if (!(e ? cache_get_keep(t->cache, key, fetch_listing, &f, &ref, 1)
+			: cache_get_ahead(t->cache, key, fetch_resource, t, &ref)))
+			log_debug("prefetched %s", key);
+	}
+	if (ref && e && e->expand) {
+		lookahead_begin();
 		expand_list(t, e->dir, &e->vars, cache_ref_value(ref));
+		lookahead_end(t);
+	}
 	cache_ref_put(ref);
+	return fetched;
+}
+
+static int prefetch_room(void *ctx)
+{
+	struct tree *t = ctx;
+
+	return cache_ahead_room(t->cache);
+}
+
+static uint64_t server_pressure(void *ctx)
+{
+	struct tree *t = ctx;
+	struct http_stats st;
+
+	http_get_stats(t->http, &st);
+	return st.overloaded;
+}
+
+static void room_freed(void *arg)
+{
+	prefetch_kick(arg);
+}
+
+static void fetched_by_reader(void *arg, const char *key)
+{
+	prefetch_forget(arg, key);
 }
 
 void tree_start(struct tree *t)
 {
-	if (t->opt.prefetch_threads > 0 && !t->prefetch)
+	if (t->opt.prefetch_threads > 0 && !t->prefetch) {
 		t->prefetch =
 		    prefetch_new(t->opt.prefetch_threads, 100000, prefetch_run, t, expansion_free);
+		prefetch_set_pacing(t->prefetch, prefetch_room, server_pressure);
+		cache_set_room_hook(t->cache, room_freed, fetched_by_reader, t->prefetch);
+	}
 }
 
 /* Queues a resource unless cached.  With `expand_dir`, a listing: once
@@ -71,14 +158,14 @@ static void queue_key(struct tree *t, const char *tmpl, const struct pt_vars *va
 			cache_ref_put(ref);
 		} else {
 			struct expansion *e = NULL;
-			/* (an optional listing is fetched by fetch_optional) */
-			if (expand_dir || (list_dir && list_dir->optional)) {
+			/* (a listing is fetched by fetch_listing) */
+			if (list_dir) {
 				e = xcalloc(1, sizeof(*e));
 				e->dir = list_dir;
 				e->expand = expand;
 				vars_copy(&e->vars, vars);
 			}
-			prefetch_add(t->prefetch, key.data, e);
+			batch_add(t, key.data, e);
 		}
 	}
 	buf_release(&key);
@@ -112,7 +199,8 @@ static void expand_list(struct tree *t, const struct pt_row *dir, const struct p
 	size_t nk = pathtab_children(dir, kids, PT_MAX_CHILDREN);
 	const struct listing *l;
 
-	if (listing_in(t, res, dir, vars, &l))
+	/* (a file tree's list holds files, not objects with folders) */
+	if (dir->content || listing_in(t, res, dir, vars, &l))
 		return;
 	for (size_t j = 0; j < listing_count(l); j++) {
 		for (size_t i = 0; i < nk; i++) {

@@ -453,6 +453,24 @@ const struct pt_row *pathtab_lister(const char *var)
 	return NULL;
 }
 
+static int same(const char *a, const char *b)
+{
+	return a && b && !strcmp(a, b);
+}
+
+int pathtab_list_only(const struct pt_row *dir)
+{
+	if (!dir->list || dir->recurse || dir->nest || dir->name_get || dir->over || dir->content)
+		return 0;
+	for (size_t i = 0; i < NROWS; i++) {
+		const struct pt_row *r = &rows[i];
+		if (same(r->get, dir->list) || same(r->cond_get, dir->list) ||
+		    same(r->name_get, dir->list) || (r != dir && same(r->list, dir->list)))
+			return 0;
+	}
+	return 1;
+}
+
 const char *pathtab_map(const struct pt_map *map, const char *value)
 {
 	for (; map->from; map++)

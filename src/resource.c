@@ -166,8 +166,11 @@ static int parse_body(const char *what, const struct buf *body, struct resource 
 {
 	struct buf marked = BUF_INIT;
 	const char *end = NULL;
-	size_t n = mark_escapes(body->data, body->len, &marked);
-	cJSON *json = cJSON_ParseWithLengthOpts(marked.data, marked.len, &end, 0);
+	/* (a body without any \u escape is parsed as it is: no copy) */
+	int escapes = body->len && memmem(body->data, body->len, "\\u", 2) != NULL;
+	size_t n = escapes ? mark_escapes(body->data, body->len, &marked) : 0;
+	const struct buf *text = escapes ? &marked : body;
+	cJSON *json = cJSON_ParseWithLengthOpts(text->data, text->len, &end, 0);
 	int ret = 0;
 
 	*out = NULL;
@@ -176,7 +179,7 @@ static int parse_body(const char *what, const struct buf *body, struct resource 
 		ret = -EIO;
 		goto out;
 	}
-	for (; end && end < marked.data + marked.len; end++) {
+	for (; end && end < text->data + text->len; end++) {
 		if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
 			log_error("GET %s: DSS answered with text after the JSON document", what);
 			cJSON_Delete(json);
@@ -195,6 +198,25 @@ out:
 	return ret;
 }
 
+/* What malloc adds to each block, roughly (glibc, 64-bit). */
+#define MALLOC_OVERHEAD 16
+
+/* The memory a parsed document takes: each node, its key and its string. */
+static size_t json_bytes(const cJSON *j)
+{
+	size_t n = 0;
+
+	for (; j; j = j->next) {
+		n += sizeof(*j) + MALLOC_OVERHEAD;
+		if (j->string)
+			n += strlen(j->string) + 1 + MALLOC_OVERHEAD;
+		if (j->valuestring)
+			n += strlen(j->valuestring) + 1 + MALLOC_OVERHEAD;
+		n += json_bytes(j->child);
+	}
+	return n;
+}
+
 int fetch_resource(void *ctx, const char *key, void **value, size_t *cost)
 {
 	struct tree *t = ctx;
@@ -206,8 +228,10 @@ int fetch_resource(void *ctx, const char *key, void **value, size_t *cost)
 		return ret;
 	ret = parse_body(key, &body, &res);
 	if (!ret) {
-		/* The parsed tree and the renderings cost a few times the body. */
-		*cost = 3 * body.len + sizeof(*res) + 256;
+		/* What it takes in memory: the parsed tree, and the files
+		 * rendered from it (about the body's size, twice: a recipe's
+		 * two files, buffer slack). */
+		*cost = json_bytes(res->json) + 2 * body.len + sizeof(*res) + 256;
 		*value = res;
 	}
 	buf_release(&body);
@@ -401,16 +425,29 @@ int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
 	return ret;
 }
 
-int get_listing(struct tree *t, const char *tmpl, const struct pt_vars *vars,
+int fetch_listing(void *ctx, const char *key, void **value, size_t *cost)
+{
+	struct list_fetch *f = ctx;
+	int ret = f->optional ? fetch_optional(f->t, key, value, cost)
+			      : fetch_resource(f->t, key, value, cost);
+
+	/* (no other thread sees the resource yet) */
+	if (!ret)
+		listing_compact(f->t, f->dir, f->vars, *value, cost);
+	return ret;
+}
+
+int get_listing(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
 		struct cache_ref **ref)
 {
+	struct list_fetch f = {t, dir, vars, 0};
 	struct buf key = BUF_INIT;
-	int ret = pathtab_expand(tmpl, vars, &key);
+	int ret = pathtab_expand(dir->list, vars, &key);
 
 	if (!ret)
 		ret = recent_failure(t, key.data);
 	if (!ret) {
-		ret = cache_get(t->cache, key.data, fetch_resource, t, ref);
+		ret = cache_get_keep(t->cache, key.data, fetch_listing, &f, ref, 0);
 		/* (a refused connection fails fast anyway) */
 		if (ret == -ETIMEDOUT)
 			note_failure(t, key.data, ret, FAILURE_WINDOW_MS);
@@ -437,16 +474,17 @@ int fetch_optional(void *ctx, const char *key, void **value, size_t *cost)
 	return ret;
 }
 
-int listing_absent(struct tree *t, const char *tmpl, const struct pt_vars *vars)
+int listing_absent(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars)
 {
+	struct list_fetch f = {t, dir, vars, 1};
 	struct cache_ref *ref = NULL;
 	struct buf key = BUF_INIT;
-	int ret = pathtab_expand(tmpl, vars, &key);
+	int ret = pathtab_expand(dir->list, vars, &key);
 
 	if (!ret)
 		ret = recent_failure(t, key.data);
 	if (!ret)
-		ret = cache_get(t->cache, key.data, fetch_optional, t, &ref);
+		ret = cache_get_keep(t->cache, key.data, fetch_listing, &f, &ref, 0);
 	cache_ref_put(ref);
 	buf_release(&key);
 	return ret == -ENOENT;

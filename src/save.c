@@ -169,9 +169,11 @@ struct base_entry {
 	uint64_t stamp;
 };
 
+/* Grown as readers come (most files have one: a walk's): a base costs its
+ * path and one entry. */
 struct base_list {
-	int n;
-	struct base_entry e[BASES_PER_FILE];
+	int n, cap;
+	struct base_entry e[];
 };
 
 static uint64_t base_clock; /* under t->lock */
@@ -217,14 +219,20 @@ void base_record(struct tree *t, const char *path, const struct tree_caller *who
 			uint64_t cut = base_clock - BASES_MAX / 2;
 			strmap_filter(t->bases, older_than, &cut);
 		}
-		l = xcalloc(1, sizeof(*l));
+		l = xcalloc(1, sizeof(*l) + sizeof(l->e[0]));
+		l->cap = 1;
 		strmap_put(t->bases, path, l);
 	}
 	struct base_entry *e = NULL;
 	for (int i = 0; i < l->n && !e; i++)
 		if (l->e[i].who.tgid == who->tgid)
 			e = &l->e[i];
-	if (!e && l->n < BASES_PER_FILE)
+	if (!e && l->n == l->cap && l->cap < BASES_PER_FILE) {
+		l->cap = 2 * l->cap < BASES_PER_FILE ? 2 * l->cap : BASES_PER_FILE;
+		l = xrealloc(l, sizeof(*l) + (size_t)l->cap * sizeof(l->e[0]));
+		strmap_put(t->bases, path, l);
+	}
+	if (!e && l->n < l->cap)
 		e = &l->e[l->n++];
 	if (!e) { /* full: the oldest goes */
 		e = &l->e[0];

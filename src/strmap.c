@@ -121,6 +121,12 @@ size_t strmap_size(const struct strmap *m)
 	return m->n;
 }
 
+size_t strmap_overhead(const struct strmap *m)
+{
+	/* (16: what malloc adds to each block) */
+	return sizeof(*m) + m->nb * sizeof(*m->b) + m->n * (sizeof(struct entry) + 1 + 16);
+}
+
 void strmap_filter(struct strmap *m, int (*fn)(const char *key, void *value, void *ctx), void *ctx)
 {
 	for (size_t i = 0; i < m->nb; i++) {

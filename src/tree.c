@@ -38,7 +38,7 @@ struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options
 	pthread_mutex_init(&t->lock, NULL);
 	nodes_init(t);
 	saves_init(t);
-	t->times = strmap_new();
+	t->times = file_times_new();
 	t->failures = strmap_new();
 	t->spools = strmap_new();
 	t->pending = strmap_new();
@@ -55,7 +55,7 @@ void tree_free(struct tree *t)
 	cache_clear(t->cache);
 	nodes_release(t);
 	saves_release(t);
-	strmap_free(t->times, free);
+	file_times_free(t->times);
 	strmap_free(t->failures, free);
 	strmap_free(t->spools, free);
 	strmap_free(t->pending, NULL);
@@ -184,7 +184,7 @@ static int fixed_child_name(struct tree *t, const struct node *dir, const struct
  * entering it reports that error. */
 static int optional_present(struct tree *t, const struct node *dir, const struct pt_row *row)
 {
-	return !listing_absent(t, row->list, &dir->vars);
+	return !listing_absent(t, row, &dir->vars);
 }
 
 /* The children of dir that are not objects of its listing. */
@@ -200,9 +200,11 @@ static int for_each_fixed(struct tree *t, const struct node *dir, const char *wa
 
 	/* The optional folders' listings are needed at once: ask for them
 	 * together (the walk into them would fetch them next anyway). */
+	lookahead_begin();
 	for (size_t i = 0; i < nk && !want; i++)
 		if (kids[i]->optional)
 			lookahead_child(t, kids[i], &dir->vars);
+	lookahead_end(t);
 	for (size_t i = 0; i < nk && !ret; i++) {
 		struct child c = {.row = kids[i], .vars = dir->vars, .name = BUF_INIT};
 		if ((want && !row_may_be_named(kids[i], want)) ||
@@ -502,7 +504,9 @@ int tree_readdir(struct tree *t, uint64_t ino, struct tree_dir *out)
 	}
 	dir_add(&lc, ".", ino, S_IFDIR);
 	dir_add(&lc, "..", ino, S_IFDIR); /* the kernel fills in the real parent */
+	lookahead_begin();
 	ret = for_each_child(t, dir, NULL, list_cb, &lc);
+	lookahead_end(t);
 	if (ret < 0) {
 		tree_dir_release(out);
 		goto out;

@@ -73,7 +73,7 @@ struct tree {
 	size_t ninode_buckets, ninodes;
 	struct strmap *paths;	  /* path -> struct inode, the names in use */
 	struct strmap *bases;	  /* path -> struct base_list (save.c) */
-	struct strmap *times;	  /* path -> struct file_time (tree.c) */
+	struct file_times *times; /* the times of the files seen (attr.c) */
 	struct strmap *failures;  /* key -> struct failure (resource.c) */
 	struct strmap *spools;	  /* spool key -> fetch time, ms (resource.c) */
 	struct strmap *pending;	  /* empty folders made in a managed folder (contents.c) */
@@ -92,13 +92,22 @@ int spool_file(void);
 int fetch_resource(void *ctx, const char *key, void **value, size_t *cost);
 int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
 		 struct cache_ref **ref);
-/* get_resource for a folder's listing: a listing that just failed (see
- * FAILURE_WINDOW_MS) fails again at once. */
-int get_listing(struct tree *t, const char *tmpl, const struct pt_vars *vars,
+/* get_resource for the listing of folder row `dir` (its `list`): a listing
+ * that just failed (see FAILURE_WINDOW_MS) fails again at once. */
+int get_listing(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
 		struct cache_ref **ref);
-/* Whether DSS answers this listing with "not found" (remembered for the
- * cache's TTL: an object type this DSS version lacks). */
-int listing_absent(struct tree *t, const char *tmpl, const struct pt_vars *vars);
+/* Whether DSS answers the listing of folder row `dir` with "not found"
+ * (remembered for the cache's TTL: an object type this DSS version lacks). */
+int listing_absent(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars);
+/* The cache's fetch function for the listing of a folder row: with
+ * ctx a struct list_fetch. */
+struct list_fetch {
+	struct tree *t;
+	const struct pt_row *dir;
+	const struct pt_vars *vars;
+	int optional; /* fetch_optional, else fetch_resource */
+};
+int fetch_listing(void *ctx, const char *key, void **value, size_t *cost);
 /* fetch_resource for the listing of an optional folder (pathtab.h): a
  * "not found" is remembered (listing_absent). */
 int fetch_optional(void *ctx, const char *key, void **value, size_t *cost);
@@ -164,6 +173,14 @@ const struct listing_entry *listing_at(const struct listing *l, size_t i);
 const struct listing_entry *listing_find(const struct listing *l, const char *base);
 const struct listing_entry *listing_find_id(const struct listing *l, const char *id);
 void listings_free(struct listing *l);
+/* A listing only its own folder reads (pathtab_list_only) is kept as its
+ * index alone: its folder's listing is built from res at once, the parsed
+ * document dropped and *cost set to what is left.  A listing of 20,000
+ * datasets is then a few MB in the cache instead of the ~70 MB of its
+ * parsed document, which no cache_max held (it was fetched again on each
+ * lookup). */
+void listing_compact(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
+		     struct resource *res, size_t *cost);
 /* The name of an item of a DSS listing: the `key` field of an array item,
  * or the key of an object's member (listings keyed by name). */
 const char *list_item_name(const cJSON *list, const cJSON *item, const char *key);
@@ -177,6 +194,8 @@ int dir_node_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
 		  const struct pt_vars *vars, struct stat *st);
 int node_attr(struct tree *t, const struct node *n, struct stat *st);
 int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st);
+struct file_times *file_times_new(void);
+void file_times_free(struct file_times *ft); /* NULL-safe */
 /* The attributes of scratch file ino, from what scratch_stat gave. */
 void scratch_fill(struct tree *t, uint64_t ino, const struct scratch_attr *sa, struct stat *st);
 int64_t doc_version(const struct pt_row *row, const struct cache_ref *ref);
@@ -190,6 +209,11 @@ void lookahead_child(struct tree *t, const struct pt_row *row, const struct pt_v
 /* Queues one resource for the prefetch threads (nothing if prefetch is
  * off or it is cached). */
 void lookahead_key(struct tree *t, const char *tmpl, const struct pt_vars *vars);
+/* What is queued between these goes to the head of the prefetch queue
+ * together, in the order queued, at the end (nested: at each end, what
+ * was queued since the last one). */
+void lookahead_begin(void);
+void lookahead_end(struct tree *t);
 
 /* One child of a directory, as found by lookup or readdir. */
 struct child {

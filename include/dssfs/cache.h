@@ -24,6 +24,14 @@
  *    thread was itself cancelled) is not taken as the answer by a waiter
  *    whose own hook says go on: that waiter fetches again itself.
  *
+ *  - Prefetching without evicting what was prefetched before it is used:
+ *    a value fetched by cache_get_ahead() is "ahead" until a cache_get()
+ *    uses it (or it is dropped: then it was fetched in vain, counted in
+ *    ahead_dropped).  cache_ahead_room() says whether what is ahead takes
+ *    less than half of max_bytes: a prefetcher fetches only then, so that
+ *    it runs a window ahead of the walk instead of filling the cache with
+ *    values it then evicts before they are used.
+ *
  * All functions are thread-safe.  The fetch function runs without any cache
  * lock held and may call the cache for other keys.
  */
@@ -69,8 +77,29 @@ int cache_get(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
 int cache_get_fresh(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
 		    struct cache_ref **ref);
 
+/* cache_get for a prefetcher: a value it fetches is "ahead" (see above);
+ * a value it finds is not taken as used. */
+int cache_get_ahead(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
+		    struct cache_ref **ref);
+/* cache_get (cache_get_ahead if `ahead`) of a value that is dropped only
+ * after every other value used: a folder's listing, read again by each
+ * lookup in it while a walk reads thousands of documents. */
+int cache_get_keep(struct cache *c, const char *key, cache_fetch_fn fetch, void *ctx,
+		   struct cache_ref **ref, int ahead);
+/* Whether values ahead take less than half of max_bytes (1) or not (0).
+ * Values ahead that went stale unused are dropped first, and then it
+ * returns -1: whoever would have used them is not coming. */
+int cache_ahead_room(struct cache *c);
+/* hook(arg) is called, without any cache lock held, each time a value
+ * ahead is used (room may be free again); fetched(arg, key) each time a
+ * cache_get (not _ahead) fetched a key itself: a prefetcher that still
+ * has it queued is behind the walk, and need not fetch it again once it is
+ * dropped.  Call before any cache_get. */
+void cache_set_room_hook(struct cache *c, void (*hook)(void *arg),
+			 void (*fetched)(void *arg, const char *key), void *arg);
+
 /* Returns 0 and a reference if a fresh value is held, else -ENOENT.  Never
- * fetches or waits. */
+ * fetches or waits, nor takes a value ahead as used. */
 int cache_peek(struct cache *c, const char *key, struct cache_ref **ref);
 
 void *cache_ref_value(const struct cache_ref *ref);
@@ -84,11 +113,13 @@ void cache_invalidate(struct cache *c, const char *key);
 void cache_clear(struct cache *c);
 
 struct cache_stats {
-	uint64_t hits;	    /* answered from a fresh value */
-	uint64_t fetches;   /* fetch functions called */
-	uint64_t coalesced; /* calls that waited for another thread's fetch */
-	uint64_t evictions; /* values dropped to respect max_bytes */
-	size_t bytes;	    /* cost of the values held */
+	uint64_t hits;		/* answered from a fresh value */
+	uint64_t fetches;	/* fetch functions called */
+	uint64_t coalesced;	/* calls that waited for another thread's fetch */
+	uint64_t evictions;	/* values dropped to respect max_bytes */
+	size_t bytes;		/* cost of the values held */
+	size_t ahead_bytes;	/* cost of the values fetched ahead, not used yet */
+	uint64_t ahead_dropped; /* values fetched ahead, dropped unused */
 	size_t entries;
 	size_t buckets; /* of the key table: it grows to keep entries <= buckets */
 };

@@ -89,6 +89,7 @@ struct http_config {
 struct http_stats {
 	uint64_t requests; /* HTTP requests sent, retries included */
 	uint64_t failures;
+	uint64_t overloaded; /* answers 429 or 503: DSS asks to slow down */
 };
 
 struct http;

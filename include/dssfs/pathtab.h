@@ -169,6 +169,11 @@ size_t pathtab_children(const struct pt_row *row, const struct pt_row **out, siz
 /* The row of the folder whose children are named by variable `var` (the
  * listing of the objects it stands for), or NULL. */
 const struct pt_row *pathtab_lister(const char *var);
+/* Whether the listing document of folder row `dir` is read only as that
+ * folder's listing: no other row lists it, no file shows it or is named
+ * or conditioned by it, and its items are named by their own fields
+ * (no nest, name_get, over or file tree). */
+int pathtab_list_only(const struct pt_row *dir);
 
 /* Applies a row's name_map to a field value: returns the mapped string, or
  * the default entry's. */

@@ -23,6 +23,9 @@ void *strmap_put(struct strmap *m, const char *key, void *value);
 /* Removes key; returns its value (NULL if none). */
 void *strmap_del(struct strmap *m, const char *key);
 size_t strmap_size(const struct strmap *m);
+/* The bytes the map takes beyond its keys' characters (its table and
+ * entries, with the allocator's overhead, roughly). */
+size_t strmap_overhead(const struct strmap *m);
 
 /* Calls fn for every entry; fn returns nonzero to remove the entry (it
  * then owns the value). */

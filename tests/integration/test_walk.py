@@ -196,6 +196,31 @@ def test_a_small_cache_stays_correct(emulator_factory, mount_factory):
     assert len(counts) > len(expected.resources) // 2, "the cap dropped almost nothing"
 
 
+def test_a_folder_larger_than_the_cache_is_walked_with_each_resource_fetched_once(
+        emulator_factory, mount_factory):
+    """2,000 datasets in one folder, cache_max=4 (MiB): the listing (2.4 MB of JSON, ~25 MB
+    parsed) is kept as its index alone, and prefetch runs a window ahead of the walk that
+    the cache holds, so a cold `tar` GETs every resource exactly once.  Before: the
+    listing was dropped right after each use and fetched again for every lookup, and
+    prefetched documents were evicted before the walk reached them."""
+    emu = emulator_factory(args=["--generate", "1,2000"])
+    # (a TTL the walk cannot outlast, even under sanitizers: only the cap is tested)
+    m = mount_factory(emu, options=["cache_max=4", "cache_ttl=900"])
+    emu.reset_stats()
+    # (tar reads the files only when it writes somewhere else than /dev/null)
+    r = subprocess.run("tar cf - -C %s GEN001 | wc -c" % m.mnt, shell=True, capture_output=True,
+                       timeout=900)
+    assert r.returncode == 0 and int(r.stdout) > 2000 * 5 * 512, r.stderr.decode()[-2000:]
+    counts = collections.Counter(gets(emu))
+    twice = sorted(k for k, n in counts.items() if n > 1)
+    assert not twice, "%d resources fetched more than once, e.g. %s" % (len(twice), twice[:5])
+    assert counts["projects/GEN001/datasets/"] == 1
+    # every dataset's five documents (and its worksheets' list), each once
+    per_dataset = collections.Counter(
+        re.sub(r"datasets/[^/]+", "datasets/X", k) for k in counts if "/datasets/ds_" in k)
+    assert set(per_dataset.values()) == {2000}, per_dataset
+
+
 # --- the project export ----------------------------------------------------------------
 
 def test_export_zip_is_readable_by_name_and_never_listed(emulator, mount_factory, tmp_path):

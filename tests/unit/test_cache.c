@@ -273,6 +273,88 @@ static void test_fresh_read_does_not_join_an_older_fetch(void)
 	cache_free(c);
 }
 
+static atomic_int room_hooks;
+static void count_hook(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&room_hooks, 1);
+}
+
+/* Values fetched ahead take room until used; the room is a quarter of the
+ * cap;
+ * stale or evicted ones stop taking it, counted as fetched in vain. */
+static void test_ahead(void)
+{
+	struct cache *c = cache_new(1000, 5000, free_val, fake_clock);
+	struct cache_ref *r;
+	struct cache_stats st;
+	char key[16];
+
+	cache_set_room_hook(c, count_hook, NULL, NULL);
+	atomic_store(&fetches, 0);
+	for (int i = 0; i < 4; i++) { /* room while under 250 */
+		snprintf(key, sizeof(key), "ahead%d", i);
+		CHECK_INT(cache_get_ahead(c, key, fetch, NULL, &r), 0);
+		cache_ref_put(r);
+		CHECK_INT(cache_ahead_room(c), i < 2);
+	}
+	CHECK_INT(cache_get_ahead(c, "ahead4", fetch, NULL, &r), 0);
+	cache_ref_put(r);
+	CHECK_INT(cache_ahead_room(c), 0);
+	cache_get_stats(c, &st);
+	CHECK_INT(st.ahead_bytes, 500);
+	/* a prefetcher finding it, or a peek, does not use it */
+	CHECK_INT(cache_get_ahead(c, "ahead4", fetch, NULL, &r), 0);
+	cache_ref_put(r);
+	CHECK_INT(cache_peek(c, "ahead4", &r), 0);
+	cache_ref_put(r);
+	CHECK_INT(cache_ahead_room(c), 0);
+	CHECK_INT(room_hooks, 0);
+	/* a reader uses it: room again, and the hook says so, once */
+	CHECK_INT(get_serial(c, "ahead0"), 1);
+	CHECK_INT(get_serial(c, "ahead0"), 1);
+	CHECK_INT(room_hooks, 1);
+	CHECK_INT(cache_ahead_room(c), 0); /* 400: still beyond */
+	cache_get_stats(c, &st);
+	CHECK_INT(st.ahead_bytes, 400);
+	CHECK_INT(fetches, 5);
+	/* Beyond the cap, the values used go first (ahead0 was used, then
+	 * other0..3), those ahead stay ... */
+	for (int i = 0; i < 10; i++) {
+		snprintf(key, sizeof(key), "other%d", i);
+		get_serial(c, key);
+	}
+	cache_get_stats(c, &st);
+	CHECK_INT(st.ahead_dropped, 0);
+	CHECK_INT(st.ahead_bytes, 400);
+	CHECK_INT(cache_peek(c, "ahead0", &r), -ENOENT);
+	CHECK_INT(cache_peek(c, "ahead1", &r), 0);
+	cache_ref_put(r);
+	/* ... unless they alone are beyond it: then the oldest of them,
+	 * fetched in vain (8 more ahead: other4..9 go, then ahead1, ahead2) */
+	for (int i = 0; i < 8; i++) {
+		snprintf(key, sizeof(key), "more%d", i);
+		CHECK_INT(cache_get_ahead(c, key, fetch, NULL, &r), 0);
+		cache_ref_put(r);
+	}
+	cache_get_stats(c, &st);
+	CHECK_INT(st.ahead_dropped, 2);
+	CHECK_INT(st.ahead_bytes, 1000);
+	CHECK_INT(cache_peek(c, "ahead2", &r), -ENOENT);
+	CHECK_INT(cache_peek(c, "ahead3", &r), 0);
+	cache_ref_put(r);
+	/* gone stale unused: all dropped by the next room check, which says
+	 * so (-1) */
+	fake_now += 5000;
+	CHECK_INT(cache_ahead_room(c), -1);
+	CHECK_INT(cache_ahead_room(c), 1);
+	cache_get_stats(c, &st);
+	CHECK_INT(st.ahead_bytes, 0);
+	CHECK_INT(st.ahead_dropped, 12);
+	CHECK_INT(cache_peek(c, "more7", &r), -ENOENT);
+	cache_free(c);
+}
+
 int main(void)
 {
 	struct cache *c = cache_new(1000, 5000, free_val, fake_clock);
@@ -423,5 +505,6 @@ int main(void)
 	cache_free(NULL);
 	test_cancelled_waiters();
 	test_fresh_read_does_not_join_an_older_fetch();
+	test_ahead();
 	CHECK_DONE();
 }
