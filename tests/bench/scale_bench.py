@@ -24,8 +24,10 @@ the measure).  Files are counted with find -type f on a first mount, which is
 then remounted for the cold walk.  Nothing is asserted: the goals are printed
 next to the figures.
 
-  tests/bench/scale_bench.py [--sizes 500,5000,20000] [--instance 200x50] [--ratios]
-                             [--dssfs build/dssfs] [--opts OPTS] [--json out.json]
+  tests/bench/scale_bench.py [--sizes 500,5000,20000] [--instance 200x50]
+                             [--ratios [20x50@10,4x25@100]] [--latency-ms 0]
+                             [--dssfs build/dssfs] [--opts OPTS] [--prefetch 16]
+                             [--timeout 900] [--no-curl] [--tar-read] [--json out.json]
 
 Without --sizes, --instance or --ratios, all three run with their defaults; with
 any of them, only those given.
