@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,16 +35,55 @@ EMULATOR = os.path.join(ROOT, "tests", "emulator", "dss_emulator.py")
 KEY = "bench-key"
 
 
-def sh(cmd, **kw):
-    return subprocess.run(cmd, check=True, **kw)
+def run_cmd(cmd, timeout=None, capture=False):
+    """Runs cmd (a list, or a string for sh -c) in a new process group; returns
+    (exit status, stdout bytes, stderr bytes, timed out).  On timeout the group,
+    which this call started, is killed."""
+    p = subprocess.Popen(cmd, shell=isinstance(cmd, str), start_new_session=True,
+                         stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    try:
+        out, err = p.communicate(timeout=timeout)
+        return p.returncode, out or b"", err or b"", False
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        try:
+            out, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            out, err = b"", b""
+        return None, out or b"", err or b"", True
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(proc):
+    """User + system CPU seconds of a running process (nan if it is gone)."""
+    try:
+        with open("/proc/%d/stat" % proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    except (OSError, AttributeError, IndexError, ValueError):
+        return float("nan")
 
 
 class Run:
-    def __init__(self, args):
-        self.args = args
+    """One emulator (--generate P,D at a latency) and one dssfs mount of it.
+
+    walk_bench.py and scale_bench.py both use it.  Every process it starts is
+    ended by PID in stop(); commands run in their own process group, so that a
+    timeout (timeout=None: none) kills the whole group."""
+
+    def __init__(self, dssfs, projects, datasets, latency_ms, mount_opts=(), timeout=None):
+        self.dssfs_path = dssfs
+        self.projects, self.datasets = projects, datasets
+        self.latency_ms = latency_ms
+        self.mount_opts = list(mount_opts)
+        self.timeout = timeout
         self.tmp = tempfile.mkdtemp(prefix="dssfs-bench-")
         self.emu = self.dssfs = None
         self.mnt = os.path.join(self.tmp, "mnt")
+        self.dssfs_err = os.path.join(self.tmp, "dssfs.err")
         os.mkdir(self.mnt)
 
     # --- processes ----------------------------------------------------------------------
@@ -56,14 +96,19 @@ class Run:
             f.write(KEY + "\n")
         self.emu = subprocess.Popen(
             ["/usr/bin/python3", EMULATOR, "--port", "0", "--port-file", port_file,
-             "--generate", "%d,%d" % (self.args.projects, self.args.datasets),
-             "--latency-ms", str(self.args.latency_ms), "--api-key-file", keyfile,
+             "--generate", "%d,%d" % (self.projects, self.datasets),
+             "--latency-ms", str(self.latency_ms), "--api-key-file", keyfile,
              "--log-requests", self.log],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.tmp, "emu.err"), "w"))
-        for _ in range(600):
-            if os.path.exists(port_file) and open(port_file).read().strip():
-                break
+        t0 = time.monotonic()
+        while not (os.path.exists(port_file) and open(port_file).read().strip()):
+            if self.emu.poll() is not None:
+                sys.exit("the emulator did not start: " +
+                         open(os.path.join(self.tmp, "emu.err")).read())
+            if time.monotonic() - t0 > 600:
+                sys.exit("the emulator did not start in 600 s")
             time.sleep(0.05)
+        self.emulator_start_s = time.monotonic() - t0
         self.port = int(open(port_file).read())
         self.url = "http://127.0.0.1:%d" % self.port
 
@@ -77,49 +122,85 @@ class Run:
 
     def mount(self):
         env = dict(os.environ, DKU_DSS_URL=self.url, DKU_API_KEY=KEY)
-        opts = ["-o", "prefetch=%d" % self.args.prefetch] if self.args.prefetch >= 0 else []
-        self.dssfs = subprocess.Popen([self.args.dssfs, "-f"] + opts + [self.mnt], env=env,
-                                      stderr=open(os.path.join(self.tmp, "dssfs.err"), "w"))
+        self.dssfs = subprocess.Popen([self.dssfs_path, "-f"] + self.mount_opts + [self.mnt],
+                                      env=env, stderr=open(self.dssfs_err, "a"))
         for _ in range(600):
             if any(l.split()[1] == self.mnt for l in open("/proc/mounts")):
                 return
             if self.dssfs.poll() is not None:
-                sys.exit("dssfs did not mount: " + open(os.path.join(self.tmp, "dssfs.err")).read())
+                sys.exit("dssfs did not mount: " + open(self.dssfs_err).read())
             time.sleep(0.05)
         sys.exit("dssfs did not mount in time")
 
-    def peak_rss_mib(self):
-        with open("/proc/%d/status" % self.dssfs.pid) as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
+    def unmount(self):
+        """fusermount3 -u (lazily if busy), then the dssfs process, by its PID."""
+        if not self.dssfs:
+            return
+        if subprocess.run(["fusermount3", "-u", self.mnt], stderr=subprocess.DEVNULL).returncode:
+            subprocess.run(["fusermount3", "-u", "-z", self.mnt], stderr=subprocess.DEVNULL)
+        try:
+            self.dssfs.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.dssfs.kill()
+            self.dssfs.wait()
+        self.dssfs = None
+
+    def remount(self):
+        self.unmount()
+        self.mount()
+
+    def count_files(self):
+        """Regular files under the mount (find -type f); the walk fills dssfs's
+        cache, so remount() before a cold measurement.  None on timeout."""
+        rc, out, _, timed_out = run_cmd("find %s -type f | wc -l" % self.mnt, self.timeout,
+                                        capture=True)
+        return None if timed_out else int(out)
+
+    def peak_rss_mib(self, proc=None):
+        proc = proc or self.dssfs
+        try:
+            with open("/proc/%d/status" % proc.pid) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
         return float("nan")
 
     def stop(self):
-        if self.dssfs:
-            subprocess.run(["fusermount3", "-u", self.mnt], stderr=subprocess.DEVNULL)
-            try:
-                self.dssfs.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.dssfs.kill()
-        if self.emu:
-            self.emu.kill()
-            self.emu.wait()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            self.unmount()
+        finally:
+            if self.emu:
+                self.emu.kill()
+                self.emu.wait()
+                self.emu = None
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     # --- measurements -------------------------------------------------------------------
 
-    def timed(self, label, cmd, nfiles):
+    def timed(self, label, cmd, nfiles, check=True):
+        """Runs cmd (a list, or a shell pipeline as a string) and measures it: wall
+        seconds, requests the emulator answered, requests per file, dssfs's peak RSS
+        so far, and the CPU seconds dssfs and the emulator used meanwhile.  With
+        check, a failing command raises; otherwise its exit status is in "rc".  A
+        command that outlives the timeout is killed and marked "timeout"."""
         self.control("reset-stats", "POST")
         log_start = os.path.getsize(self.log)
+        cpu0 = cpu_seconds(self.dssfs), cpu_seconds(self.emu)
         t0 = time.monotonic()
-        out = sh(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        rc, out, err, timed_out = run_cmd(cmd, self.timeout, capture=True)
         dt = time.monotonic() - t0
+        if check and not timed_out and rc:
+            raise subprocess.CalledProcessError(rc, cmd, out, err)
         n = self.requests()
         row = {"what": label, "seconds": dt, "requests": n,
                "requests_per_file": n / nfiles if nfiles else 0.0,
-               "peak_rss_mib": self.peak_rss_mib(), "stderr": out.stderr.decode()[-500:]}
-        return row, out.stdout.decode(), log_start
+               "peak_rss_mib": self.peak_rss_mib(), "rc": rc, "timeout": timed_out,
+               "dssfs_cpu_s": cpu_seconds(self.dssfs) - cpu0[0],
+               "emulator_cpu_s": cpu_seconds(self.emu) - cpu0[1],
+               "stderr": err.decode(errors="replace")[-500:]}
+        return row, out.decode(errors="replace"), log_start
 
     def urls_since(self, offset):
         with open(self.log, "rb") as f:
@@ -138,8 +219,10 @@ class Run:
             cmd += ["--parallel", "--parallel-immediate", "--parallel-max", str(parallel)]
         self.control("reset-stats", "POST")
         t0 = time.monotonic()
-        sh(cmd)
-        return time.monotonic() - t0, self.requests()
+        rc, _, _, timed_out = run_cmd(cmd, self.timeout)
+        if rc and not timed_out:
+            raise subprocess.CalledProcessError(rc, cmd)
+        return (None if timed_out else time.monotonic() - t0), self.requests()
 
 
 def main():
@@ -153,17 +236,15 @@ def main():
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 
-    run = Run(args)
+    run = Run(args.dssfs, args.projects, args.datasets, args.latency_ms,
+              ["-o", "prefetch=%d" % args.prefetch] if args.prefetch >= 0 else [])
     rows = []
     try:
         run.start_emulator()
         run.mount()
-        nfiles = int(subprocess.run("find %s -type f | wc -l" % run.mnt, shell=True,
-                                    capture_output=True, text=True).stdout)
+        nfiles = run.count_files()
         # find itself walked the tree: remount for a cold start.
-        subprocess.run(["fusermount3", "-u", run.mnt], check=True)
-        run.dssfs.wait(timeout=30)
-        run.mount()
+        run.remount()
 
         cold, _, cold_log = run.timed("cold tar c", ["tar", "cf", "/dev/null", "-C", run.mnt, "."],
                                       nfiles)
