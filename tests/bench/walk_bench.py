@@ -45,8 +45,11 @@ def run_cmd(cmd, timeout=None, capture=False):
     try:
         out, err = p.communicate(timeout=timeout)
         return p.returncode, out or b"", err or b"", False
-    except subprocess.TimeoutExpired:
+    except BaseException as e:
         os.killpg(p.pid, signal.SIGKILL)
+        if not isinstance(e, subprocess.TimeoutExpired):
+            p.wait()
+            raise
         try:
             out, err = p.communicate(timeout=60)
         except subprocess.TimeoutExpired:
