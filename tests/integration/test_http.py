@@ -394,23 +394,26 @@ def test_max_inflight_below_twice_max_response_is_refused(tmp_path, home, emulat
 EXPORT_API = "/public/api/projects/SALES/export"
 
 
-@pytest.mark.expect_dssfs_errors
-def test_a_dripping_export_ends_at_stream_timeout(emulator, mount_factory, proxy_factory):
-    p = proxy_factory()
-
+def drip_export_rule(proxy):
+    """The export answers 200 and then 2 bytes every 0.5 s: never a stall, never done."""
     def rule(h, body):
         if h.command == "POST" and h.path == EXPORT_API:
             h.send_response(200)
             h.send_header("Content-Type", "application/zip")
             h.send_header("Content-Length", str(10 ** 7))
             h.end_headers()
-            while not p.stopping.wait(0.5):     # 2 bytes every 0.5 s: never a stall
+            while not proxy.stopping.wait(0.5):
                 h.wfile.write(b"PK")
                 h.wfile.flush()
             return True
         return False
+    return rule
 
-    p.rule = rule
+
+@pytest.mark.expect_dssfs_errors
+def test_a_dripping_export_ends_at_stream_timeout(emulator, mount_factory, proxy_factory):
+    p = proxy_factory()
+    p.rule = drip_export_rule(p)
     m = mount_via(mount_factory, emulator, p, ["timeout=2", "stream_timeout=3", "prefetch=0"])
     t0 = time.monotonic()
     assert_errno(in_thread(os.stat, m.path("SALES", "export.zip")), errno.ETIMEDOUT)
@@ -425,20 +428,7 @@ def test_a_dripping_export_does_not_hold_its_siblings(emulator, mount_factory, p
     operations, so dssfs adds the flag to INIT's reply (fuseio.c).  Before: 7 s, the
     whole export stream."""
     p = proxy_factory()
-
-    def rule(h, body):
-        if h.command == "POST" and h.path == EXPORT_API:
-            h.send_response(200)
-            h.send_header("Content-Type", "application/zip")
-            h.send_header("Content-Length", str(10 ** 7))
-            h.end_headers()
-            while not p.stopping.wait(0.5):
-                h.wfile.write(b"PK")
-                h.wfile.flush()
-            return True
-        return False
-
-    p.rule = rule
+    p.rule = drip_export_rule(p)
     m = mount_via(mount_factory, emulator, p, ["timeout=2", "stream_timeout=8", "prefetch=0"])
     names = os.listdir(m.path("SALES"))
     assert "variables.json" in names and "datasets" in names

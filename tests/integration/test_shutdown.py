@@ -135,7 +135,11 @@ def test_sigterm_is_prompt_with_a_read_stalled_on_the_server(emulator, mount_fac
     assert emu.log_lines() == [SCHEMA_GET]
 
 
-def test_an_aborted_connection_exits_promptly_with_a_read_stalled(emulator, mount_factory):
+CONNECTIONS = "/sys/fs/fuse/connections"
+
+
+def test_an_aborted_connection_exits_promptly_with_a_read_stalled(emulator, mount_factory,
+                                                                 request):
     """The kernel ends the session itself (`echo 1 > /sys/fs/fuse/connections/N/abort`,
     what an admin does to a hung mount) while `cat` waits on a GET that DSS never
     answers: dssfs ends that read and exits in a few seconds, not after its timeout
@@ -143,12 +147,14 @@ def test_an_aborted_connection_exits_promptly_with_a_read_stalled(emulator, moun
     emu = emulator
     m = mount_factory(emu, options=["timeout=30", "retries=0", "prefetch=0"])
     os.listdir(m.path("SALES", "datasets", "orders"))     # only the schema GET is left
-    abort = "/sys/fs/fuse/connections/%d/abort" % os.minor(os.stat(m.mnt).st_dev)
+    abort = CONNECTIONS + "/%d/abort" % os.minor(os.stat(m.mnt).st_dev)
     if not os.path.exists(abort):       # fusectl is not mounted on every machine
-        subprocess.run(["mount", "-t", "fusectl", "fusectl", "/sys/fs/fuse/connections"],
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", CONNECTIONS],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        request.addfinalizer(lambda: subprocess.run(["umount", CONNECTIONS],
+                                                    stderr=subprocess.DEVNULL))
     if not os.path.exists(abort):
-        pytest.skip("needs the fusectl filesystem at /sys/fs/fuse/connections (as root)")
+        pytest.skip("needs the fusectl filesystem at %s (as root)" % CONNECTIONS)
     emu.add_fault(path_regex=SCHEMA_RE, fault="stall", stall_s=120)
     emu.reset_stats()
     reader = cat(m.path(*SCHEMA))
