@@ -187,73 +187,122 @@ static const char *item_name(const struct pt_row *src, const cJSON *item, const 
 	return usable(name) ? name : id;
 }
 
-/* A listing of the items of n lists; overs[k] (if overs) is the value of
- * the `over` variable for the items of lists[k]. */
-static struct listing *build(const struct pt_row *src, const char *under, const cJSON **lists,
-			     const char **overs, size_t n, const struct names *nm)
+/* One item of a list as build() reads it: the strings borrowed from the
+ * parsed list, or owned (a scanned list: raw_items_release frees them). */
+struct raw_item {
+	const char *id;	  /* the child variable's value; NULL or unusable: skipped */
+	const char *name; /* the name it shows, NULL: its id */
+	int64_t mtime_ms;
+	int nested;
+	const char *over; /* a union's (borrowed) */
+};
+
+struct raw_items {
+	struct raw_item *v;
+	size_t n, cap;
+	int owned;
+};
+
+static void raw_items_release(struct raw_items *r)
+{
+	for (size_t i = 0; r->owned && i < r->n; i++) {
+		free((char *)r->v[i].id);
+		free((char *)r->v[i].name);
+	}
+	free(r->v);
+	memset(r, 0, sizeof(*r));
+}
+
+/* Adds an item of src's list whose id (list_item_name) is `id`. */
+static void raw_add(struct raw_items *r, const struct pt_row *src, const cJSON *item,
+		    const char *id, const struct names *nm, const char *over)
+{
+	const char *name = usable(id) ? item_name(src, item, id, nm) : NULL;
+	struct raw_item *ri;
+
+	if (r->n == r->cap) {
+		r->cap = r->cap ? 2 * r->cap : 16;
+		r->v = xrealloc(r->v, r->cap * sizeof(*r->v));
+	}
+	ri = &r->v[r->n++];
+	if (name == id)
+		name = NULL;
+	ri->id = id && r->owned ? xstrdup(id) : id;
+	ri->name = name && r->owned ? xstrdup(name) : name;
+	ri->mtime_ms = json_get_int64(item, "versionTag.lastModifiedOn", -1);
+	ri->nested = src->nest && cJSON_GetArraySize(json_get(item, src->nest)) > 0;
+	ri->over = over;
+}
+
+/* Adds the items of a parsed list (borrowed: r->owned is 0). */
+static void raw_add_list(struct raw_items *r, const struct pt_row *src, const cJSON *list,
+			 const struct names *nm, const char *over)
+{
+	const cJSON *item;
+
+	cJSON_ArrayForEach(item, list)
+	{
+		raw_add(r, src, item, list_item_name(list, item, src->list_key), nm, over);
+	}
+}
+
+/* A listing of the items in r. */
+static struct listing *build(const struct pt_row *src, const char *under, const struct raw_items *r)
 {
 	struct listing *l = xcalloc(1, sizeof(*l));
 	struct strmap *seen = strmap_new(); /* name -> how many items take it */
 	struct buf base = BUF_INIT, raw = BUF_INIT;
-	const cJSON *item, *list;
 	size_t cap = 0;
 
 	l->src = src;
 	l->under = under ? xstrdup(under) : NULL;
 	l->by_base = strmap_new();
 	l->by_id = strmap_new();
-	for (size_t k = 0; k < n; k++)
-		cJSON_ArrayForEach(item, lists[k])
-		{
-			list = lists[k];
-			const char *id = list_item_name(list, item, src->list_key);
-			if (!usable(id))
-				continue;
-			const char *name = item_name(src, item, id, nm);
-			strmap_put(seen, name, (void *)((uintptr_t)strmap_get(seen, name) + 1));
+	for (size_t i = 0; i < r->n; i++) {
+		const struct raw_item *ri = &r->v[i];
+		if (!usable(ri->id))
+			continue;
+		const char *name = ri->name ? ri->name : ri->id;
+		strmap_put(seen, name, (void *)((uintptr_t)strmap_get(seen, name) + 1));
+	}
+	for (size_t i = 0; i < r->n; i++) {
+		const struct raw_item *ri = &r->v[i];
+		const char *id = ri->id;
+		if (!usable(id)) {
+			log_warn("%s: skipping a listed object without a usable \"%s\" (not a "
+				 "valid name)",
+				 src->pattern, src->list_key);
+			continue;
 		}
-	for (size_t k = 0; k < n; k++)
-		cJSON_ArrayForEach(item, lists[k])
-		{
-			list = lists[k];
-			const char *id = list_item_name(list, item, src->list_key);
-			if (!usable(id)) {
-				log_warn(
-				    "%s: skipping a listed object without a usable \"%s\" (not a "
-				    "valid name)",
-				    src->pattern, src->list_key);
-				continue;
-			}
-			const char *name = item_name(src, item, id, nm);
-			buf_reset(&raw);
-			buf_reset(&base);
-			buf_addstr(&raw, name);
-			/* Objects sharing a name (dashboards are named freely) are
-			 * told apart by their ids. */
-			if ((uintptr_t)strmap_get(seen, name) > 1)
-				buf_addf(&raw, "~%s", id);
-			if (escape_name(raw.data, &base))
-				continue;
-			if (strmap_get(l->by_base, base.data) || strmap_get(l->by_id, id)) {
-				log_warn("%s: skipping the listed object \"%s\": its name is taken",
-					 src->pattern, id);
-				continue;
-			}
-			if (l->n == cap) {
-				cap = cap ? 2 * cap : 16;
-				l->e = xrealloc(l->e, cap * sizeof(*l->e));
-			}
-			struct listing_entry *e = &l->e[l->n++];
-			const cJSON *kids = src->nest ? json_get(item, src->nest) : NULL;
-			e->base = xstrdup(base.data);
-			e->id = xstrdup(id); /* (the document may go: listing_compact) */
-			e->over = overs ? overs[k] : NULL;
-			e->mtime_ms = json_get_int64(item, "versionTag.lastModifiedOn", -1);
-			e->nested = cJSON_GetArraySize(kids) > 0;
-			/* (taken; the values are set below, once l->e no longer moves) */
-			strmap_put(l->by_base, e->base, e);
-			strmap_put(l->by_id, e->id, e);
+		const char *name = ri->name ? ri->name : id;
+		buf_reset(&raw);
+		buf_reset(&base);
+		buf_addstr(&raw, name);
+		/* Objects sharing a name (dashboards are named freely) are
+		 * told apart by their ids. */
+		if ((uintptr_t)strmap_get(seen, name) > 1)
+			buf_addf(&raw, "~%s", id);
+		if (escape_name(raw.data, &base))
+			continue;
+		if (strmap_get(l->by_base, base.data) || strmap_get(l->by_id, id)) {
+			log_warn("%s: skipping the listed object \"%s\": its name is taken",
+				 src->pattern, id);
+			continue;
 		}
+		if (l->n == cap) {
+			cap = cap ? 2 * cap : 16;
+			l->e = xrealloc(l->e, cap * sizeof(*l->e));
+		}
+		struct listing_entry *e = &l->e[l->n++];
+		e->base = xstrdup(base.data);
+		e->id = xstrdup(id); /* (the document may go: listing_compact) */
+		e->over = ri->over;
+		e->mtime_ms = ri->mtime_ms;
+		e->nested = ri->nested;
+		/* (taken; the values are set below, once l->e no longer moves) */
+		strmap_put(l->by_base, e->base, e);
+		strmap_put(l->by_id, e->id, e);
+	}
 	for (size_t i = 0; i < l->n; i++) {
 		strmap_put(l->by_base, l->e[i].base, &l->e[i]);
 		strmap_put(l->by_id, l->e[i].id, &l->e[i]);
@@ -304,7 +353,10 @@ int listing_in(struct tree *t, struct resource *res, const struct pt_row *dir,
 	/* Names from other documents are fetched without the lock. */
 	if ((ret = fetch_names(t, src, vars, items, &nm)))
 		return ret;
-	made = build(src, under, &items, NULL, 1, &nm);
+	struct raw_items r = {0};
+	raw_add_list(&r, src, items, &nm, NULL);
+	made = build(src, under, &r);
+	raw_items_release(&r);
 	names_release(&nm);
 	pthread_mutex_lock(&res->lock);
 	l = find_built(res, src, under);
@@ -330,6 +382,38 @@ static size_t listing_bytes(const struct listing *l)
 	for (size_t i = 0; i < l->n; i++)
 		bytes += 2 * (strlen(l->e[i].base) + strlen(l->e[i].id) + 2 + 16);
 	return bytes;
+}
+
+/* json_scan_list's fn for listing_scan: each item's fields, copied. */
+struct scan_ctx {
+	const struct pt_row *src;
+	struct raw_items items;
+};
+
+static int scan_item(const char *key, const cJSON *item, void *ctx)
+{
+	struct scan_ctx *c = ctx;
+	struct names none = {0};
+
+	/* (list_item_name: an object's members are named by their keys) */
+	raw_add(&c->items, c->src, item, key ? key : json_get_string(item, c->src->list_key), &none,
+		NULL);
+	return 0;
+}
+
+struct listing *listing_scan(const struct pt_row *dir, const char *text, size_t len, size_t *bytes)
+{
+	struct scan_ctx c = {dir, {.owned = 1}};
+	struct listing *l = NULL;
+
+	if (dir->recurse || !pathtab_list_only(dir) || !dir->list)
+		return NULL;
+	if (!json_scan_list(text, len, dir->list_at, scan_item, &c)) {
+		l = build(dir, NULL, &c.items);
+		*bytes = listing_bytes(l);
+	}
+	raw_items_release(&c.items);
+	return l;
 }
 
 void listing_compact(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
@@ -363,8 +447,8 @@ static int union_get(struct tree *t, const struct pt_row *src, const struct pt_v
 	if ((ret = listing_get(t, lister, vars, &oref, &ol)))
 		return ret;
 	size_t n = listing_count(ol), nl = 0;
-	const cJSON **lists = xcalloc(n + 1, sizeof(*lists));
-	const char **overs = xcalloc(n + 1, sizeof(*overs));
+	struct raw_items items = {0};
+	struct names none = {0};
 	struct cache_ref **refs = xcalloc(n + 1, sizeof(*refs));
 	for (int pass = 0; pass < 2 && !ret; pass++) {
 		if (pass == 1)
@@ -387,15 +471,15 @@ static int union_get(struct tree *t, const struct pt_row *src, const struct pt_v
 			}
 			if (ret)
 				break;
-			refs[nl] = r;
-			lists[nl] =
+			refs[nl++] = r;
+			const cJSON *list =
 			    items_of(src, NULL, ((struct resource *)cache_ref_value(r))->json);
-			overs[nl] = listing_at(ol, j)->id;
-			if (!cJSON_IsArray(lists[nl]) && !cJSON_IsObject(lists[nl])) {
+			if (!cJSON_IsArray(list) && !cJSON_IsObject(list)) {
 				log_error("%s: DSS's list is not an array", src->pattern);
 				ret = -EIO;
+			} else {
+				raw_add_list(&items, src, list, &none, listing_at(ol, j)->id);
 			}
-			nl++;
 		}
 	}
 	if (ret) {
@@ -404,15 +488,13 @@ static int union_get(struct tree *t, const struct pt_row *src, const struct pt_v
 		free(refs);
 		cache_ref_put(oref);
 	} else {
-		struct names none = {0};
-		u = build(src, NULL, lists, overs, nl, &none);
+		u = build(src, NULL, &items);
 		u->outer = oref;
 		u->refs = refs;
 		u->nrefs = nl;
 		*out = u;
 	}
-	free(lists);
-	free(overs);
+	raw_items_release(&items);
 	return ret;
 }
 

@@ -160,16 +160,35 @@ const char *doc_unfaithful(const char *data, size_t len, const cJSON *j)
 	return find_unfaithful(j, n);
 }
 
+/* The text a body is parsed from: the body itself, or its copy in *marked
+ * with the escapes cJSON cannot hold marked (*nmarked of them).  A body
+ * without any \u escape is not copied. */
+static const struct buf *body_text(const struct buf *body, struct buf *marked, size_t *nmarked)
+{
+	*nmarked = 0;
+	if (!body->len || !memmem(body->data, body->len, "\\u", 2))
+		return body;
+	*nmarked = mark_escapes(body->data, body->len, marked);
+	return marked;
+}
+
+static struct resource *resource_new(void)
+{
+	struct resource *res = xcalloc(1, sizeof(*res));
+
+	res->spool_fd = -1;
+	pthread_mutex_init(&res->lock, NULL);
+	return res;
+}
+
 /* Parses a server's JSON body into a resource.  Text after the document is
  * an error, as it is for a save. */
 static int parse_body(const char *what, const struct buf *body, struct resource **out)
 {
 	struct buf marked = BUF_INIT;
 	const char *end = NULL;
-	/* (a body without any \u escape is parsed as it is: no copy) */
-	int escapes = body->len && memmem(body->data, body->len, "\\u", 2) != NULL;
-	size_t n = escapes ? mark_escapes(body->data, body->len, &marked) : 0;
-	const struct buf *text = escapes ? &marked : body;
+	size_t n;
+	const struct buf *text = body_text(body, &marked, &n);
 	cJSON *json = cJSON_ParseWithLengthOpts(text->data, text->len, &end, 0);
 	int ret = 0;
 
@@ -187,15 +206,38 @@ static int parse_body(const char *what, const struct buf *body, struct resource 
 			goto out;
 		}
 	}
-	struct resource *res = xcalloc(1, sizeof(*res));
+	struct resource *res = resource_new();
 	res->json = json;
-	res->spool_fd = -1;
 	res->unfaithful = find_unfaithful(json, n);
-	pthread_mutex_init(&res->lock, NULL);
 	*out = res;
 out:
 	buf_release(&marked);
 	return ret;
+}
+
+/* The listing of a list-only folder read from its body without parsing the
+ * whole document (listing_scan): the resource holds only its listing, as
+ * listing_compact leaves it.  (Its `unfaithful` is not set: no file shows
+ * a list-only listing's document.)  -EINVAL if it cannot be: the body is
+ * then parsed as any other. */
+static int scan_body(const struct list_fetch *f, const struct buf *body, struct resource **out,
+		     size_t *cost)
+{
+	struct buf marked = BUF_INIT;
+	size_t n, bytes = 0;
+
+	if (f->dir->recurse || !pathtab_list_only(f->dir))
+		return -EINVAL;
+	const struct buf *text = body_text(body, &marked, &n);
+	struct listing *l = listing_scan(f->dir, text->data, text->len, &bytes);
+
+	buf_release(&marked);
+	if (!l)
+		return -EINVAL;
+	*out = resource_new();
+	(*out)->listings = l;
+	*cost = sizeof(**out) + 256 + bytes;
+	return 0;
 }
 
 /* What malloc adds to each block, roughly (glibc, 64-bit). */
@@ -217,15 +259,21 @@ static size_t json_bytes(const cJSON *j)
 	return n;
 }
 
-int fetch_resource(void *ctx, const char *key, void **value, size_t *cost)
+/* Fetches and parses the document at key; the listing of the folder of f
+ * (if f) is read without its whole tree when it can be (scan_body). */
+static int fetch_parsed(struct tree *t, const char *key, const struct list_fetch *f, void **value,
+			size_t *cost)
 {
-	struct tree *t = ctx;
 	struct buf body = BUF_INIT;
 	struct resource *res;
 	int ret = http_get(t->http, key, &body);
 
 	if (ret)
 		return ret;
+	if (f && !scan_body(f, &body, &res, cost)) {
+		*value = res;
+		goto out;
+	}
 	ret = parse_body(key, &body, &res);
 	if (!ret) {
 		/* What it takes in memory: the parsed tree, and the files
@@ -234,8 +282,14 @@ int fetch_resource(void *ctx, const char *key, void **value, size_t *cost)
 		*cost = json_bytes(res->json) + 2 * body.len + sizeof(*res) + 256;
 		*value = res;
 	}
+out:
 	buf_release(&body);
 	return ret;
+}
+
+int fetch_resource(void *ctx, const char *key, void **value, size_t *cost)
+{
+	return fetch_parsed(ctx, key, NULL, value, cost);
 }
 
 /* An anonymous temporary file (gone when closed). */
@@ -425,13 +479,34 @@ int get_resource(struct tree *t, const char *tmpl, const struct pt_vars *vars,
 	return ret;
 }
 
+/* fetch_parsed for a document DSS may not have: a "not found" is noted
+ * (fetch_optional). */
+static int fetch_maybe_absent(struct tree *t, const char *key, const struct list_fetch *f,
+			      void **value, size_t *cost)
+{
+	int ret = recent_failure(t, key);
+
+	if (ret == -ENOENT)
+		return ret; /* known absent: not asked again */
+	ret = fetch_parsed(t, key, f, value, cost);
+
+	/* Noted before the cache hands the result to the threads waiting
+	 * for it, so that no one asks again: as lasting as a listing, it is
+	 * kept as long as the cache keeps a document (spool_ttl_ms is the
+	 * cache's TTL). */
+	if (ret == -ENOENT)
+		note_failure(t, key, ret, t->opt.spool_ttl_ms);
+	return ret;
+}
+
 int fetch_listing(void *ctx, const char *key, void **value, size_t *cost)
 {
 	struct list_fetch *f = ctx;
-	int ret = f->optional ? fetch_optional(f->t, key, value, cost)
-			      : fetch_resource(f->t, key, value, cost);
+	int ret = f->optional ? fetch_maybe_absent(f->t, key, f, value, cost)
+			      : fetch_parsed(f->t, key, f, value, cost);
 
-	/* (no other thread sees the resource yet) */
+	/* (no other thread sees the resource yet; a scanned listing has no
+	 * document left to compact) */
 	if (!ret)
 		listing_compact(f->t, f->dir, f->vars, *value, cost);
 	return ret;
@@ -458,20 +533,7 @@ int get_listing(struct tree *t, const struct pt_row *dir, const struct pt_vars *
 
 int fetch_optional(void *ctx, const char *key, void **value, size_t *cost)
 {
-	struct tree *t = ctx;
-	int ret = recent_failure(t, key);
-
-	if (ret == -ENOENT)
-		return ret; /* known absent: not asked again */
-	ret = fetch_resource(ctx, key, value, cost);
-
-	/* Noted before the cache hands the result to the threads waiting
-	 * for it, so that no one asks again: as lasting as a listing, it is
-	 * kept as long as the cache keeps a document (spool_ttl_ms is the
-	 * cache's TTL). */
-	if (ret == -ENOENT)
-		note_failure(t, key, ret, t->opt.spool_ttl_ms);
-	return ret;
+	return fetch_maybe_absent(ctx, key, NULL, value, cost);
 }
 
 int listing_absent(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars)

@@ -181,6 +181,14 @@ void listings_free(struct listing *l);
  * lookup). */
 void listing_compact(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
 		     struct resource *res, size_t *cost);
+/* The listing of a list-only folder row `dir` (see listing_compact) read
+ * from the text of its list (after mark_escapes) item by item
+ * (json_scan_list), never holding more than one item's parsed tree: what it
+ * takes in memory is set in *bytes.  NULL if dir is not list-only, or the
+ * text is not one JSON document holding a list (an array or an object) at
+ * dir's list_at: then the caller parses the whole text, which reports the
+ * error as for any document.  Logs what listing_in logs of its items. */
+struct listing *listing_scan(const struct pt_row *dir, const char *text, size_t len, size_t *bytes);
 /* The name of an item of a DSS listing: the `key` field of an array item,
  * or the key of an object's member (listings keyed by name). */
 const char *list_item_name(const cJSON *list, const cJSON *item, const char *key);

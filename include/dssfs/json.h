@@ -42,4 +42,27 @@ int64_t json_get_int64(const cJSON *root, const char *path, int64_t def);
 /* Returns the string at a dotted path, or NULL. */
 const char *json_get_string(const cJSON *root, const char *path);
 
+/* Called by json_scan_list for each item of the list, in order: `key` is
+ * the member's name when the list is an object, NULL in an array; `item`
+ * is the item alone, parsed by cJSON (both freed when fn returns).  A
+ * nonzero return stops the scan and is returned by it. */
+typedef int (*json_item_fn)(const char *key, const cJSON *item, void *ctx);
+
+/* Reads the list at the dotted path `at` (json_get's) of a JSON text
+ * without building its whole tree: each item is parsed by cJSON on its own
+ * (so only one item's tree exists at a time) and handed to fn, the
+ * structure around the items is read here with cJSON's own rules (a UTF-8
+ * BOM first, any byte up to 32 as space, its nesting limit).  Returns 0 when
+ * the text is one JSON document as cJSON_ParseWithLengthOpts reads it,
+ * followed by nothing but ' ', '\t', '\n' or '\r', and json_get(document,
+ * at) is an array or an object whose items fn was given, in order.
+ * Otherwise returns -EINVAL (or fn's nonzero value), possibly after fn was
+ * called for some items: the caller then holds nothing it collected, and
+ * parses the whole text to report what is wrong.  -EINVAL may also come
+ * from a document cJSON would accept (a list nested near cJSON's limit, a
+ * BOM where an item starts: never from a document DSS sends), never the
+ * reverse.  text needs no NUL terminator (len bytes are read, no more).
+ * Thread-safe. */
+int json_scan_list(const char *text, size_t len, const char *at, json_item_fn fn, void *ctx);
+
 #endif
