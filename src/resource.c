@@ -81,50 +81,59 @@ static long escape_unit(const char *s, size_t len)
 	return v;
 }
 
-/* Copies a JSON body, marking the escapes cJSON cannot hold (see
- * MARK_ESCAPE).  Returns how many were marked. */
-static size_t mark_escapes(const char *in, size_t len, struct buf *out)
+/* Marks the escapes cJSON cannot hold (see MARK_ESCAPE) in a JSON text, in
+ * place: the text only shrinks (six bytes become five), so each byte is
+ * written at or before where it is read, never ahead of what is still to
+ * read.  Returns how many were marked.  (In place: the body of a large
+ * listing is not copied.) */
+static size_t mark_escapes(struct buf *b)
 {
-	size_t marked = 0;
+	char *s = b->data;
+	size_t len = b->len, w = 0, marked = 0;
 	int in_string = 0;
 
-	buf_grow(out, len);
+	if (!len || !memmem(s, len, "\\u", 2))
+		return 0;
 	for (size_t i = 0; i < len; i++) {
-		char c = in[i];
+		char c = s[i];
 		if (!in_string) {
 			in_string = c == '"';
-			buf_addch(out, c);
+			s[w++] = c;
 			continue;
 		}
 		if (c == '"') {
 			in_string = 0;
-			buf_addch(out, c);
+			s[w++] = c;
 			continue;
 		}
 		if (c != '\\' || i + 1 >= len) {
-			buf_addch(out, c);
+			s[w++] = c;
 			continue;
 		}
-		long u = escape_unit(in + i, len - i);
+		long u = escape_unit(s + i, len - i);
 		if (u >= 0xD800 && u <= 0xDBFF) {
-			long lo = escape_unit(in + i + 6, len - i - 6);
+			long lo = escape_unit(s + i + 6, len - i - 6);
 			if (lo >= 0xDC00 && lo <= 0xDFFF) {
-				buf_add(out, in + i, 12); /* a valid pair */
+				for (int k = 0; k < 12; k++) /* a valid pair */
+					s[w++] = s[i + k];
 				i += 11;
 				continue;
 			}
 		}
 		if (u == 0 || (u >= 0xD800 && u <= 0xDFFF)) {
-			buf_addch(out, MARK_ESCAPE);
-			buf_add(out, in + i + 2, 4);
+			s[w++] = MARK_ESCAPE;
+			for (int k = 2; k < 6; k++)
+				s[w++] = s[i + k];
 			i += 5;
 			marked++;
 			continue;
 		}
 		/* any other escape: copied as is, with the escaped character */
-		buf_add(out, in + i, 2);
+		s[w++] = s[i];
+		s[w++] = s[i + 1];
 		i++;
 	}
+	buf_setlen(b, w);
 	return marked;
 }
 
@@ -153,23 +162,13 @@ static const char *find_unfaithful(const cJSON *j, size_t marked)
 
 const char *doc_unfaithful(const char *data, size_t len, const cJSON *j)
 {
-	struct buf marked = BUF_INIT;
-	size_t n = mark_escapes(data, len, &marked);
+	struct buf text = BUF_INIT;
+	size_t n;
 
-	buf_release(&marked);
+	buf_add(&text, data, len);
+	n = mark_escapes(&text);
+	buf_release(&text);
 	return find_unfaithful(j, n);
-}
-
-/* The text a body is parsed from: the body itself, or its copy in *marked
- * with the escapes cJSON cannot hold marked (*nmarked of them).  A body
- * without any \u escape is not copied. */
-static const struct buf *body_text(const struct buf *body, struct buf *marked, size_t *nmarked)
-{
-	*nmarked = 0;
-	if (!body->len || !memmem(body->data, body->len, "\\u", 2))
-		return body;
-	*nmarked = mark_escapes(body->data, body->len, marked);
-	return marked;
 }
 
 static struct resource *resource_new(void)
@@ -181,58 +180,48 @@ static struct resource *resource_new(void)
 	return res;
 }
 
-/* Parses a server's JSON body into a resource.  Text after the document is
- * an error, as it is for a save. */
-static int parse_body(const char *what, const struct buf *body, struct resource **out)
+/* Parses a server's JSON body (its escapes marked: mark_escapes, nmarked
+ * of them; `sent` bytes as DSS sent it) into a resource.  Text after the
+ * document is an error, as it is for a save. */
+static int parse_body(const char *what, const struct buf *body, size_t sent, size_t nmarked,
+		      struct resource **out)
 {
-	struct buf marked = BUF_INIT;
 	const char *end = NULL;
-	size_t n;
-	const struct buf *text = body_text(body, &marked, &n);
-	cJSON *json = cJSON_ParseWithLengthOpts(text->data, text->len, &end, 0);
-	int ret = 0;
+	cJSON *json = cJSON_ParseWithLengthOpts(body->data, body->len, &end, 0);
 
 	*out = NULL;
 	if (!json) {
-		log_error("GET %s: DSS answered with invalid JSON (%zu bytes)", what, body->len);
-		ret = -EIO;
-		goto out;
+		log_error("GET %s: DSS answered with invalid JSON (%zu bytes)", what, sent);
+		return -EIO;
 	}
-	for (; end && end < text->data + text->len; end++) {
+	for (; end && end < body->data + body->len; end++) {
 		if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
 			log_error("GET %s: DSS answered with text after the JSON document", what);
 			cJSON_Delete(json);
-			ret = -EIO;
-			goto out;
+			return -EIO;
 		}
 	}
 	struct resource *res = resource_new();
 	res->json = json;
-	res->unfaithful = find_unfaithful(json, n);
+	res->unfaithful = find_unfaithful(json, nmarked);
 	*out = res;
-out:
-	buf_release(&marked);
-	return ret;
+	return 0;
 }
 
-/* The listing of a list-only folder read from its body without parsing the
- * whole document (listing_scan): the resource holds only its listing, as
- * listing_compact leaves it.  (Its `unfaithful` is not set: no file shows
- * a list-only listing's document.)  -EINVAL if it cannot be: the body is
- * then parsed as any other. */
+/* The listing of a list-only folder read from its body (escapes marked)
+ * without parsing the whole document (listing_scan): the resource holds
+ * only its listing, as listing_compact leaves it.  (Its `unfaithful` is not
+ * set: no file shows a list-only listing's document.)  -EINVAL if it cannot
+ * be: the body is then parsed as any other. */
 static int scan_body(const struct list_fetch *f, const struct buf *body, struct resource **out,
 		     size_t *cost)
 {
-	struct buf marked = BUF_INIT;
-	size_t n, bytes = 0;
+	size_t bytes = 0;
+	struct listing *l;
 
 	if (f->dir->recurse || !pathtab_list_only(f->dir))
 		return -EINVAL;
-	const struct buf *text = body_text(body, &marked, &n);
-	struct listing *l = listing_scan(f->dir, text->data, text->len, &bytes);
-
-	buf_release(&marked);
-	if (!l)
+	if (!(l = listing_scan(f->dir, body->data, body->len, &bytes)))
 		return -EINVAL;
 	*out = resource_new();
 	(*out)->listings = l;
@@ -266,20 +255,23 @@ static int fetch_parsed(struct tree *t, const char *key, const struct list_fetch
 {
 	struct buf body = BUF_INIT;
 	struct resource *res;
+	size_t sent, nmarked;
 	int ret = http_get(t->http, key, &body);
 
 	if (ret)
 		return ret;
+	sent = body.len;
+	nmarked = mark_escapes(&body);
 	if (f && !scan_body(f, &body, &res, cost)) {
 		*value = res;
 		goto out;
 	}
-	ret = parse_body(key, &body, &res);
+	ret = parse_body(key, &body, sent, nmarked, &res);
 	if (!ret) {
 		/* What it takes in memory: the parsed tree, and the files
 		 * rendered from it (about the body's size, twice: a recipe's
 		 * two files, buffer slack). */
-		*cost = json_bytes(res->json) + 2 * body.len + sizeof(*res) + 256;
+		*cost = json_bytes(res->json) + 2 * sent + sizeof(*res) + 256;
 		*value = res;
 	}
 out:
