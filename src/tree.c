@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -26,9 +27,30 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+/* malloc arenas the threads share (glibc makes up to 8 per CPU).  With one
+ * per thread, what one thread frees (a document evicted, a listing
+ * replaced) stays in its arena while the others grow theirs: measured on 2
+ * CPUs, a cold tar then find of 1 x 20,000 datasets peaked at 201 MB (its
+ * heap: 183 MB holding 125 MB in use) with the default, at 136 MB (109 MB
+ * holding 83 MB) with 2, 149 MB with 1; the walk took 56, 61 and 63 s, within
+ * this machine's noise.  The fetching threads mostly wait on the network. */
+#define TREE_ARENAS 2
+
+/* Sets TREE_ARENAS, before the threads start, unless the user chose
+ * (MALLOC_ARENA_MAX, GLIBC_TUNABLES=glibc.malloc.arena_max). */
+static void limit_arenas(void)
+{
+	const char *tun = getenv("GLIBC_TUNABLES");
+
+	if (!getenv("MALLOC_ARENA_MAX") && !(tun && strstr(tun, "arena_max")))
+		mallopt(M_ARENA_MAX, TREE_ARENAS);
+}
+
 struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options *o)
 {
 	struct tree *t = xcalloc(1, sizeof(*t));
+
+	limit_arenas();
 
 	t->http = h;
 	t->cache = c;

@@ -73,7 +73,10 @@ struct tree_options {
 	int64_t spool_ttl_ms; /* a spooled stream is dropped after this */
 };
 
-/* Uses (does not own) h and c; c must be made with tree_cache_new(). */
+/* Uses (does not own) h and c; c must be made with tree_cache_new().  Call
+ * it before starting threads: it limits glibc's malloc arenas (to 2, unless
+ * MALLOC_ARENA_MAX or GLIBC_TUNABLES sets arena_max), which keeps memory
+ * one thread frees usable by the others (README, "Memory"). */
 struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options *o);
 void tree_free(struct tree *t); /* NULL-safe */
 
