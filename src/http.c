@@ -41,6 +41,7 @@ struct http {
 	struct curl_slist *form_headers; /* multipart: libcurl's own Content-Type */
 
 	atomic_uint_fast64_t requests, failures, overloaded;
+	atomic_uint_fast64_t by_kind[HTTP_KINDS], bytes_received, bytes_sent, active;
 	atomic_size_t inflight;	    /* bytes of response buffers charged */
 	atomic_int cancelled;	    /* http_cancel_all */
 	atomic_int reads_cancelled; /* http_cancel_reads */
@@ -518,6 +519,16 @@ static int outcome(const char *what, CURLcode rc, long status, const struct sink
 	return errmap_transport(what, rc, errbuf);
 }
 
+static enum http_kind method_kind(const char *method)
+{
+	static const char *const names[] = {"GET", "PUT", "POST", "DELETE"};
+
+	for (int k = 0; k < HTTP_OTHER; k++)
+		if (!strcmp(method, names[k]))
+			return (enum http_kind)k;
+	return HTTP_OTHER;
+}
+
 static int do_request(struct http *h, const char *method, const char *path, const char *body,
 		      size_t body_len, struct sink *sink, const struct upload *form)
 {
@@ -527,10 +538,12 @@ static int do_request(struct http *h, const char *method, const char *path, cons
 	CURLcode rc = CURLE_OK;
 	long status = 0;
 	int ret, idempotent = !strcmp(method, "GET") && sink->fd < 0;
+	enum http_kind kind = method_kind(method);
 
 	/* from nothing, so that all the capacity the body takes is charged */
 	buf_release(sink->out);
 	buf_addf(&what, "%s %s", method, path);
+	atomic_fetch_add(&h->active, 1);
 	ret = cancel_check(h);
 	if (ret)
 		goto out;
@@ -556,6 +569,12 @@ static int do_request(struct http *h, const char *method, const char *path, cons
 		rc = run_transfer(h, p, &ret);
 		curl_mime_free(up.mime);
 		atomic_fetch_add(&h->requests, 1);
+		atomic_fetch_add(&h->by_kind[kind], 1);
+		atomic_fetch_add(&h->bytes_received, sink->total);
+		curl_off_t sent = 0;
+		if (curl_easy_getinfo(p->curl, CURLINFO_SIZE_UPLOAD_T, &sent) == CURLE_OK &&
+		    sent > 0)
+			atomic_fetch_add(&h->bytes_sent, (uint64_t)sent);
 		if (ret)
 			goto out;
 		status = 0;
@@ -595,6 +614,7 @@ out:
 		pool_give(h, p);
 	buf_release(&url);
 	buf_release(&what);
+	atomic_fetch_sub(&h->active, 1);
 	return ret;
 }
 
@@ -661,8 +681,14 @@ void http_set_thread_cancel(int (*cancelled)(void *arg), void *arg)
 void http_get_stats(struct http *h, struct http_stats *st)
 {
 	st->requests = atomic_load(&h->requests);
+	for (int k = 0; k < HTTP_KINDS; k++)
+		st->by_kind[k] = atomic_load(&h->by_kind[k]);
 	st->failures = atomic_load(&h->failures);
 	st->overloaded = atomic_load(&h->overloaded);
+	st->bytes_received = atomic_load(&h->bytes_received);
+	st->bytes_sent = atomic_load(&h->bytes_sent);
+	st->active = atomic_load(&h->active);
+	st->inflight_bytes = atomic_load(&h->inflight);
 }
 
 void http_global_cleanup(void)

@@ -89,6 +89,24 @@ void tree_drop_caches(struct tree *t)
 	forget_failures(t);
 }
 
+void tree_get_stats(struct tree *t, struct tree_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&t->lock);
+	st->inodes = t->ninodes;
+	pthread_mutex_unlock(&t->lock);
+	st->nodes = nodes_alive();
+	st->saves = atomic_load(&t->saves);
+	st->conflicts = atomic_load(&t->conflicts);
+	st->save_failures = atomic_load(&t->save_failures);
+	st->scratch_bytes = scratch_bytes(t->scratch);
+	st->spool_bytes = atomic_load(&t->spool_used);
+	if (t->prefetch) {
+		st->prefetching = 1;
+		prefetch_get_stats(t->prefetch, &st->prefetch);
+	}
+}
+
 /* ---- children ----------------------------------------------------------- */
 
 /* The object children of a listed folder: each object of its listing

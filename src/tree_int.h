@@ -78,6 +78,9 @@ struct tree {
 	struct strmap *spools;	  /* spool key -> fetch time, ms (resource.c) */
 	struct strmap *pending;	  /* empty folders made in a managed folder (contents.c) */
 	atomic_size_t spool_used; /* bytes of spooled streams on disk */
+	/* saves that sent their document; refused as conflicts; failed
+	 * otherwise (tree_get_stats) */
+	atomic_uint_fast64_t saves, conflicts, save_failures;
 	struct scratch *scratch;
 	struct prefetch *prefetch; /* NULL: disabled */
 	/* saves of one document run one at a time (save.c) */
@@ -129,6 +132,8 @@ uint64_t content_hash(const char *data, size_t len);
 /* nodes.c */
 void nodes_init(struct tree *t);
 void nodes_release(struct tree *t);
+/* Bindings not freed yet, in all trees. */
+size_t nodes_alive(void);
 void vars_copy(struct pt_vars *dst, const struct pt_vars *src);
 void vars_release(struct pt_vars *v);
 /* The binding inode `ino` has now (a reference: node_put it), or NULL. */

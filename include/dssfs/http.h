@@ -86,10 +86,17 @@ struct http_config {
 	int retries;	     /* clamped to 0..HTTP_RETRIES_MAX */
 };
 
+enum http_kind { HTTP_GET, HTTP_PUT, HTTP_POST, HTTP_DELETE, HTTP_OTHER, HTTP_KINDS };
+
 struct http_stats {
-	uint64_t requests; /* HTTP requests sent, retries included */
-	uint64_t failures;
-	uint64_t overloaded; /* answers 429 or 503: DSS asks to slow down */
+	uint64_t requests;	      /* HTTP requests sent, retries included */
+	uint64_t by_kind[HTTP_KINDS]; /* the same, by method */
+	uint64_t failures;	      /* calls that ended in an error (once each) */
+	uint64_t overloaded;	      /* answers 429 or 503: DSS asks to slow down */
+	uint64_t bytes_received;      /* response bodies, as decoded */
+	uint64_t bytes_sent;	      /* request bodies */
+	uint64_t active;	      /* calls in progress now */
+	size_t inflight_bytes;	      /* response buffers of the calls in progress */
 };
 
 struct http;
