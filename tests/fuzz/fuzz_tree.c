@@ -185,8 +185,8 @@ int http_upload(struct http *h, const char *path, const char *data, int fd, size
 void http_get_stats(struct http *h, struct http_stats *st)
 {
 	(void)h;
+	memset(st, 0, sizeof(*st));
 	st->requests = (uint64_t)server.requests;
-	st->failures = 0;
 }
 
 /* Reads are never interrupted here. */

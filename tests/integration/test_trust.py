@@ -379,6 +379,7 @@ def test_a_document_cjson_cannot_hold_is_read_only(mounted):
     assert read_bytes(payload_p) == b"SELECT 1;\x00-- tail after the NUL\n"
     assert os.stat(payload_p).st_mode & 0o777 == 0o444
     assert os.stat(m.path(*VARIABLES)).st_mode & 0o777 == 0o444
+    assert b'"big": 12345678901234567891' in read_bytes(m.path(*VARIABLES))
     emu.reset_stats()
     r = subprocess.run(["sh", "-c", 'echo "-- more" >> "$1"', "sh", payload_p],
                        capture_output=True)
@@ -387,6 +388,24 @@ def test_a_document_cjson_cannot_hold_is_read_only(mounted):
     assert puts(emu) == []
     assert emu.api_get(SQL_RECIPE_EP)["payload"] == "SELECT 1;\u0000-- tail after the NUL\n"
     assert "read-only: a string holds" in m.stderr_text()
+
+
+@pytest.mark.expect_dssfs_errors
+def test_a_number_beyond_a_double_is_shown_as_sent_and_read_only(mounted):
+    """DSS sends `1e400` (beyond a double: cJSON would hold infinity and render null): the
+    file shows the number as DSS wrote it, read-only, and nothing is ever saved."""
+    emu, m = mounted
+    body = '{"standard": {"huge": 1e400, "keep": "me"}, "local": {}}'
+    emu.add_fault(method="GET", path_regex=r"^/projects/SALES/variables/?$", status=200,
+                  raw_body=body)
+    m.sighup()
+    shown = read_bytes(m.path(*VARIABLES))
+    assert b"1e400" in shown and b"null" not in shown, shown
+    assert os.stat(m.path(*VARIABLES)).st_mode & 0o777 == 0o444
+    emu.reset_stats()
+    assert errno_of(os.open, m.path(*VARIABLES), os.O_WRONLY) == errno.EACCES
+    assert puts(emu) == []
+    assert "read-only: " in m.stderr_text()
 
 
 # --- 1.11 times follow content ------------------------------------------------------------
