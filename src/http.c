@@ -401,17 +401,27 @@ static int retryable(CURLcode rc, long status)
  * 503, else a random time up to the capped exponential backoff ("full
  * jitter", so that clients that failed together do not retry together).
  * -1: do not retry (DSS asks for a longer wait than we allow). */
+long http_backoff_ms(long retry_after_s, int attempt)
+{
+	long cap = HTTP_BACKOFF_MAX_MS;
+
+	if (retry_after_s > 0)
+		return retry_after_s > HTTP_RETRY_AFTER_MAX_MS / 1000 ? -1 : retry_after_s * 1000;
+	if (attempt >= 0 && attempt < 16 && (HTTP_BACKOFF_FIRST_MS << attempt) < cap)
+		cap = HTTP_BACKOFF_FIRST_MS << attempt;
+	return (long)arc4random_uniform((uint32_t)cap + 1);
+}
+
 static long backoff_ms(CURL *c, long status, int attempt)
 {
 	curl_off_t after = 0;
-	long cap = HTTP_BACKOFF_MAX_MS;
 
 	if ((status == 429 || status == 503) &&
 	    curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0)
-		return after > HTTP_RETRY_AFTER_MAX_MS / 1000 ? -1 : (long)after * 1000;
-	if (attempt < 16 && (HTTP_BACKOFF_FIRST_MS << attempt) < cap)
-		cap = HTTP_BACKOFF_FIRST_MS << attempt;
-	return (long)arc4random_uniform((uint32_t)cap + 1);
+		return http_backoff_ms(after > HTTP_RETRY_AFTER_MAX_MS ? HTTP_RETRY_AFTER_MAX_MS
+								       : (long)after,
+				       attempt);
+	return http_backoff_ms(0, attempt);
 }
 
 static int64_t now_us(void)

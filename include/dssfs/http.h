@@ -67,6 +67,13 @@
 #define HTTP_BACKOFF_FIRST_MS 100L
 #define HTTP_BACKOFF_MAX_MS 2000L
 #define HTTP_RETRY_AFTER_MAX_MS 10000L
+
+/* The wait before retry `attempt` (0: the first) in ms: DSS's Retry-After
+ * (retry_after_s > 0, sent with a 429 or 503), or -1 when it is beyond
+ * HTTP_RETRY_AFTER_MAX_MS (no retry then); else a wait drawn uniformly
+ * between 0 and min(HTTP_BACKOFF_FIRST_MS << attempt, HTTP_BACKOFF_MAX_MS),
+ * so that clients failing together do not retry together. */
+long http_backoff_ms(long retry_after_s, int attempt);
 #define HTTP_CANCEL_POLL_MS 100L
 /* max_inflight when the config leaves it 0: max(2 * max_body, this). */
 #define HTTP_INFLIGHT_MIN ((size_t)64 << 20)
