@@ -318,6 +318,23 @@ def test_a_truncate_only_open_reports_its_save_at_close(mounted):
     assert emu.api_get(DS_EP + "/schema") == before
 
 
+@pytest.mark.expect_dssfs_errors
+def test_a_truncate_only_open_reports_a_refused_save_at_close(mounted):
+    """`: > payload.py` (an empty payload is valid) while DSS refuses the PUT: close()
+    returns the error (EIO), and DSS keeps the payload."""
+    emu, m = mounted
+    path = m.path(*PY_RECIPE, "payload.py")
+    before = emu.api_get(PY_RECIPE_EP)["payload"]
+    emu.add_fault(method="PUT", path_regex=r"^/projects/SALES/recipes/compute_orders_enriched",
+                  status=500)
+    emu.reset_stats()
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    assert errno_of(os.close, fd) == errno.EIO
+    assert len(puts(emu)) == 1
+    emu.clear_faults()
+    assert emu.api_get(PY_RECIPE_EP)["payload"] == before
+
+
 # --- 1.8 a PUT applied whose answer was lost ---------------------------------------------
 
 @pytest.mark.expect_dssfs_errors
@@ -360,6 +377,50 @@ def test_readers_do_not_see_an_unsaved_truncation(mounted):
     finally:
         os.close(fd)
     assert emu.api_get(PY_RECIPE_EP)["payload"].encode() == content
+
+
+def test_readers_under_load_never_see_a_writers_unsaved_buffer(mounted):
+    """Mixed load: this process truncates and rewrites variables.json again and again
+    without closing it, while four other processes each open, read and stat it 150
+    times: every read is DSS's whole document, every size DSS's."""
+    emu, m = mounted
+    path = m.path(*VARIABLES)
+    content = read_bytes(path)
+    stop = threading.Event()
+    script = ("import os, sys\n"
+              "p, want, bad = sys.argv[1], open(sys.argv[2], 'rb').read(), 0\n"
+              "for _ in range(150):\n"
+              "    with open(p, 'rb') as f:\n"
+              "        data = f.read()\n"
+              "    bad += (data != want) + (os.stat(p).st_size != len(want))\n"
+              "print(bad)\n")
+    want = m.workdir / "want.json"
+    want.write_bytes(content)
+
+    def writer():
+        fd = os.open(path, os.O_RDWR)
+        try:
+            while not stop.is_set():
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, b'{"half": ', 0)
+                os.ftruncate(fd, 3)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, content, 0)              # back as it was: nothing to save
+        finally:
+            os.close(fd)
+
+    w = threading.Thread(target=writer)
+    w.start()
+    try:
+        readers = [subprocess.Popen(["/usr/bin/python3", "-c", script, path, str(want)],
+                                    stdout=subprocess.PIPE) for _ in range(4)]
+        outs = [r.communicate(timeout=HANG_GUARD)[0] for r in readers]
+    finally:
+        stop.set()
+        w.join(timeout=HANG_GUARD)
+    assert [int(o) for o in outs] == [0, 0, 0, 0]
+    assert puts(emu) == []
+    assert read_bytes(path) == content
 
 
 # --- 1.10 what cJSON cannot hold is shown read-only, never saved --------------------------
