@@ -101,6 +101,47 @@ def test_a_signal_ends_a_wait_for_another_process_fetch(emulator, mount_factory)
     assert emu.log_lines() == []
 
 
+# --- 2.3: signals arrive while requests run -----------------------------------------------
+
+def test_a_storm_of_sighup_and_sigusr1_disturbs_no_operation(emulator, mount_factory):
+    """300 SIGHUPs and SIGUSR1s land on dssfs while four processes read every file of
+    a project again and again: every read returns the right bytes, and dssfs drops its
+    caches and logs its figures without an error (the handlers only set atomic flags
+    and keep errno; the TSan stage runs this too)."""
+    emu = emulator
+    m = mount_factory(emu)
+    files = []
+    for root, _, names in os.walk(m.path("SALES", "datasets")):
+        files += [os.path.join(root, n) for n in names]
+    want = {f: read_bytes(f) for f in files}
+    stop = threading.Event()
+    bad = []
+
+    def reader():
+        while not stop.is_set():
+            for f in files:
+                try:
+                    if read_bytes(f) != want[f]:
+                        bad.append(f)
+                except OSError as e:
+                    bad.append("%s: %s" % (f, e))
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(300):
+            os.kill(m.proc.pid, signal.SIGHUP if i % 2 else signal.SIGUSR1)
+            time.sleep(0.005)
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(timeout=HANG_GUARD)
+    assert bad == []
+    m.sighup()
+    assert "stats: {" in m.stderr_text()
+
+
 # --- 3.5: exit with work in flight ---------------------------------------------------------
 
 def sigterm_and_wait(m):
