@@ -533,6 +533,36 @@ int get_listing(struct tree *t, const struct pt_row *dir, const struct pt_vars *
 	return ret;
 }
 
+/* A document DSS refused this key (403) is not asked for again while a
+ * document stays cached (hide_forbidden rows). */
+static int fetch_guarded(void *ctx, const char *key, void **value, size_t *cost)
+{
+	struct tree *t = ctx;
+	int ret = recent_failure(t, key);
+
+	if (ret == -EACCES)
+		return ret;
+	ret = fetch_resource(ctx, key, value, cost);
+	if (ret == -EACCES)
+		note_failure(t, key, ret, t->opt.spool_ttl_ms);
+	return ret;
+}
+
+int document_forbidden(struct tree *t, const struct pt_row *row, const struct pt_vars *vars)
+{
+	struct cache_ref *ref = NULL;
+	struct buf key = BUF_INIT;
+	int ret = pathtab_expand(row->get, vars, &key);
+
+	if (!ret)
+		ret = recent_failure(t, key.data);
+	if (!ret)
+		ret = cache_get(t->cache, key.data, fetch_guarded, t, &ref);
+	cache_ref_put(ref);
+	buf_release(&key);
+	return ret == -EACCES;
+}
+
 int fetch_optional(void *ctx, const char *key, void **value, size_t *cost)
 {
 	struct tree *t = ctx;

@@ -220,7 +220,7 @@ static int for_each_fixed(struct tree *t, const struct node *dir, const char *wa
 	 * together (the walk into them would fetch them next anyway). */
 	lookahead_begin();
 	for (size_t i = 0; i < nk && !want; i++)
-		if (kids[i]->optional)
+		if (kids[i]->optional || kids[i]->hide_forbidden)
 			lookahead_child(t, kids[i], &dir->vars);
 	lookahead_end(t);
 	for (size_t i = 0; i < nk && !ret; i++) {
@@ -229,6 +229,8 @@ static int for_each_fixed(struct tree *t, const struct node *dir, const char *wa
 		    pathtab_leaf(kids[i], NULL, NULL) == PT_SEG_VAR)
 			continue;
 		if (kids[i]->optional && !optional_present(t, dir, kids[i]))
+			continue;
+		if (kids[i]->hide_forbidden && document_forbidden(t, kids[i], &dir->vars))
 			continue;
 		ret = fixed_child_name(t, dir, kids[i], &c.name);
 		if (ret == -ENOENT)

@@ -102,6 +102,9 @@ int get_listing(struct tree *t, const struct pt_row *dir, const struct pt_vars *
 /* Whether DSS answers the listing of folder row `dir` with "not found"
  * (remembered for the cache's TTL: an object type this DSS version lacks). */
 int listing_absent(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars);
+/* Whether DSS refuses this key the document of file row `row` (403),
+ * remembered as long as a document is cached (hide_forbidden). */
+int document_forbidden(struct tree *t, const struct pt_row *row, const struct pt_vars *vars);
 /* The cache's fetch function for the listing of a folder row: with
  * ctx a struct list_fetch. */
 struct list_fetch {
