@@ -1210,7 +1210,10 @@ class SecretBox:
                     out[k] = SecretBox.walk(v, fn, p)
             return out
         if isinstance(obj, list):
-            return [SecretBox.walk(v, fn, "%s[%d]" % (path, i)) for i, v in enumerate(obj)]
+            # Paths name list items by their "name" when they have one: secrets[GITHUB_TOKEN]
+            return [SecretBox.walk(v, fn, "%s[%s]" % (
+                path, v["name"] if isinstance(v, dict) and isinstance(v.get("name"), str)
+                else i)) for i, v in enumerate(obj)]
         return obj
 
     def hide(self, obj):
@@ -1463,7 +1466,8 @@ class InstanceHandlers:
         try:
             return self.inst.connections[name]
         except KeyError:
-            raise ApiError(404, ERR_NOT_FOUND, "Connection '%s' does not exist" % name)
+            # The errorType and message downstream tools match (dss-rest-api.md §2); 404.
+            raise ApiError(404, ERR_ILLEGAL_ARGUMENT, "Connection '%s' does not exist" % name)
 
     def admin_list_connections(self, req):
         out = {}
