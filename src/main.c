@@ -538,6 +538,17 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	tree_dir_release(&probe);
+	/* Which of instance/ this key sees: decided once (README, "The
+	 * instance"). */
+	pr = tree_probe_admin(tree);
+	if (pr < 0) {
+		fprintf(stderr, "dssfs: cannot tell whether the key is an admin of %s: %s\n",
+			cfg.url, strerror(-pr));
+		goto out;
+	}
+	if (!pr)
+		log_info("the key is not an instance admin: instance/ shows what it may read "
+			 "(info.json, plugins/)");
 
 	ctx.tree = tree;
 	stats_src = (struct stats_src){http, cache, tree, (size_t)o.cache_max_mb << 20,

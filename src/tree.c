@@ -5,6 +5,7 @@
 #include "tree_int.h"
 
 #include "dssfs/cache.h"
+#include "dssfs/errmap.h"
 #include "dssfs/escape.h"
 #include "dssfs/http.h"
 #include "dssfs/json.h"
@@ -87,6 +88,23 @@ void tree_drop_caches(struct tree *t)
 		prefetch_clear(t->prefetch);
 	cache_clear(t->cache);
 	forget_failures(t);
+}
+
+int tree_probe_admin(struct tree *t)
+{
+	struct cache_ref *ref = NULL;
+	struct pt_vars none = {0};
+	/* (a refusal is the answer: not logged as an error) */
+	int was = errmap_quiet(1);
+	int ret = get_resource(t, "admin/variables/", &none, &ref);
+
+	errmap_quiet(was);
+	cache_ref_put(ref);
+	if (ret == -EACCES || ret == -EPERM || ret == -ENOENT)
+		return t->admin = 0;
+	if (ret)
+		return ret;
+	return t->admin = 1;
 }
 
 void tree_get_stats(struct tree *t, struct tree_stats *st)
@@ -220,13 +238,14 @@ static int for_each_fixed(struct tree *t, const struct node *dir, const char *wa
 	 * together (the walk into them would fetch them next anyway). */
 	lookahead_begin();
 	for (size_t i = 0; i < nk && !want; i++)
-		if (kids[i]->optional || kids[i]->hide_forbidden)
+		if ((kids[i]->optional || kids[i]->hide_forbidden) && (!kids[i]->admin || t->admin))
 			lookahead_child(t, kids[i], &dir->vars);
 	lookahead_end(t);
 	for (size_t i = 0; i < nk && !ret; i++) {
 		struct child c = {.row = kids[i], .vars = dir->vars, .name = BUF_INIT};
 		if ((want && !row_may_be_named(kids[i], want)) ||
-		    pathtab_leaf(kids[i], NULL, NULL) == PT_SEG_VAR)
+		    pathtab_leaf(kids[i], NULL, NULL) == PT_SEG_VAR ||
+		    (kids[i]->admin && !t->admin))
 			continue;
 		if (kids[i]->optional && !optional_present(t, dir, kids[i]))
 			continue;

@@ -81,6 +81,7 @@ struct tree {
 	/* saves that sent their document; refused as conflicts; failed
 	 * otherwise (tree_get_stats) */
 	atomic_uint_fast64_t saves, conflicts, save_failures;
+	int admin; /* the key is an instance admin (tree_probe_admin) */
 	struct scratch *scratch;
 	struct prefetch *prefetch; /* NULL: disabled */
 	/* saves of one document run one at a time (save.c) */

@@ -134,6 +134,9 @@ struct pt_row {
 	 * key that may only read the project): then not shown, so that a
 	 * backup of what the key can read is clean */
 	int hide_forbidden;
+	/* shown only when the key is an instance admin (one probe at mount:
+	 * tree_probe_admin); for any other key the row does not exist */
+	int admin;
 	/* a listed folder that exists only where DSS serves its listing: a
 	 * 404 for it (a DSS version without this object type) hides the
 	 * folder instead of failing its parent's walk */

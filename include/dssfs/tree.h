@@ -222,6 +222,12 @@ int tree_path_of(struct tree *t, uint64_t ino, struct buf *out);
 /* Forgets every cached resource (SIGHUP). */
 void tree_drop_caches(struct tree *t);
 
+/* Whether the key is an instance admin (GET admin/variables/ answers): the
+ * `admin` rows (pathtab.h) then exist.  Once, before the session starts.
+ * 1, 0 (DSS refuses it: 401, 403, or 404 from a DSS without it), or
+ * -errno when DSS did not answer (nothing decided). */
+int tree_probe_admin(struct tree *t);
+
 struct tree_stats {
 	size_t inodes;		/* inodes the kernel holds, the root included */
 	size_t nodes;		/* their bindings, and those in use (all trees) */
