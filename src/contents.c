@@ -897,6 +897,7 @@ int tree_save_spooled(struct tree *t, uint64_t ino, int fd, size_t len,
 		log_error("%s: not saved: it was changed on DSS since you read it; read it "
 			  "again, or mount with -o last_writer_wins",
 			  n->path);
+		atomic_fetch_add(&t->conflicts, 1);
 		ret = -ESTALE;
 		goto out;
 	}
@@ -905,9 +906,12 @@ int tree_save_spooled(struct tree *t, uint64_t ino, int fd, size_t len,
 	ret = http_upload(t->http, key.data, NULL, fd, len, &resp);
 	/* (even a failed upload may have landed) */
 	forget(t, root, &n->vars, pt_vars_get(&n->vars, path_var(root)));
-	if (ret)
+	if (ret) {
+		atomic_fetch_add(&t->save_failures, 1);
 		goto out;
+	}
 	log_info("%s: saved", n->path);
+	atomic_fetch_add(&t->saves, 1);
 	spooled_base(-1, -1, base);
 	if (!content_stat(t, n->row, &n->vars, &size, &mtime))
 		spooled_base(size, mtime, base);

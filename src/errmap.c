@@ -82,6 +82,16 @@ static void add_clean(struct buf *b, const char *s, size_t len, size_t max)
 		buf_addstr(b, "...");
 }
 
+static _Thread_local int quiet;
+
+int errmap_quiet(int on)
+{
+	int was = quiet;
+
+	quiet = on;
+	return was;
+}
+
 int errmap_response(const char *what, long status, const char *body, size_t len)
 {
 	cJSON *root = body && len ? cJSON_ParseWithLength(body, len) : NULL;
@@ -112,7 +122,10 @@ int errmap_response(const char *what, long status, const char *body, size_t len)
 		add_clean(&line, body, len, 200);
 	}
 	buf_addf(&line, " (%s)", strerror(-err));
-	log_error("%s", line.data);
+	if (quiet)
+		log_debug("%s", line.data);
+	else
+		log_error("%s", line.data);
 	buf_release(&line);
 	cJSON_Delete(root);
 	return err;
@@ -127,7 +140,10 @@ int errmap_transport(const char *what, int curl_code, const char *detail)
 		add_clean(&d, detail, strlen(detail), 300);
 	else
 		buf_addstr(&d, curl_easy_strerror((CURLcode)curl_code));
-	log_error("%s: %s (%s)", what, d.data, strerror(-err));
+	if (quiet)
+		log_debug("%s: %s (%s)", what, d.data, strerror(-err));
+	else
+		log_error("%s: %s (%s)", what, d.data, strerror(-err));
 	buf_release(&d);
 	return err;
 }

@@ -41,6 +41,7 @@ struct http {
 	struct curl_slist *form_headers; /* multipart: libcurl's own Content-Type */
 
 	atomic_uint_fast64_t requests, failures, overloaded;
+	atomic_uint_fast64_t by_kind[HTTP_KINDS], bytes_received, bytes_sent, active;
 	atomic_size_t inflight;	    /* bytes of response buffers charged */
 	atomic_int cancelled;	    /* http_cancel_all */
 	atomic_int reads_cancelled; /* http_cancel_reads */
@@ -400,17 +401,27 @@ static int retryable(CURLcode rc, long status)
  * 503, else a random time up to the capped exponential backoff ("full
  * jitter", so that clients that failed together do not retry together).
  * -1: do not retry (DSS asks for a longer wait than we allow). */
+long http_backoff_ms(long retry_after_s, int attempt)
+{
+	long cap = HTTP_BACKOFF_MAX_MS;
+
+	if (retry_after_s > 0)
+		return retry_after_s > HTTP_RETRY_AFTER_MAX_MS / 1000 ? -1 : retry_after_s * 1000;
+	if (attempt >= 0 && attempt < 16 && (HTTP_BACKOFF_FIRST_MS << attempt) < cap)
+		cap = HTTP_BACKOFF_FIRST_MS << attempt;
+	return (long)arc4random_uniform((uint32_t)cap + 1);
+}
+
 static long backoff_ms(CURL *c, long status, int attempt)
 {
 	curl_off_t after = 0;
-	long cap = HTTP_BACKOFF_MAX_MS;
 
 	if ((status == 429 || status == 503) &&
 	    curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0)
-		return after > HTTP_RETRY_AFTER_MAX_MS / 1000 ? -1 : (long)after * 1000;
-	if (attempt < 16 && (HTTP_BACKOFF_FIRST_MS << attempt) < cap)
-		cap = HTTP_BACKOFF_FIRST_MS << attempt;
-	return (long)arc4random_uniform((uint32_t)cap + 1);
+		return http_backoff_ms(after > HTTP_RETRY_AFTER_MAX_MS ? HTTP_RETRY_AFTER_MAX_MS
+								       : (long)after,
+				       attempt);
+	return http_backoff_ms(0, attempt);
 }
 
 static int64_t now_us(void)
@@ -518,6 +529,16 @@ static int outcome(const char *what, CURLcode rc, long status, const struct sink
 	return errmap_transport(what, rc, errbuf);
 }
 
+static enum http_kind method_kind(const char *method)
+{
+	static const char *const names[] = {"GET", "PUT", "POST", "DELETE"};
+
+	for (int k = 0; k < HTTP_OTHER; k++)
+		if (!strcmp(method, names[k]))
+			return (enum http_kind)k;
+	return HTTP_OTHER;
+}
+
 static int do_request(struct http *h, const char *method, const char *path, const char *body,
 		      size_t body_len, struct sink *sink, const struct upload *form)
 {
@@ -527,10 +548,12 @@ static int do_request(struct http *h, const char *method, const char *path, cons
 	CURLcode rc = CURLE_OK;
 	long status = 0;
 	int ret, idempotent = !strcmp(method, "GET") && sink->fd < 0;
+	enum http_kind kind = method_kind(method);
 
 	/* from nothing, so that all the capacity the body takes is charged */
 	buf_release(sink->out);
 	buf_addf(&what, "%s %s", method, path);
+	atomic_fetch_add(&h->active, 1);
 	ret = cancel_check(h);
 	if (ret)
 		goto out;
@@ -556,6 +579,12 @@ static int do_request(struct http *h, const char *method, const char *path, cons
 		rc = run_transfer(h, p, &ret);
 		curl_mime_free(up.mime);
 		atomic_fetch_add(&h->requests, 1);
+		atomic_fetch_add(&h->by_kind[kind], 1);
+		atomic_fetch_add(&h->bytes_received, sink->total);
+		curl_off_t sent = 0;
+		if (curl_easy_getinfo(p->curl, CURLINFO_SIZE_UPLOAD_T, &sent) == CURLE_OK &&
+		    sent > 0)
+			atomic_fetch_add(&h->bytes_sent, (uint64_t)sent);
 		if (ret)
 			goto out;
 		status = 0;
@@ -595,6 +624,7 @@ out:
 		pool_give(h, p);
 	buf_release(&url);
 	buf_release(&what);
+	atomic_fetch_sub(&h->active, 1);
 	return ret;
 }
 
@@ -661,8 +691,14 @@ void http_set_thread_cancel(int (*cancelled)(void *arg), void *arg)
 void http_get_stats(struct http *h, struct http_stats *st)
 {
 	st->requests = atomic_load(&h->requests);
+	for (int k = 0; k < HTTP_KINDS; k++)
+		st->by_kind[k] = atomic_load(&h->by_kind[k]);
 	st->failures = atomic_load(&h->failures);
 	st->overloaded = atomic_load(&h->overloaded);
+	st->bytes_received = atomic_load(&h->bytes_received);
+	st->bytes_sent = atomic_load(&h->bytes_sent);
+	st->active = atomic_load(&h->active);
+	st->inflight_bytes = atomic_load(&h->inflight);
 }
 
 void http_global_cleanup(void)

@@ -10,8 +10,10 @@
 #include "dssfs/http.h"
 #include "dssfs/log.h"
 #include "dssfs/ops.h"
+#include "dssfs/stats.h"
 #include "dssfs/tree.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
@@ -153,8 +155,11 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 
 static void usage(const char *prog)
 {
-	printf("usage: %s [options] [SOURCE] MOUNTPOINT\n\n"
-	       "Mounts a Dataiku DSS instance as a directory tree.\n\n"
+	printf("usage: %s [options] [SOURCE] MOUNTPOINT\n"
+	       "       %s stats MOUNTPOINT\n\n"
+	       "Mounts a Dataiku DSS instance as a directory tree.  `stats' prints what\n"
+	       "the dssfs mounted at MOUNTPOINT has done (requests, cache, errors, saves,\n"
+	       "memory) as JSON.\n\n"
 	       "SOURCE (the first field of an fstab line): an instance of config.json,\n"
 	       "as -o instance=NAME; `dssfs' or `none': no instance named.\n\n"
 	       "Credentials (first source that has them wins):\n"
@@ -197,8 +202,9 @@ static void usage(const char *prog)
 	       "                            (default 256)\n"
 	       "    -o spool_total=MIB      disk for exports and managed folders' files\n"
 	       "                            (default 4096)\n\n"
-	       "Signals: SIGHUP drops every cached object.\n\n",
-	       prog);
+	       "Signals: SIGHUP drops every cached object; SIGUSR1 logs the figures\n"
+	       "of `stats'.\n\n",
+	       prog, prog);
 }
 
 /* The SIGHUP handler only raises hup_pending and posts hup_sem; the hup
@@ -207,14 +213,13 @@ static void usage(const char *prog)
  * (7.14.1.1) lets a signal handler use. */
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal flags must be lock-free");
 static sem_t hup_sem;
-static atomic_int hup_pending, stopping;
+static atomic_int hup_pending, usr1_pending, stopping;
 
 static void on_sighup(int sig)
 {
 	int saved_errno = errno; /* sem_post may set it under the interrupted code */
 
-	(void)sig;
-	atomic_store(&hup_pending, 1);
+	atomic_store(sig == SIGUSR1 ? &usr1_pending : &hup_pending, 1);
 	sem_post(&hup_sem);
 	errno = saved_errno;
 }
@@ -296,6 +301,13 @@ static void *hup_thread(void *arg)
 			/* and what the kernel keeps of them: sizes, times, pages */
 			tree_for_each_ino(t, inval_kernel, c->se);
 			log_info("SIGHUP: dropped all cached objects");
+		}
+		if (atomic_exchange(&usr1_pending, 0) && c->stats) {
+			struct buf fig = BUF_INIT;
+			c->stats(c->stats_arg, c, &fig);
+			cJSON_Minify(fig.data);
+			log_info("stats: %s", fig.data);
+			buf_release(&fig);
 		}
 	}
 }
@@ -397,6 +409,7 @@ int main(int argc, char *argv[])
 	struct tree *tree = NULL;
 	struct fuse_session *se = NULL;
 	struct ops_ctx ctx = {.open_lock = PTHREAD_MUTEX_INITIALIZER, .mnt_id = -2};
+	struct stats_src stats_src;
 	char *mountpoint_abs = NULL;
 	struct fuse_loop_config *loop = NULL;
 	pthread_t hup_tid;
@@ -404,6 +417,10 @@ int main(int argc, char *argv[])
 	int stuck = 0; /* a thread left blocked in the kernel still uses se, tree */
 	int ret = 1;
 
+	/* `dssfs stats MOUNTPOINT` (an instance called "stats" is mounted
+	 * with -o instance=stats, or with any option after the mountpoint) */
+	if (argc == 3 && !strcmp(argv[1], "stats"))
+		return stats_command(argv[2]);
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) == -1)
 		goto out;
 	if (o.secret_on_cmdline) {
@@ -521,8 +538,23 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	tree_dir_release(&probe);
+	/* Which of instance/ this key sees: decided once (README, "The
+	 * instance"). */
+	pr = tree_probe_admin(tree);
+	if (pr < 0) {
+		fprintf(stderr, "dssfs: cannot tell whether the key is an admin of %s: %s\n",
+			cfg.url, strerror(-pr));
+		goto out;
+	}
+	if (!pr)
+		log_info("the key is not an instance admin: instance/ shows what it may read "
+			 "(info.json, plugins/)");
 
 	ctx.tree = tree;
+	stats_src = (struct stats_src){http, cache, tree, (size_t)o.cache_max_mb << 20,
+				       cache_monotonic_ms()};
+	ctx.stats = stats_render;
+	ctx.stats_arg = &stats_src;
 	ctx.attr_timeout = o.attr_timeout;
 	ctx.negative_timeout_permanent = o.negative_timeout;
 	ctx.read_only = o.read_only;
@@ -548,6 +580,7 @@ int main(int argc, char *argv[])
 	sa.sa_handler = on_sighup;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
 
 	if (fuse_session_mount(se, cmd.mountpoint) != 0)
 		goto out;

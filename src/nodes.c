@@ -43,11 +43,21 @@ void vars_release(struct pt_vars *v)
 	v->n = 0;
 }
 
+/* Bindings allocated and not freed yet, in all trees (tree_get_stats):
+ * once the kernel forgot every inode, only the roots' remain. */
+static atomic_size_t bindings_alive;
+
+size_t nodes_alive(void)
+{
+	return atomic_load(&bindings_alive);
+}
+
 static struct node *binding_new(uint64_t ino, const char *path, const struct pt_row *row,
 				const struct pt_vars *vars)
 {
 	struct node *n = xcalloc(1, sizeof(*n));
 
+	atomic_fetch_add(&bindings_alive, 1);
 	atomic_init(&n->refs, 1);
 	atomic_init(&n->shown_size, -1);
 	n->ino = ino;
@@ -60,6 +70,7 @@ static struct node *binding_new(uint64_t ino, const char *path, const struct pt_
 void node_put(struct node *n)
 {
 	if (n && atomic_fetch_sub(&n->refs, 1) == 1) {
+		atomic_fetch_sub(&bindings_alive, 1);
 		vars_release(&n->vars);
 		free(n->path);
 		free(n);

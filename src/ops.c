@@ -20,6 +20,19 @@ static struct ops_ctx *ctx_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+static void count_error(struct ops_ctx *c, int err)
+{
+	if (err > 0)
+		atomic_fetch_add(&c->errors[err < OPS_ERRNO_MAX ? err : 0], 1);
+}
+
+/* Every error the kernel gets is counted, by errno (`dssfs stats`). */
+static void reply_err(fuse_req_t req, int err)
+{
+	count_error(ctx_of(req), err);
+	fuse_reply_err(req, err);
+}
+
 static void notify_changed(uint64_t ino, void *ctx)
 {
 	notifier_inode(ctx, ino);
@@ -112,9 +125,10 @@ static void op_lookup_body(fuse_req_t req, fuse_ino_t parent, const char *name)
 		struct fuse_entry_param e;
 		memset(&e, 0, sizeof(e));
 		e.entry_timeout = permanent ? c->negative_timeout_permanent : c->attr_timeout;
+		count_error(c, ENOENT);
 		fuse_reply_entry(req, &e);
 	} else if (ret) {
-		fuse_reply_err(req, -ret);
+		reply_err(req, -ret);
 	} else {
 		reply_entry(c, req, ino, &st);
 	}
@@ -147,7 +161,7 @@ static void op_getattr_body(fuse_req_t req, fuse_ino_t ino, struct fuse_file_inf
 	int ret = tree_getattr(c->tree, ino, &st);
 
 	if (ret)
-		fuse_reply_err(req, -ret);
+		reply_err(req, -ret);
 	else
 		fuse_reply_attr(req, &st, writer_view(c, req, ino, fi, &st));
 }
@@ -167,7 +181,7 @@ static void op_setattr_body(fuse_req_t req, fuse_ino_t ino, struct stat *attr, i
 	int set = 0, ret;
 
 	if (c->read_only && (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE))) {
-		fuse_reply_err(req, EROFS);
+		reply_err(req, EROFS);
 		return;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE && fi && fi->fh) {
@@ -175,7 +189,7 @@ static void op_setattr_body(fuse_req_t req, fuse_ino_t ino, struct stat *attr, i
 		struct handle *h = handle_get(fi);
 		if (h->fd < 0 && (uint64_t)attr->st_size > c->max_file) {
 			handle_put(h);
-			fuse_reply_err(req, EFBIG);
+			reply_err(req, EFBIG);
 			return;
 		}
 		struct tree_caller who;
@@ -190,14 +204,14 @@ static void op_setattr_body(fuse_req_t req, fuse_ino_t ino, struct stat *attr, i
 		pthread_mutex_unlock(&h->lock);
 		handle_put(h);
 		if (ret) {
-			fuse_reply_err(req, -ret);
+			reply_err(req, -ret);
 			return;
 		}
 		to_set &= ~FUSE_SET_ATTR_SIZE;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		if ((uint64_t)attr->st_size > c->max_file) {
-			fuse_reply_err(req, EFBIG);
+			reply_err(req, EFBIG);
 			return;
 		}
 		set |= TREE_SET_SIZE;
@@ -213,7 +227,7 @@ static void op_setattr_body(fuse_req_t req, fuse_ino_t ino, struct stat *attr, i
 	caller_of(req, &who);
 	ret = tree_setattr(c->tree, ino, attr, set, &who, &st);
 	if (ret) {
-		fuse_reply_err(req, -ret);
+		reply_err(req, -ret);
 		return;
 	}
 	fuse_reply_attr(req, &st, writer_view(c, req, ino, fi, &st));
@@ -243,7 +257,7 @@ static void op_opendir_body(fuse_req_t req, fuse_ino_t ino, struct fuse_file_inf
 
 	if (ret) {
 		free(d);
-		fuse_reply_err(req, -ret);
+		reply_err(req, -ret);
 		return;
 	}
 	track(c, &d->item, dir_free_item);
@@ -286,7 +300,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 {
 	(void)ino;
 	dir_close(ctx_of(req), (struct dir_handle *)(uintptr_t)fi->fh);
-	fuse_reply_err(req, 0);
+	reply_err(req, 0);
 }
 
 static int open_flags(const struct fuse_file_info *fi)
@@ -382,12 +396,12 @@ static void op_open_body(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 	int ret;
 
 	if (c->read_only && (fi->flags & O_ACCMODE) != O_RDONLY) {
-		fuse_reply_err(req, EROFS);
+		reply_err(req, EROFS);
 		return;
 	}
 	ret = open_handle(c, req, ino, fi);
 	if (ret) {
-		fuse_reply_err(req, -ret);
+		reply_err(req, -ret);
 		return;
 	}
 	if (fuse_reply_open(req, fi) == -ENOENT)
@@ -414,13 +428,13 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	http_thread_save(was);
 
 	if (ret) {
-		fuse_reply_err(req, -ret);
+		reply_err(req, -ret);
 		return;
 	}
 	ret = open_handle(c, req, ino, fi);
 	if (ret) {
 		tree_forget(c->tree, ino, 1);
-		fuse_reply_err(req, -ret);
+		reply_err(req, -ret);
 		return;
 	}
 	e.ino = ino;
@@ -443,7 +457,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		char *buf = xmalloc(size ? size : 1);
 		ssize_t n = tree_stream_read(h->stream, buf, size, off);
 		if (n < 0)
-			fuse_reply_err(req, (int)-n);
+			reply_err(req, (int)-n);
 		else
 			fuse_reply_buf(req, buf, (size_t)n);
 		free(buf);
@@ -455,7 +469,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	char *tmp = NULL;
 	ssize_t n = off < 0 ? 0 : handle_read(h, (size_t)off, size, &bytes, &tmp);
 	if (n < 0)
-		fuse_reply_err(req, (int)-n);
+		reply_err(req, (int)-n);
 	else
 		fuse_reply_buf(req, bytes, (size_t)n);
 	free(tmp);
@@ -494,7 +508,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 	pthread_mutex_unlock(&h->lock);
 	handle_put(h);
 	if (ret)
-		fuse_reply_err(req, -ret);
+		reply_err(req, -ret);
 	else
 		fuse_reply_write(req, size);
 }
@@ -510,7 +524,7 @@ static void save_and_reply(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 	caller_of(req, &who);
 	ret = handle_save(c, h, when, &who, &saved);
 	handle_put(h);
-	fuse_reply_err(req, -ret);
+	reply_err(req, -ret);
 	if (saved)
 		invalidate_kernel(c, ino);
 }
@@ -539,7 +553,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (ret)
 		log_unsaved(c, ino, "closed without a flush that could save it", -ret);
 	handle_close(c, h);
-	fuse_reply_err(req, 0);
+	reply_err(req, 0);
 	if (saved)
 		invalidate_kernel(c, ino);
 }
@@ -550,7 +564,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int ret = tree_unlink(ctx_of(req)->tree, parent, name);
 
 	http_thread_save(was);
-	fuse_reply_err(req, -ret);
+	reply_err(req, -ret);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -565,7 +579,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	int ret = tree_rename(c->tree, parent, name, newparent, newname, flags, &who, &saved_ino);
 	http_thread_save(was);
 
-	fuse_reply_err(req, -ret);
+	reply_err(req, -ret);
 	if (saved_ino)
 		invalidate_kernel(c, saved_ino);
 	if (ret)
@@ -581,7 +595,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 /* DSS objects are made and removed in DSS, not through the mount. */
 static void reply_refused(fuse_req_t req)
 {
-	fuse_reply_err(req, ctx_of(req)->read_only ? EROFS : EPERM);
+	reply_err(req, ctx_of(req)->read_only ? EROFS : EPERM);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
@@ -596,7 +610,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	ret = tree_mkdir(c->tree, parent, name, &ino, &st);
 	http_thread_save(was);
 	if (ret)
-		fuse_reply_err(req, -ret);
+		reply_err(req, -ret);
 	else
 		reply_entry(c, req, ino, &st);
 }
@@ -607,7 +621,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int ret = tree_rmdir(ctx_of(req)->tree, parent, name);
 
 	http_thread_save(was);
-	fuse_reply_err(req, -ret);
+	reply_err(req, -ret);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
@@ -638,6 +652,29 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/* The figures of `dssfs stats`, as the mount root's OPS_STATS_XATTR.  No
+ * other extended attribute exists, and "not supported" (rather than "no
+ * such attribute") tells ls, cp and the kernel not to ask again for the
+ * other files of the mount: each question is a round trip here. */
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct ops_ctx *c = ctx_of(req);
+	struct buf out = BUF_INIT;
+
+	if (ino != TREE_ROOT_INO || strcmp(name, OPS_STATS_XATTR) || !c->stats) {
+		fuse_reply_err(req, EOPNOTSUPP); /* (not counted: no failure) */
+		return;
+	}
+	c->stats(c->stats_arg, c, &out);
+	if (!size)
+		fuse_reply_xattr(req, out.len);
+	else if (size < out.len)
+		reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, out.data, out.len);
+	buf_release(&out);
+}
+
 const struct fuse_lowlevel_ops dssfs_ops = {
     .init = op_init,
     .lookup = op_lookup,
@@ -662,4 +699,5 @@ const struct fuse_lowlevel_ops dssfs_ops = {
     .symlink = op_symlink,
     .link = op_link,
     .statfs = op_statfs,
+    .getxattr = op_getxattr,
 };

@@ -56,6 +56,11 @@ struct cache *tree_cache_new(size_t max_bytes, int64_t ttl_ms)
  * when rendering (unmark_text(), unmark_json()) and a name holding it is
  * never valid. */
 #define MARK_ESCAPE '\xfe'
+/* A number a double cannot hold as DSS wrote it (number_lossy: 1e400, an
+ * integer beyond 2^53) is rewritten as a string of MARK_NUMBER and the
+ * number's text, which unmark_json() writes back as the bare number: such
+ * a document is shown as DSS sent it (and read-only, see `unfaithful`). */
+#define MARK_NUMBER '\xfd'
 
 static int hexval(int c)
 {
@@ -144,6 +149,64 @@ static int number_lossy(double d)
 	return !isfinite(d) || fabs(d) >= 9007199254740992.0;
 }
 
+/* Whether a number's text (valid JSON) reads as a value that renders as
+ * something else: beyond a double's range, or an integer beyond 2^53. */
+static int number_text_lossy(const char *s, size_t n)
+{
+	char *text = xstrndup(s, n);
+	double d;
+
+	errno = 0;
+	d = strtod(text, NULL);
+	int lossy = errno == ERANGE || number_lossy(d);
+	free(text);
+	return lossy;
+}
+
+static int has_lossy_number(const cJSON *j)
+{
+	if (cJSON_IsNumber(j) && number_lossy(j->valuedouble))
+		return 1;
+	for (const cJSON *c = j ? j->child : NULL; c; c = c->next)
+		if (has_lossy_number(c))
+			return 1;
+	return 0;
+}
+
+/* Copies a JSON document (which parsed), marking the numbers a double
+ * cannot hold (see MARK_NUMBER).  Returns how many were marked. */
+static size_t mark_numbers(const char *in, size_t len, struct buf *out)
+{
+	size_t marked = 0;
+
+	buf_grow(out, len + 64);
+	for (size_t i = 0; i < len;) {
+		size_t j = i + 1;
+		if (in[i] == '"') { /* a string, as it is */
+			while (j < len && in[j] != '"')
+				j += in[j] == '\\' ? 2 : 1;
+			j = j < len ? j + 1 : len;
+			buf_add(out, in + i, j - i);
+		} else if (in[i] == '-' || (in[i] >= '0' && in[i] <= '9')) {
+			while (j < len && in[j] && strchr("0123456789+-.eE", in[j]))
+				j++;
+			if (number_text_lossy(in + i, j - i)) {
+				buf_addch(out, '"');
+				buf_addch(out, MARK_NUMBER);
+				buf_add(out, in + i, j - i);
+				buf_addch(out, '"');
+				marked++;
+			} else {
+				buf_add(out, in + i, j - i);
+			}
+		} else {
+			buf_addch(out, in[i]);
+		}
+		i = j;
+	}
+	return marked;
+}
+
 static const char *find_unfaithful(const cJSON *j, size_t marked)
 {
 	if (marked)
@@ -201,9 +264,23 @@ static int parse_body(const char *what, const struct buf *body, size_t sent, siz
 			return -EIO;
 		}
 	}
+	size_t numbers = 0;
+	if (has_lossy_number(json)) {
+		struct buf nums = BUF_INIT;
+		size_t k = mark_numbers(body->data, body->len, &nums);
+		cJSON *again = k ? cJSON_ParseWithLengthOpts(nums.data, nums.len, NULL, 0) : NULL;
+		if (again) {
+			cJSON_Delete(json);
+			json = again;
+			numbers = k;
+		}
+		buf_release(&nums);
+	}
 	struct resource *res = resource_new();
 	res->json = json;
 	res->unfaithful = find_unfaithful(json, nmarked);
+	if (!res->unfaithful && numbers)
+		res->unfaithful = "a number is too large to be kept exactly";
 	*out = res;
 	return 0;
 }
@@ -523,6 +600,36 @@ int get_listing(struct tree *t, const struct pt_row *dir, const struct pt_vars *
 	return ret;
 }
 
+/* A document DSS refused this key (403) is not asked for again while a
+ * document stays cached (hide_forbidden rows). */
+static int fetch_guarded(void *ctx, const char *key, void **value, size_t *cost)
+{
+	struct tree *t = ctx;
+	int ret = recent_failure(t, key);
+
+	if (ret == -EACCES)
+		return ret;
+	ret = fetch_resource(ctx, key, value, cost);
+	if (ret == -EACCES)
+		note_failure(t, key, ret, t->opt.spool_ttl_ms);
+	return ret;
+}
+
+int document_forbidden(struct tree *t, const struct pt_row *row, const struct pt_vars *vars)
+{
+	struct cache_ref *ref = NULL;
+	struct buf key = BUF_INIT;
+	int ret = pathtab_expand(row->get, vars, &key);
+
+	if (!ret)
+		ret = recent_failure(t, key.data);
+	if (!ret)
+		ret = cache_get(t->cache, key.data, fetch_guarded, t, &ref);
+	cache_ref_put(ref);
+	buf_release(&key);
+	return ret == -EACCES;
+}
+
 int fetch_optional(void *ctx, const char *key, void **value, size_t *cost)
 {
 	return fetch_maybe_absent(ctx, key, NULL, value, cost);
@@ -562,17 +669,24 @@ static void unmark_text(const char *s, struct buf *out)
 }
 
 /* In rendered JSON a marked escape stands inside a string: it becomes the
- * escape DSS sent. */
+ * escape DSS sent; a marked number is a string of its own ("<mark>1e400"):
+ * it becomes the bare number. */
 static void unmark_json(struct buf *b)
 {
-	if (!memchr(b->data, MARK_ESCAPE, b->len))
+	if (!memchr(b->data, MARK_ESCAPE, b->len) && !memchr(b->data, MARK_NUMBER, b->len))
 		return;
 	struct buf out = BUF_INIT;
 	for (size_t i = 0; i < b->len; i++) {
-		if (b->data[i] == MARK_ESCAPE)
+		if (b->data[i] == MARK_ESCAPE) {
 			buf_addstr(&out, "\\u");
-		else
+		} else if (b->data[i] == '"' && i + 1 < b->len && b->data[i + 1] == MARK_NUMBER) {
+			const char *end = memchr(b->data + i + 2, '"', b->len - i - 2);
+			size_t n = end ? (size_t)(end - (b->data + i + 2)) : b->len - i - 2;
+			buf_add(&out, b->data + i + 2, n);
+			i += 2 + n; /* (the closing quote) */
+		} else {
 			buf_addch(&out, b->data[i]);
+		}
 	}
 	buf_release(b);
 	*b = out;

@@ -606,6 +606,8 @@ static int check_conflict(struct tree *t, const char *path, const struct tree_ba
 {
 	if (t->opt.last_writer_wins)
 		return 0;
+	if ((base->version >= 0 && now != base->version) || (base->hash && now_hash != base->hash))
+		atomic_fetch_add(&t->conflicts, 1);
 	if (base->version >= 0 && now != base->version) {
 		log_error(
 		    "%s: not saved: it was changed on DSS since you read it (version %lld, now "
@@ -673,6 +675,7 @@ static int save_locked(struct tree *t, const struct pt_row *row, const struct pt
 	if (ret)
 		goto out;
 	log_info("%s: saved", path);
+	atomic_fetch_add(&t->saves, 1);
 	/* What DSS now holds: what this writer's next save is checked
 	 * against; the reads that follow reuse this fetch. */
 	base->version = -1;
@@ -713,8 +716,10 @@ int save_file(struct tree *t, const struct pt_row *row, const struct pt_vars *va
 	if (!saves_allowed(t, row))
 		return t->opt.read_only ? -EROFS : -EACCES;
 	ret = validate(row, path, data, len, &parsed);
-	if (ret)
+	if (ret) {
+		atomic_fetch_add(&t->save_failures, 1);
 		return ret;
+	}
 	if ((ret = pathtab_expand(row->get, vars, &get_key)) ||
 	    (ret = pathtab_expand(row->put, vars, &put_key)))
 		goto out;
@@ -725,6 +730,8 @@ int save_file(struct tree *t, const struct pt_row *row, const struct pt_vars *va
 	pthread_mutex_unlock(lock);
 	for (size_t i = 0; i < dc.n; i++)
 		tree_changed(t, dc.inos[i]);
+	if (ret && ret != -ESTALE)
+		atomic_fetch_add(&t->save_failures, 1);
 out:
 	cJSON_Delete(parsed);
 	buf_release(&get_key);

@@ -5,6 +5,7 @@
 #include "tree_int.h"
 
 #include "dssfs/cache.h"
+#include "dssfs/errmap.h"
 #include "dssfs/escape.h"
 #include "dssfs/http.h"
 #include "dssfs/json.h"
@@ -109,6 +110,41 @@ void tree_drop_caches(struct tree *t)
 		prefetch_clear(t->prefetch);
 	cache_clear(t->cache);
 	forget_failures(t);
+}
+
+int tree_probe_admin(struct tree *t)
+{
+	struct cache_ref *ref = NULL;
+	struct pt_vars none = {0};
+	/* (a refusal is the answer: not logged as an error) */
+	int was = errmap_quiet(1);
+	int ret = get_resource(t, "admin/variables/", &none, &ref);
+
+	errmap_quiet(was);
+	cache_ref_put(ref);
+	if (ret == -EACCES || ret == -EPERM || ret == -ENOENT)
+		return t->admin = 0;
+	if (ret)
+		return ret;
+	return t->admin = 1;
+}
+
+void tree_get_stats(struct tree *t, struct tree_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&t->lock);
+	st->inodes = t->ninodes;
+	pthread_mutex_unlock(&t->lock);
+	st->nodes = nodes_alive();
+	st->saves = atomic_load(&t->saves);
+	st->conflicts = atomic_load(&t->conflicts);
+	st->save_failures = atomic_load(&t->save_failures);
+	st->scratch_bytes = scratch_bytes(t->scratch);
+	st->spool_bytes = atomic_load(&t->spool_used);
+	if (t->prefetch) {
+		st->prefetching = 1;
+		prefetch_get_stats(t->prefetch, &st->prefetch);
+	}
 }
 
 /* ---- children ----------------------------------------------------------- */
@@ -224,15 +260,18 @@ static int for_each_fixed(struct tree *t, const struct node *dir, const char *wa
 	 * together (the walk into them would fetch them next anyway). */
 	lookahead_begin();
 	for (size_t i = 0; i < nk && !want; i++)
-		if (kids[i]->optional)
+		if ((kids[i]->optional || kids[i]->hide_forbidden) && (!kids[i]->admin || t->admin))
 			lookahead_child(t, kids[i], &dir->vars);
 	lookahead_end(t);
 	for (size_t i = 0; i < nk && !ret; i++) {
 		struct child c = {.row = kids[i], .vars = dir->vars, .name = BUF_INIT};
 		if ((want && !row_may_be_named(kids[i], want)) ||
-		    pathtab_leaf(kids[i], NULL, NULL) == PT_SEG_VAR)
+		    pathtab_leaf(kids[i], NULL, NULL) == PT_SEG_VAR ||
+		    (kids[i]->admin && !t->admin))
 			continue;
 		if (kids[i]->optional && !optional_present(t, dir, kids[i]))
+			continue;
+		if (kids[i]->hide_forbidden && document_forbidden(t, kids[i], &dir->vars))
 			continue;
 		ret = fixed_child_name(t, dir, kids[i], &c.name);
 		if (ret == -ENOENT)

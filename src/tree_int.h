@@ -78,6 +78,10 @@ struct tree {
 	struct strmap *spools;	  /* spool key -> fetch time, ms (resource.c) */
 	struct strmap *pending;	  /* empty folders made in a managed folder (contents.c) */
 	atomic_size_t spool_used; /* bytes of spooled streams on disk */
+	/* saves that sent their document; refused as conflicts; failed
+	 * otherwise (tree_get_stats) */
+	atomic_uint_fast64_t saves, conflicts, save_failures;
+	int admin; /* the key is an instance admin (tree_probe_admin) */
 	struct scratch *scratch;
 	struct prefetch *prefetch; /* NULL: disabled */
 	/* saves of one document run one at a time (save.c) */
@@ -99,6 +103,9 @@ int get_listing(struct tree *t, const struct pt_row *dir, const struct pt_vars *
 /* Whether DSS answers the listing of folder row `dir` with "not found"
  * (remembered for the cache's TTL: an object type this DSS version lacks). */
 int listing_absent(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars);
+/* Whether DSS refuses this key the document of file row `row` (403),
+ * remembered as long as a document is cached (hide_forbidden). */
+int document_forbidden(struct tree *t, const struct pt_row *row, const struct pt_vars *vars);
 /* The cache's fetch function for the listing of a folder row: with
  * ctx a struct list_fetch. */
 struct list_fetch {
@@ -129,6 +136,8 @@ uint64_t content_hash(const char *data, size_t len);
 /* nodes.c */
 void nodes_init(struct tree *t);
 void nodes_release(struct tree *t);
+/* Bindings not freed yet, in all trees. */
+size_t nodes_alive(void);
 void vars_copy(struct pt_vars *dst, const struct pt_vars *src);
 void vars_release(struct pt_vars *v);
 /* The binding inode `ino` has now (a reference: node_put it), or NULL. */

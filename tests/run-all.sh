@@ -50,7 +50,7 @@ DSSFS_BIG_FILE_MIB=256 DSSFS_BIN="$ROOT/build-tsan/dssfs" "$PY" -m pytest -q -rs
 	tests/integration/test_trust.py tests/integration/test_walk.py \
 	tests/integration/test_cache.py tests/integration/test_write.py \
 	tests/integration/test_shutdown.py tests/integration/test_types.py \
-	tests/integration/test_files.py
+	tests/integration/test_files.py tests/integration/test_stats.py
 unset TSAN_OPTIONS
 
 # libFuzzer targets (clang), a bounded run of each: FUZZ_SECONDS, default 60.

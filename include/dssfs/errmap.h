@@ -30,4 +30,9 @@ int errmap_response(const char *what, long status, const char *body, size_t len)
 /* Maps and logs a transport failure; `detail` is curl's error text. */
 int errmap_transport(const char *what, int curl_code, const char *detail);
 
+/* While on, the calling thread's failures are logged at debug level only
+ * (a probe whose refusal is an answer, not an error).  Returns the
+ * previous setting. */
+int errmap_quiet(int on);
+
 #endif

@@ -67,6 +67,13 @@
 #define HTTP_BACKOFF_FIRST_MS 100L
 #define HTTP_BACKOFF_MAX_MS 2000L
 #define HTTP_RETRY_AFTER_MAX_MS 10000L
+
+/* The wait before retry `attempt` (0: the first) in ms: DSS's Retry-After
+ * (retry_after_s > 0, sent with a 429 or 503), or -1 when it is beyond
+ * HTTP_RETRY_AFTER_MAX_MS (no retry then); else a wait drawn uniformly
+ * between 0 and min(HTTP_BACKOFF_FIRST_MS << attempt, HTTP_BACKOFF_MAX_MS),
+ * so that clients failing together do not retry together. */
+long http_backoff_ms(long retry_after_s, int attempt);
 #define HTTP_CANCEL_POLL_MS 100L
 /* max_inflight when the config leaves it 0: max(2 * max_body, this). */
 #define HTTP_INFLIGHT_MIN ((size_t)64 << 20)
@@ -86,10 +93,17 @@ struct http_config {
 	int retries;	     /* clamped to 0..HTTP_RETRIES_MAX */
 };
 
+enum http_kind { HTTP_GET, HTTP_PUT, HTTP_POST, HTTP_DELETE, HTTP_OTHER, HTTP_KINDS };
+
 struct http_stats {
-	uint64_t requests; /* HTTP requests sent, retries included */
-	uint64_t failures;
-	uint64_t overloaded; /* answers 429 or 503: DSS asks to slow down */
+	uint64_t requests;	      /* HTTP requests sent, retries included */
+	uint64_t by_kind[HTTP_KINDS]; /* the same, by method */
+	uint64_t failures;	      /* calls that ended in an error (once each) */
+	uint64_t overloaded;	      /* answers 429 or 503: DSS asks to slow down */
+	uint64_t bytes_received;      /* response bodies, as decoded */
+	uint64_t bytes_sent;	      /* request bodies */
+	uint64_t active;	      /* calls in progress now */
+	size_t inflight_bytes;	      /* response buffers of the calls in progress */
 };
 
 struct http;

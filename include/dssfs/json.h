@@ -10,7 +10,9 @@
  * shortest %g form that reads back to the same double.  (cJSON keeps numbers
  * as doubles, so "1.0" reads back as 1 and integers beyond 2^53 lose
  * precision; DSS's own values - epoch-ms timestamps, counters - fit.
- * Numbers beyond the range of a double, such as 1e400, render as null.)
+ * Numbers beyond the range of a double, such as 1e400, render as null: the
+ * documents dssfs shows keep such numbers as marked strings, see
+ * MARK_NUMBER in resource.c.)
  * Rendering is idempotent: parsing a rendering and rendering it again gives
  * the same bytes.
  *

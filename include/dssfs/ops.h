@@ -22,6 +22,13 @@
 #include <stdint.h>
 
 struct tree;
+struct buf;
+
+#define OPS_ERRNO_MAX 134 /* past EHWPOISON */
+/* The extended attribute of the mount root that holds the figures of
+ * `dssfs stats`; the only one dssfs has, and not listed (listxattr), so
+ * that rsync -X and tar --xattrs copy nothing of it. */
+#define OPS_STATS_XATTR "user.dssfs.stats"
 
 /* An open file or directory, registered in the context while open. */
 struct open_item {
@@ -44,6 +51,13 @@ struct ops_ctx {
 	/* bytes held by handles open for writing, at most buffered_max */
 	atomic_size_t buffered;
 	size_t buffered_max;
+	/* errors answered to the kernel, by errno (a negative entry counts as
+	 * ENOENT); [0]: errnos beyond the table */
+	atomic_uint_fast64_t errors[OPS_ERRNO_MAX];
+	/* Appends the figures `dssfs stats` shows (a JSON object) to out, or
+	 * NULL: the mount root's OPS_STATS_XATTR then does not exist. */
+	void (*stats)(void *arg, const struct ops_ctx *c, struct buf *out);
+	void *stats_arg;
 };
 
 /* The operation table; the session's userdata must be a struct ops_ctx. */

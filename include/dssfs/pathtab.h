@@ -130,6 +130,13 @@ struct pt_row {
 	/* reachable by name but not listed (e.g. streams whose size is only
 	 * known once fetched: listing them would fetch them) */
 	int hidden;
+	/* a file DSS may refuse this key (403: a project's permissions to a
+	 * key that may only read the project): then not shown, so that a
+	 * backup of what the key can read is clean */
+	int hide_forbidden;
+	/* shown only when the key is an instance admin (one probe at mount:
+	 * tree_probe_admin); for any other key the row does not exist */
+	int admin;
 	/* a listed folder that exists only where DSS serves its listing: a
 	 * 404 for it (a DSS version without this object type) hides the
 	 * folder instead of failing its parent's walk */

@@ -55,6 +55,7 @@
 #include <sys/types.h>
 
 #include "dssfs/buf.h"
+#include "dssfs/prefetch.h"
 
 struct http;
 struct cache;
@@ -223,5 +224,24 @@ int tree_path_of(struct tree *t, uint64_t ino, struct buf *out);
 
 /* Forgets every cached resource (SIGHUP). */
 void tree_drop_caches(struct tree *t);
+
+/* Whether the key is an instance admin (GET admin/variables/ answers): the
+ * `admin` rows (pathtab.h) then exist.  Once, before the session starts.
+ * 1, 0 (DSS refuses it: 401, 403, or 404 from a DSS without it), or
+ * -errno when DSS did not answer (nothing decided). */
+int tree_probe_admin(struct tree *t);
+
+struct tree_stats {
+	size_t inodes;		/* inodes the kernel holds, the root included */
+	size_t nodes;		/* their bindings, and those in use (all trees) */
+	uint64_t saves;		/* documents and files sent to DSS */
+	uint64_t conflicts;	/* saves refused: changed on DSS since read */
+	uint64_t save_failures; /* saves refused or failed otherwise */
+	size_t scratch_bytes;	/* editors' temporary files */
+	size_t spool_bytes;	/* spooled streams on disk */
+	int prefetching;	/* 0: prefetch is off (and `prefetch` is zero) */
+	struct prefetch_stats prefetch;
+};
+void tree_get_stats(struct tree *t, struct tree_stats *st);
 
 #endif

@@ -1149,6 +1149,652 @@ def parse_user_spec(spec):
 
 
 # ---------------------------------------------------------------------------------------
+# The instance scope: users, groups, connections, settings, code envs, plugins, project
+# folders, clusters, meanings (loaded from <fixture>/instance/, see README.md)
+# ---------------------------------------------------------------------------------------
+
+# Keys whose string values are secrets wherever they appear in connections, users, the
+# general settings and plugin settings (plus the "value" of a user secret whose "secret"
+# is true). DSS returns them encrypted; the emulator keeps the cleartext.
+SECRET_KEYS = frozenset(("password", "secretKey", "clientSecret", "privateKey",
+                         "sessionToken", "refreshToken", "accessToken", "bindPassword",
+                         "apiKey", "token", "sasToken", "passphrase"))
+ENCRYPTED_PREFIX = "e:AES:X2:"
+# Salt of the made-up encryption: the encrypted form is a hash, it reveals nothing.
+_SECRET_SALT = b"dssfs-emulator-secret-v1\x00"
+
+ERR_DECRYPT = "com.dataiku.dip.exceptions.CodedException"
+DSS_ADMIN = "dss-admin"   # route access: the key must be an instance admin
+
+
+class SecretBox:
+    """The emulator's stand-in for DSS's secret encryption.
+
+    ``encrypt`` maps a cleartext to ``e:AES:X2:<base64 of a salted SHA-256>`` (the same
+    cleartext always gives the same string, so repeated GETs are byte-identical) and
+    remembers it, so that a PUT sending that string back "decrypts" to the cleartext, as
+    DSS decrypts the values it encrypted. An "e:AES:" string the emulator never issued is
+    refused (400): it could only be a corrupted or foreign value."""
+
+    def __init__(self):
+        self.known = {}
+
+    def encrypt(self, clear):
+        if clear == "" or clear.startswith("e:"):
+            return clear
+        digest = hashlib.sha256(_SECRET_SALT + clear.encode("utf-8")).digest()
+        token = ENCRYPTED_PREFIX + base64.b64encode(digest).decode("ascii")
+        self.known[token] = clear
+        return token
+
+    def decrypt(self, value, where):
+        if not value.startswith("e:"):
+            return value
+        try:
+            return self.known[value]
+        except KeyError:
+            raise ApiError(400, ERR_DECRYPT, "Cannot decrypt the value of %s: not a value "
+                           "encrypted by this instance" % where)
+
+    @staticmethod
+    def walk(obj, fn, path=""):
+        """A copy of obj where fn(value, path) replaces every secret string."""
+        if isinstance(obj, dict):
+            secret_item = obj.get("secret") is True
+            out = {}
+            for k, v in obj.items():
+                p = "%s.%s" % (path, k) if path else k
+                if isinstance(v, str) and (k in SECRET_KEYS or (secret_item and k == "value")):
+                    out[k] = fn(v, p)
+                else:
+                    out[k] = SecretBox.walk(v, fn, p)
+            return out
+        if isinstance(obj, list):
+            # Paths name list items by their "name" when they have one: secrets[GITHUB_TOKEN]
+            return [SecretBox.walk(v, fn, "%s[%s]" % (
+                path, v["name"] if isinstance(v, dict) and isinstance(v.get("name"), str)
+                else i)) for i, v in enumerate(obj)]
+        return obj
+
+    def hide(self, obj):
+        return self.walk(obj, lambda v, p: self.encrypt(v))
+
+    def reveal(self, obj):
+        return self.walk(obj, self.decrypt)
+
+    @staticmethod
+    def dump(obj):
+        """{path: cleartext} of the secrets of a stored object."""
+        out = {}
+
+        def keep(v, p):
+            out[p] = v
+            return v
+        SecretBox.walk(obj, keep)
+        return out
+
+
+class PluginFiles:
+    """A dev plugin's files, with the attributes the library helpers use."""
+
+    def __init__(self, key):
+        self.key = key            # used in messages ("plugin file does not exist: ID.path")
+        self.library = {}         # path -> [bytes, lastModified]
+        self.library_dirs = {}    # path -> lastModified
+
+
+class Instance:
+    """Everything of the instance scope. Stored objects hold cleartext secrets."""
+
+    def __init__(self):
+        self.info = {"nodeId": "dssfs-emulator", "nodeName": "dssfs emulator"}
+        self.users = {}            # login -> settings
+        self.passwords = {}        # login -> password set by a PUT (never returned)
+        self.groups = {}           # name -> definition
+        self.connections = {}      # name -> definition
+        self.general_settings = {}
+        self.variables = {}
+        self.code_envs = {}        # (LANG, name) -> settings
+        self.plugins = {}          # id -> {"desc", "isDev", "settings", "files"}
+        self.folders = {}          # id -> {id, name, parentId, projectKeys, owner, permissions}
+        self.clusters = {}         # id -> settings
+        self.meanings = {}         # id -> definition
+
+
+def _instance_defaults(inst):
+    inst.users.setdefault("admin", {
+        "login": "admin", "displayName": "Administrator", "email": "admin@example.com",
+        "enabled": True, "sourceType": "LOCAL", "userProfile": "DESIGNER",
+        "groups": ["administrators"], "adminProperties": {}, "userProperties": {},
+        "secrets": [], "credentials": {}, "preferences": {}, "creationDate": T_2020})
+    inst.groups.setdefault("administrators", {
+        "name": "administrators", "description": "DSS administrators", "sourceType": "LOCAL",
+        "admin": True, "ldapGroupNames": [], "mayCreateProjects": True})
+    inst.folders.setdefault("ROOT", {"id": "ROOT", "projectKeys": [], "owner": "admin",
+                                     "permissions": []})
+
+
+def load_instance(path):
+    """<fixture>/instance/ into an Instance (layout: README.md, "Instance scope")."""
+    inst = Instance()
+
+    def opt(name, default):
+        fp = os.path.join(path, name)
+        return read_json_file(fp) if os.path.exists(fp) else default
+
+    inst.info.update(opt("instance-info.json", {}))
+    for u in opt("users.json", []):
+        u = dict(u)
+        pw = u.pop("password", None)
+        if pw is not None:
+            inst.passwords[u["login"]] = pw
+        inst.users[u["login"]] = u
+    inst.groups = {g["name"]: g for g in opt("groups.json", [])}
+    inst.connections = opt("connections.json", {})
+    for name, c in inst.connections.items():
+        c.setdefault("name", name)
+    inst.general_settings = opt("general-settings.json", {})
+    inst.variables = opt("variables.json", {})
+    for lang in ("python", "r"):
+        for name, fp in _json_files(os.path.join(path, "code-envs", lang)):
+            inst.code_envs[(lang.upper(), name)] = read_json_file(fp)
+    for is_dev, sub in ((True, "dev"), (False, "installed")):
+        base = os.path.join(path, "plugins", sub)
+        if not os.path.isdir(base):
+            continue
+        for pid in sorted(os.listdir(base)):
+            pdir = os.path.join(base, pid)
+            if not os.path.isdir(pdir):
+                continue
+            desc_fp = os.path.join(pdir, "plugin.json")
+            desc = read_json_file(desc_fp) if os.path.exists(desc_fp) else {"id": pid}
+            files = PluginFiles(pid)
+            if is_dev:
+                _load_tree(files, pdir, "plugin:" + pid)
+            settings_fp = os.path.join(path, "plugins", "settings", pid + ".json")
+            settings = read_json_file(settings_fp) if os.path.exists(settings_fp) else {}
+            inst.plugins[pid] = {"desc": desc, "isDev": is_dev, "settings": settings,
+                                 "files": files}
+    for f in opt("project-folders.json", []):
+        f = dict(f)
+        f.setdefault("projectKeys", [])
+        f.setdefault("permissions", [])
+        inst.folders[f["id"]] = f
+    for name, fp in _json_files(os.path.join(path, "clusters")):
+        inst.clusters[name] = read_json_file(fp)
+    for name, fp in _json_files(os.path.join(path, "meanings")):
+        inst.meanings[name] = read_json_file(fp)
+    _instance_defaults(inst)
+    return inst
+
+
+def _load_tree(tree, root, seed):
+    """Files (any depth, binary included) and folders of root into a PluginFiles."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        if rel_dir != ".":
+            tree.library_dirs[rel_dir] = _made_up_ms(seed, rel_dir)
+        for fn in sorted(filenames):
+            rel = fn if rel_dir == "." else rel_dir + "/" + fn
+            with open(os.path.join(dirpath, fn), "rb") as f:
+                tree.library[rel] = [f.read(), _made_up_ms(seed, rel)]
+
+
+def minimal_instance():
+    """The admin scope of an instance without an instance/ folder (e.g. --generate):
+    the admin user, its group, the managed filesystem connection, ROOT."""
+    inst = Instance()
+    inst.connections = {"filesystem_managed": {
+        "name": "filesystem_managed", "type": "Filesystem",
+        "params": {"root": "/data/dss/managed_datasets"}, "usableBy": "ALL",
+        "allowedGroups": [], "allowWrite": True, "allowManagedDatasets": True,
+        "allowManagedFolders": True, "detailsReadability": {"readableBy": "NONE"}}}
+    inst.general_settings = {"impersonation": {"enabled": False}}
+    _instance_defaults(inst)
+    return inst
+
+
+def _ident_check(body, ident):
+    for k, v in ident.items():
+        if k in body and body[k] != v:
+            raise bad_request("%s mismatch: body has %r but the URL says %r" % (k, body[k], v))
+
+
+def _instance_not_found(kind, name):
+    return ApiError(404, ERR_NOT_FOUND, "%s does not exist: %s" % (kind, name))
+
+
+def plugin_path(path, allow_root=False):
+    return _clean_path(path, "plugin file", allow_root)
+
+
+class InstanceHandlers:
+    """Handlers of the instance scope (mixed into State; run with State.lock held)."""
+
+    # --- users and groups -----------------------------------------------------------------
+
+    USER_INFO_KEYS = ("login", "displayName", "groups", "email", "enabled")
+    USER_LIST_KEYS = USER_INFO_KEYS + ("sourceType", "userProfile")
+
+    def user(self, login):
+        try:
+            return self.inst.users[login]
+        except KeyError:
+            raise _instance_not_found("User", login)
+
+    def list_users_info(self, req):
+        return [_summary_keys(u, self.USER_INFO_KEYS) for u in self.inst.users.values()]
+
+    def get_user_info(self, req):
+        return _summary_keys(self.user(req.params["L"]), self.USER_INFO_KEYS)
+
+    def list_groups_info(self, req):
+        return [_summary_keys(g, ("name", "description", "sourceType"))
+                for g in self.inst.groups.values()]
+
+    def admin_list_users(self, req):
+        if req.bool_arg("includeSettings"):
+            return [self.secrets.hide(u) for u in self.inst.users.values()]
+        return [_summary_keys(u, self.USER_LIST_KEYS) for u in self.inst.users.values()]
+
+    def admin_get_user(self, req):
+        return self.secrets.hide(self.user(req.params["L"]))
+
+    def store_user(self, login, body, old):
+        _ident_check(body, {"login": login})
+        password = body.pop("password", None)
+        new = self.secrets.reveal(body)
+        new = with_identity({"login": login}, new)
+        if "creationDate" in old:
+            new["creationDate"] = old["creationDate"]
+        if isinstance(password, str) and password:
+            self.inst.passwords[login] = password
+        self.inst.users[login] = new
+        return new
+
+    def admin_put_user(self, req):
+        login = req.params["L"]
+        self.store_user(login, req.json(), self.user(login))
+        return self.msg("User %s saved" % login)
+
+    def own_user(self, req):
+        login = req.user.login
+        u = self.inst.users.get(login)
+        if u is None:   # a key whose login the instance does not list
+            u = {"login": login, "displayName": login, "email": "", "enabled": True,
+                 "sourceType": "LOCAL", "userProfile": "READER", "groups": [],
+                 "userProperties": {}, "secrets": [], "credentials": {}, "preferences": {}}
+        return u
+
+    def get_current_user(self, req):
+        return self.secrets.hide(self.own_user(req))
+
+    def put_current_user(self, req):
+        old = self.own_user(req)
+        body = req.json()
+        if not req.user.admin:   # what a user may not change about himself
+            for k in ("groups", "userProfile", "enabled", "sourceType", "adminProperties"):
+                if k in old:
+                    body[k] = old[k]
+        self.store_user(req.user.login, body, old)
+        return self.msg("User %s saved" % req.user.login)
+
+    def group(self, name):
+        try:
+            return self.inst.groups[name]
+        except KeyError:
+            raise _instance_not_found("Group", name)
+
+    def admin_list_groups(self, req):
+        return list(self.inst.groups.values())
+
+    def admin_get_group(self, req):
+        return self.group(req.params["G"])
+
+    def admin_put_group(self, req):
+        name = req.params["G"]
+        self.group(name)
+        body = req.json()
+        _ident_check(body, {"name": name})
+        self.inst.groups[name] = with_identity({"name": name}, body)
+        return self.msg("Group %s saved" % name)
+
+    # --- connections ------------------------------------------------------------------------
+
+    def connection(self, name):
+        try:
+            return self.inst.connections[name]
+        except KeyError:
+            # The errorType and message downstream tools match (dss-rest-api.md §2); 404.
+            raise ApiError(404, ERR_ILLEGAL_ARGUMENT, "Connection '%s' does not exist" % name)
+
+    def admin_list_connections(self, req):
+        out = {}
+        for name, c in self.inst.connections.items():
+            item = self.secrets.hide(c)
+            # The 14.x client's list item reads "id" (its name) and "label" (its type).
+            item.setdefault("id", name)
+            item.setdefault("label", c.get("type"))
+            out[name] = item
+        return out
+
+    def admin_get_connection(self, req):
+        return self.secrets.hide(self.connection(req.params["C"]))
+
+    def admin_put_connection(self, req):
+        name = req.params["C"]
+        self.connection(name)
+        body = req.json()
+        _ident_check(body, {"name": name})
+        self.inst.connections[name] = with_identity({"name": name}, self.secrets.reveal(body))
+        return self.msg("Connection %s saved" % name)
+
+    def user_groups(self, login):
+        u = self.inst.users.get(login)
+        return set(u.get("groups") or []) if u else set()
+
+    def connection_names(self, req):
+        ctype = req.arg("type") or "all"
+        groups = self.user_groups(req.user.login)
+        out = []
+        for name, c in self.inst.connections.items():
+            if ctype.lower() != "all" and c.get("type") != ctype:
+                continue
+            if not req.user.admin and c.get("usableBy", "ALL") != "ALL" \
+                    and not groups & set(c.get("allowedGroups") or []):
+                continue
+            out.append(name)
+        return out
+
+    # --- general settings, variables --------------------------------------------------------
+
+    def get_general_settings(self, req):
+        return self.secrets.hide(self.inst.general_settings)
+
+    def put_general_settings(self, req):
+        self.inst.general_settings = self.secrets.reveal(req.json())
+        return self.msg("General settings saved")
+
+    def get_global_variables(self, req):
+        return self.inst.variables
+
+    def put_global_variables(self, req):
+        self.inst.variables = req.json()
+        return self.msg("Global variables saved")
+
+    # --- code envs ----------------------------------------------------------------------------
+
+    def code_env(self, req):
+        lang, name = req.params["LANG"].upper(), req.params["E"]
+        if lang not in ("PYTHON", "R"):
+            raise bad_request("Unknown code env language: %s (PYTHON or R)" % req.params["LANG"])
+        try:
+            return lang, name, self.inst.code_envs[(lang, name)]
+        except KeyError:
+            raise _instance_not_found("Code env", "%s/%s" % (lang, name))
+
+    def list_code_envs(self, req):
+        out = []
+        for (lang, name), s in self.inst.code_envs.items():
+            item = {"envLang": lang, "envName": name,
+                    "deploymentMode": s.get("deploymentMode", "DESIGN_MANAGED")}
+            desc = s.get("desc") or {}
+            for k in ("owner", "pythonInterpreter", "condaEnvironment"):
+                if k in desc:
+                    item[k] = desc[k]
+            out.append(item)
+        return out
+
+    def get_code_env(self, req):
+        return self.code_env(req)[2]
+
+    def put_code_env(self, req):
+        lang, name, old = self.code_env(req)
+        body = req.json()
+        _ident_check(body, {"envLang": lang, "envName": name})
+        self.inst.code_envs[(lang, name)] = body
+        return body
+
+    # --- plugins --------------------------------------------------------------------------------
+
+    def plugin(self, req):
+        pid = req.params["PL"]
+        try:
+            return pid, self.inst.plugins[pid]
+        except KeyError:
+            raise ApiError(404, ERR_NOT_FOUND, "Plugin not installed: %s" % pid)
+
+    def dev_plugin(self, req):
+        pid, pl = self.plugin(req)
+        if not pl["isDev"]:
+            raise bad_request("Plugin %s is not a dev plugin: its files cannot be listed or "
+                              "edited" % pid)
+        return pid, pl["files"]
+
+    def list_plugins(self, req):
+        out = []
+        for pid, pl in self.inst.plugins.items():
+            desc = pl["desc"]
+            meta = desc.get("meta") or {}
+            out.append({"id": pid, "version": desc.get("version", "0.0.1"),
+                        "isDev": pl["isDev"],
+                        "meta": {k: meta[k] for k in ("label", "description", "icon", "author",
+                                                      "tags") if k in meta}})
+        return out
+
+    def check_plugin_project(self, req):
+        if req.arg("projectKey"):
+            raise bad_request("Project-level plugin settings are not emulated")
+
+    def get_plugin_settings(self, req):
+        self.check_plugin_project(req)
+        return self.secrets.hide(self.plugin(req)[1]["settings"])
+
+    def post_plugin_settings(self, req):
+        self.check_plugin_project(req)
+        pid, pl = self.plugin(req)
+        pl["settings"] = self.secrets.reveal(req.json())
+        return self.msg("Settings of plugin %s saved" % pid)
+
+    def get_plugin_contents(self, req):
+        pid, files = self.dev_plugin(req)
+        return self.library_children(files, "")
+
+    def get_plugin_file(self, req):
+        pid, files = self.dev_plugin(req)
+        path = plugin_path(req.params["path"])
+        if path in files.library_dirs:
+            raise bad_request("Plugin path %s is a folder" % path)
+        if path not in files.library:
+            raise not_found("plugin file", pid, path)
+        data = files.library[path][0]
+        return RawResponse(data, library_mime(path, data))
+
+    def put_plugin_file(self, req):
+        pid, files = self.dev_plugin(req)
+        path = plugin_path(req.params["path"])
+        if path in files.library_dirs:
+            raise bad_request("Plugin path %s is a folder" % path)
+        now = self.now_ms()
+        self.library_mkdirs(files, path.rpartition("/")[0], now)
+        files.library[path] = [req.body if isinstance(req.body, bytes) else b"", now]
+        return self.msg("File %s of plugin %s saved" % (path, pid))
+
+    def delete_plugin_path(self, req):
+        pid, files = self.dev_plugin(req)
+        path = plugin_path(req.params["path"])
+        if path not in files.library and path not in files.library_dirs:
+            raise not_found("plugin file", pid, path)
+        for table in (files.library, files.library_dirs):
+            for k in [k for k in table if k == path or k.startswith(path + "/")]:
+                del table[k]
+        return self.msg("Path %s of plugin %s deleted" % (path, pid))
+
+    def add_plugin_folder(self, req):
+        pid, files = self.dev_plugin(req)
+        path = plugin_path(req.params["path"])
+        self.library_mkdirs(files, path, self.now_ms())
+        return self.msg("Folder %s of plugin %s created" % (path, pid))
+
+    def rename_plugin_path(self, req):
+        pid, files = self.dev_plugin(req)
+        body = req.json()
+        old, name = body.get("oldPath"), body.get("newName")
+        if not isinstance(old, str) or not isinstance(name, str) or not name \
+                or "/" in name or name in (".", ".."):
+            raise bad_request("rename needs 'oldPath' and a 'newName' without '/'")
+        old = plugin_path(old)
+        parent = old.rpartition("/")[0]
+        return self.library_move(files, old, (parent + "/" if parent else "") + name,
+                                 kind="plugin file")
+
+    def move_plugin_path(self, req):
+        pid, files = self.dev_plugin(req)
+        body = req.json()
+        old, dest = body.get("oldPath"), body.get("newPath")
+        if not isinstance(old, str) or not isinstance(dest, str):
+            raise bad_request("move needs 'oldPath' and 'newPath' (the destination folder)")
+        old = plugin_path(old)
+        dest = plugin_path(dest, allow_root=True)
+        name = old.rsplit("/", 1)[-1]
+        return self.library_move(files, old, (dest + "/" if dest else "") + name,
+                                 kind="plugin file")
+
+    # --- project folders ------------------------------------------------------------------------
+
+    def project_folder(self, fid):
+        try:
+            return self.inst.folders[fid]
+        except KeyError:
+            raise _instance_not_found("Project folder", fid)
+
+    def folder_view(self, f, user):
+        out = {"id": f["id"]}
+        if f["id"] != "ROOT":
+            out["name"] = f.get("name", f["id"])
+            out["parentId"] = f.get("parentId") or "ROOT"
+        out["childrenIds"] = [c["id"] for c in self.inst.folders.values()
+                              if c["id"] != "ROOT" and (c.get("parentId") or "ROOT") == f["id"]]
+        out["projectKeys"] = [k for k in self.folder_projects(f["id"])
+                              if user.level(k) >= LEVELS["read"]]
+        return out
+
+    def folder_projects(self, fid):
+        """Keys of the projects in folder fid (a project no folder names is in ROOT)."""
+        if fid != "ROOT":
+            return [k for k in self.inst.folders[fid]["projectKeys"] if k in self.projects]
+        placed = {k for f in self.inst.folders.values() if f["id"] != "ROOT"
+                  for k in f["projectKeys"]}
+        return [k for k in self.projects if k not in placed]
+
+    def get_project_folder(self, req):
+        return self.folder_view(self.project_folder(req.params["F"]), req.user)
+
+    def get_project_folder_settings(self, req):
+        f = self.project_folder(req.params["F"])
+        if f["id"] == "ROOT":
+            raise bad_request("The root project folder has no settings")
+        return {"name": f.get("name", f["id"]), "owner": f.get("owner", "admin"),
+                "permissions": f.get("permissions", [])}
+
+    def put_project_folder_settings(self, req):
+        f = self.project_folder(req.params["F"])
+        if f["id"] == "ROOT":
+            raise bad_request("The root project folder has no settings")
+        body = req.json()
+        name = body.get("name", f.get("name"))
+        if not isinstance(name, str) or not name.strip():
+            raise bad_request("A project folder needs a non-empty 'name'")
+        parent = f.get("parentId") or "ROOT"
+        for other in self.inst.folders.values():
+            if other is not f and other["id"] != "ROOT" \
+                    and (other.get("parentId") or "ROOT") == parent and other.get("name") == name:
+                raise bad_request("A project folder named '%s' already exists there" % name)
+        if "permissions" in body and not isinstance(body["permissions"], list):
+            raise bad_request("'permissions' must be a list")
+        f["name"] = name
+        f["owner"] = body.get("owner", f.get("owner"))
+        f["permissions"] = body.get("permissions", f.get("permissions", []))
+        return self.msg("Project folder %s saved" % f["id"])
+
+    def locate_project(self, req):
+        p = self.project(req)
+        for f in self.inst.folders.values():
+            if f["id"] != "ROOT" and p.key in f["projectKeys"]:
+                return self.folder_view(f, req.user)
+        return self.folder_view(self.inst.folders["ROOT"], req.user)
+
+    # --- clusters, meanings -----------------------------------------------------------------
+
+    def cluster(self, req):
+        try:
+            return self.inst.clusters[req.params["CL"]]
+        except KeyError:
+            raise _instance_not_found("Cluster", req.params["CL"])
+
+    def list_clusters(self, req):
+        return [{"id": cid, "name": c.get("name", cid), "type": c.get("type"),
+                 "architecture": c.get("architecture"), "state": "NONE"}
+                for cid, c in self.inst.clusters.items()]
+
+    def get_cluster(self, req):
+        return self.secrets.hide(self.cluster(req))
+
+    def put_cluster(self, req):
+        cid = req.params["CL"]
+        self.cluster(req)
+        body = req.json()
+        _ident_check(body, {"id": cid})
+        self.inst.clusters[cid] = self.secrets.reveal(body)
+        return self.secrets.hide(self.inst.clusters[cid])
+
+    def get_cluster_status(self, req):
+        self.cluster(req)
+        return {"state": "NONE"}
+
+    def meaning(self, req):
+        try:
+            return self.inst.meanings[req.params["M"]]
+        except KeyError:
+            raise _instance_not_found("Meaning", req.params["M"])
+
+    def list_meanings(self, req):
+        return [{"id": mid, "label": m.get("label", mid), "type": m.get("type"),
+                 "description": m.get("description", "")}
+                for mid, m in self.inst.meanings.items()]
+
+    def get_meaning(self, req):
+        return self.meaning(req)
+
+    def put_meaning(self, req):
+        mid = req.params["M"]
+        self.meaning(req)
+        body = req.json()
+        _ident_check(body, {"id": mid})
+        self.inst.meanings[mid] = with_identity({"id": mid}, body)
+        return self.inst.meanings[mid]
+
+    # --- what the control endpoint shows ------------------------------------------------------
+
+    def secret_dump(self):
+        """Every real (cleartext) secret of the instance, by object (GET /__emulator__/secrets)."""
+        inst = self.inst
+        return {
+            "connections": {n: SecretBox.dump(c) for n, c in inst.connections.items()},
+            "users": {l: SecretBox.dump(u) for l, u in inst.users.items()},
+            "passwords": dict(inst.passwords),
+            "general-settings": SecretBox.dump(inst.general_settings),
+            "plugins": {pid: SecretBox.dump(pl["settings"]) for pid, pl in inst.plugins.items()},
+            "clusters": {cid: SecretBox.dump(c) for cid, c in inst.clusters.items()},
+        }
+
+
+def _summary_keys(obj, keys):
+    return {k: obj[k] for k in keys if k in obj}
+
+
+# ---------------------------------------------------------------------------------------
 # Routing
 # ---------------------------------------------------------------------------------------
 
@@ -1261,10 +1907,56 @@ class Router:
 
 
 # (method, path after the API prefix, access, handler). Access "instance" = any valid
-# key; "read"/"write"/"admin" = that level on project {K}.
+# key; DSS_ADMIN = an instance admin key (--api-key); "read"/"write"/"admin" = that level
+# on project {K}.
 ROUTES = (
     ("GET", "instance-info", "instance", "get_instance_info"),
     ("GET", "projects", "instance", "list_projects"),
+
+    # --- instance scope (any key unless DSS_ADMIN) ---
+    ("GET", "users", "instance", "list_users_info"),
+    ("GET", "users/{L}", "instance", "get_user_info"),
+    ("GET", "groups", "instance", "list_groups_info"),
+    ("GET", "current-user", "instance", "get_current_user"),
+    ("PUT", "current-user", "instance", "put_current_user"),
+    ("GET", "admin/users", DSS_ADMIN, "admin_list_users"),
+    ("GET", "admin/users/{L}", DSS_ADMIN, "admin_get_user"),
+    ("PUT", "admin/users/{L}", DSS_ADMIN, "admin_put_user"),
+    ("GET", "admin/groups", DSS_ADMIN, "admin_list_groups"),
+    ("GET", "admin/groups/{G}", DSS_ADMIN, "admin_get_group"),
+    ("PUT", "admin/groups/{G}", DSS_ADMIN, "admin_put_group"),
+    ("GET", "admin/connections", DSS_ADMIN, "admin_list_connections"),
+    ("GET", "admin/connections/{C}", DSS_ADMIN, "admin_get_connection"),
+    ("PUT", "admin/connections/{C}", DSS_ADMIN, "admin_put_connection"),
+    ("GET", "connections/get-names", "instance", "connection_names"),
+    ("GET", "admin/general-settings", DSS_ADMIN, "get_general_settings"),
+    ("PUT", "admin/general-settings", DSS_ADMIN, "put_general_settings"),
+    ("GET", "admin/variables", DSS_ADMIN, "get_global_variables"),
+    ("PUT", "admin/variables", DSS_ADMIN, "put_global_variables"),
+    ("GET", "admin/code-envs", DSS_ADMIN, "list_code_envs"),
+    ("GET", "admin/code-envs/{LANG}/{E}", DSS_ADMIN, "get_code_env"),
+    ("PUT", "admin/code-envs/{LANG}/{E}", DSS_ADMIN, "put_code_env"),
+    ("GET", "admin/clusters", DSS_ADMIN, "list_clusters"),
+    ("GET", "admin/clusters/{CL}", DSS_ADMIN, "get_cluster"),
+    ("PUT", "admin/clusters/{CL}", DSS_ADMIN, "put_cluster"),
+    ("GET", "admin/clusters/{CL}/status", DSS_ADMIN, "get_cluster_status"),
+    ("GET", "meanings", "instance", "list_meanings"),
+    ("GET", "meanings/{M}", "instance", "get_meaning"),
+    ("PUT", "meanings/{M}", DSS_ADMIN, "put_meaning"),
+    ("GET", "plugins", "instance", "list_plugins"),
+    ("GET", "plugins/{PL}/settings", DSS_ADMIN, "get_plugin_settings"),
+    ("POST", "plugins/{PL}/settings", DSS_ADMIN, "post_plugin_settings"),
+    ("GET", "plugins/{PL}/contents", DSS_ADMIN, "get_plugin_contents"),
+    ("GET", "plugins/{PL}/contents/{path*}", DSS_ADMIN, "get_plugin_file"),
+    ("POST", "plugins/{PL}/contents/{path*}", DSS_ADMIN, "put_plugin_file"),
+    ("DELETE", "plugins/{PL}/contents/{path*}", DSS_ADMIN, "delete_plugin_path"),
+    ("POST", "plugins/{PL}/folders/{path*}", DSS_ADMIN, "add_plugin_folder"),
+    ("POST", "plugins/{PL}/contents-actions/rename", DSS_ADMIN, "rename_plugin_path"),
+    ("POST", "plugins/{PL}/contents-actions/move", DSS_ADMIN, "move_plugin_path"),
+    ("GET", "project-folders/locate-project/{K}", "read", "locate_project"),
+    ("GET", "project-folders/{F}", "instance", "get_project_folder"),
+    ("GET", "project-folders/{F}/settings", DSS_ADMIN, "get_project_folder_settings"),
+    ("PUT", "project-folders/{F}/settings", DSS_ADMIN, "put_project_folder_settings"),
     ("GET", "projects/{K}", "read", "get_project_summary"),
     ("GET", "projects/{K}/metadata", "read", "get_project_metadata"),
     ("PUT", "projects/{K}/metadata", "write", "put_project_metadata"),
@@ -1388,11 +2080,13 @@ ROUTES = (
 # The API itself: state + handlers (all called with State.lock held)
 # ---------------------------------------------------------------------------------------
 
-class State:
+class State(InstanceHandlers):
     """The emulated instance. Every handler runs with ``self.lock`` held."""
 
-    def __init__(self, projects, node_type="DESIGN"):
+    def __init__(self, projects, node_type="DESIGN", instance=None):
         self.lock = threading.RLock()
+        self.inst = instance if instance is not None else minimal_instance()
+        self.secrets = SecretBox()
         self.projects = {}
         for p in projects:
             if p.key in self.projects:
@@ -1449,8 +2143,9 @@ class State:
     # --- instance -------------------------------------------------------------------------
 
     def get_instance_info(self, req):
-        return {"nodeId": "dssfs-emulator", "nodeName": "dssfs emulator",
-                "nodeType": self.node_type}
+        out = dict(self.inst.info)
+        out["nodeType"] = self.node_type
+        return out
 
     def list_projects(self, req):
         return [p.summary() for k, p in self.projects.items()
@@ -2040,16 +2735,18 @@ class State:
         self.library_mkdirs(p, path, self.now_ms())
         return self.msg("Library folder %s of project %s created" % (path, p.key))
 
-    def library_move(self, p, old, new):
+    def library_move(self, p, old, new, kind="library file"):
+        """Moves a file or folder of a library-like tree (a project library, a dev
+        plugin's files); ``kind`` names its files in errors."""
         if old not in p.library and old not in p.library_dirs:
-            raise not_found("library file", p.key, old)
+            raise not_found(kind, p.key, old)
         if new in p.library or new in p.library_dirs:
-            raise bad_request("Library path %s already exists" % new)
+            raise bad_request("%s path %s already exists" % (kind.split()[0].capitalize(), new))
         if new == old or new.startswith(old + "/"):
             raise bad_request("Cannot move %s into itself" % old)
         parent = new.rpartition("/")[0]
         if parent and parent not in p.library_dirs:
-            raise not_found("library folder", p.key, parent)
+            raise not_found(kind.replace("file", "folder"), p.key, parent)
         now = self.now_ms()
         for table in (p.library, p.library_dirs):
             for k in [k for k in table if k == old or k.startswith(old + "/")]:
@@ -2844,7 +3541,11 @@ class Emulator:
                 raise ApiError(404, ERR_NOT_FOUND, "No API endpoint at /" + "/".join(segs))
             user = self.authenticate(h.headers)
             route, params = self.router.match(method, rel)
-            if route.access != "instance":
+            if route.access == DSS_ADMIN:
+                if not user.admin:
+                    raise ApiError(403, ERR_FORBIDDEN, "Action forbidden, you are not an "
+                                   "administrator of the DSS instance")
+            elif route.access != "instance":
                 self.check_access(user, params["K"], route.access)
             req = Request(method, params, parse_qs(query, keep_blank_values=True), body, user,
                           h.headers)
@@ -2947,11 +3648,14 @@ class Emulator:
         if what == "resume" and method == "POST":
             self.resume()
             return {"msg": "resumed", "paused": False}
+        if what == "secrets" and method == "GET":
+            with self.state.lock:
+                return self.state.secret_dump()
         if what == "shutdown" and method == "POST":
             h.close_connection = True
             return {"msg": "shutting down"}
         if what in ("stats", "reset-stats", "faults", "fault-rates", "pause", "resume",
-                    "shutdown"):
+                    "shutdown", "secrets"):
             raise ApiError(405, ERR_METHOD, "Method %s not supported on /%s/%s"
                            % (method, CONTROL_PREFIX, what))
         raise ApiError(404, ERR_NOT_FOUND, "No control endpoint /%s/%s" % (CONTROL_PREFIX, what))
@@ -3191,6 +3895,16 @@ def build_users(args):
     return users
 
 
+def build_instance(args):
+    """The instance scope of the first fixture folder holding an instance/ folder."""
+    fixtures = args.fixture or ([] if args.generate else [DEFAULT_FIXTURE])
+    for folder in fixtures:
+        sub = os.path.join(os.path.abspath(folder), "instance")
+        if os.path.isdir(sub) and not os.path.exists(os.path.join(sub, "params.json")):
+            return load_instance(sub)
+    return None
+
+
 def build_projects(args):
     projects = []
     fixtures = args.fixture or ([] if args.generate else [DEFAULT_FIXTURE])
@@ -3215,7 +3929,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     users = build_users(args)
     rates = build_rates(args)
-    state = State(build_projects(args), node_type=args.node_type)
+    state = State(build_projects(args), node_type=args.node_type,
+                  instance=build_instance(args))
     emulator = Emulator(state, users, latency_ms=max(0.0, args.latency_ms),
                         log_path=args.log_requests, dss_version=args.dss_version,
                         rates=rates, missing_routes=args.missing_route)

@@ -185,8 +185,8 @@ int http_upload(struct http *h, const char *path, const char *data, int fd, size
 void http_get_stats(struct http *h, struct http_stats *st)
 {
 	(void)h;
+	memset(st, 0, sizeof(*st));
 	st->requests = (uint64_t)server.requests;
-	st->failures = 0;
 }
 
 /* Reads are never interrupted here. */
@@ -336,7 +336,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* The first byte chooses the mount: read-only or not (bit 0), a cache
 	 * small enough to drop documents between two questions (bit 1), and
 	 * prefetching by one thread (bit 2; the bodies then answer requests
-	 * in the order the two threads send them, which may vary). */
+	 * in the order the two threads send them, which may vary), and the
+	 * admin probe of the mount (bit 3: its answer, the first body, decides
+	 * whether instance/'s admin rows exist). */
 	if (size) {
 		data++;
 		size--;
@@ -352,6 +354,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct cache *c = tree_cache_new(strict ? (size_t)1 << 30 : 4096, INT64_MAX / 4);
 	o.prefetch_threads = flags & 4 ? 1 : 0;
 	struct tree *t = tree_new(h, c, &o);
+	if (flags & 8)
+		tree_probe_admin(t);
 	tree_start(t);
 	visit(t, TREE_ROOT_INO, 0);
 	tree_free(t);

@@ -618,6 +618,12 @@ class ExpectedTree:
         self.dirs: dict[str, tuple[set, int | None]] = {}
         self.files: dict[str, ExpectedFile] = {}
         self.resources: set[str] = set()   # every endpoint a full walk GETs
+        # fetched at mount (the admin probe): a cold walk right after it does not ask again
+        self.at_mount: set[str] = set()
+
+    def walked(self) -> set[str]:
+        """What a cold walk of a fresh mount GETs: the resources but those of the mount."""
+        return self.resources - self.at_mount
 
 
 def expected_tree(emu: Emulator, key: str | None = None) -> ExpectedTree:
@@ -705,7 +711,68 @@ def expected_tree(emu: Emulator, key: str | None = None) -> ExpectedTree:
             add_file(sd + "/last-runs.json", "json", get(le), sm, le, writable=False)
             t.dirs[sd] = (entries, sm)
         _expect_more_types(t, get, K, pd, pm, add_file, raw)
+    _expect_instance(t, emu, key, get, add_file)
     return t
+
+
+INSTANCE_DIR = "instance"
+
+
+def project_names(path) -> list[str]:
+    """The project folders at a mount's root: its entries but instance/."""
+    return sorted(n for n in os.listdir(path) if n != INSTANCE_DIR)
+
+
+def is_admin_key(emu: Emulator, key: str | None = None) -> bool:
+    """What dssfs's probe at mount finds (GET admin/variables/ answers)."""
+    return emu.api_get_raw("admin/variables/", key)[0] == 200
+
+
+# instance/'s object folders for an admin key: folder, list endpoint, id and name fields,
+# endpoint of one object ("{id}")
+INSTANCE_FOLDERS = (
+    ("users", "admin/users/", "login", None, "admin/users/{id}"),
+    ("groups", "admin/groups/", "name", None, "admin/groups/{id}"),
+    ("connections", "admin/connections/", "name", None, "admin/connections/{id}"),
+    ("clusters", "admin/clusters/", "id", "name", "admin/clusters/{id}"),
+    ("meanings", "meanings/", "id", None, "meanings/{id}"),
+)
+
+
+def _expect_instance(t, emu, key, get, add_file):
+    """instance/: info.json for any key; the admin objects for an admin key."""
+    t.dirs[""][0].add(INSTANCE_DIR)
+    entries = {"info.json"}
+    t.dirs[INSTANCE_DIR] = (entries, None)
+    add_file(INSTANCE_DIR + "/info.json", "json", get("instance-info"), None, "instance-info",
+             writable=False)
+    if not is_admin_key(emu, key):
+        return
+    entries |= {"general-settings.json", "variables.json", "plugins"}
+    for fname, ep in (("general-settings.json", "admin/general-settings"),
+                      ("variables.json", "admin/variables/")):
+        add_file(INSTANCE_DIR + "/" + fname, "json", get(ep), None, ep)
+    t.at_mount.add("admin/variables/")
+    for folder, ep, id_key, name_key, one in INSTANCE_FOLDERS:
+        items = get(ep)
+        if isinstance(items, dict):   # connections: an object keyed by name
+            items = [dict(v, **{id_key: k}) for k, v in items.items()]
+        t.resources.add(ep)
+        entries.add(folder)
+        d = INSTANCE_DIR + "/" + folder
+        t.dirs[d] = (set(), None)
+        for it, name in listed_names(items, id_key, name_key):
+            e = one.replace("{id}", urllib.parse.quote(it[id_key], safe=""))
+            t.dirs[d][0].add(name + ".json")
+            add_file(d + "/" + name + ".json", "json", get(e), None, e)
+    plugins = get("plugins/")
+    t.resources.add("plugins/")
+    t.dirs[INSTANCE_DIR + "/plugins"] = ({escape_name(p["id"]) for p in plugins}, None)
+    for p in plugins:
+        d = INSTANCE_DIR + "/plugins/" + escape_name(p["id"])
+        e = api_path("plugins", p["id"], "settings")
+        t.dirs[d] = ({"settings.json"}, None)
+        add_file(d + "/settings.json", "json", get(e), None, e)
 
 
 # The object types added with the whole project (issue 8), as the API serves them

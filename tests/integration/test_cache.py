@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from dssfs_harness import MORE_TYPES, api_path, expected_tree, read_bytes
+from dssfs_harness import MORE_TYPES, api_path, expected_tree, read_bytes, project_names
 
 API = "GET /public/api/"
 SCHEMA = ("SALES", "datasets", "orders", "schema.json")
@@ -64,8 +64,8 @@ def test_cold_walk_gets_each_resource_once_and_warm_walk_none(emulator, mount_fa
     dup = {k: n for k, n in counts.items() if n > 1}
     assert not dup, "resources fetched more than once on a cold walk: %s" % dup
     # projects/ was fetched at start-up and is still fresh
-    assert set(counts) == expected.resources
-    assert emulator.request_count() == len(expected.resources)
+    assert set(counts) == expected.walked()
+    assert emulator.request_count() == len(expected.walked())
 
     emulator.reset_stats()
     r = subprocess.run(["tar", "cf", "-", "-C", m.mnt, "."], capture_output=True, timeout=120)
@@ -220,7 +220,7 @@ def test_root_listing_after_mount_costs_nothing(mounted):
     """The projects list fetched at start-up serves the first `ls` of the root."""
     emu, m = mounted
     emu.reset_stats()
-    assert sorted(os.listdir(m.mnt)) == ["HR_ANALYTICS", "MARKETING", "SALES"]
+    assert project_names(m.mnt) == ["HR_ANALYTICS", "MARKETING", "SALES"]
     os.stat(m.path("SALES"))
     assert emu.request_count() == 0, emu.log_lines()
 

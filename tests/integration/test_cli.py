@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from dssfs_harness import (ADMIN_KEY, READER_KEY, clean_env, dssfs_has_asan, errname, errno_of,
-                           is_mounted, mount_entry, read_bytes, run_dssfs, unmount)
+                           is_mounted, mount_entry, read_bytes, run_dssfs, unmount, project_names)
 
 SECRET = "cmdlineSecret-9d1f0a7be3c24411"
 
@@ -81,7 +81,7 @@ def test_source_argument_names_a_config_instance(two_key_emulator, mount_factory
     config.json, and the mount table shows it as the file system's name."""
     _write_config(home / ".dataiku" / "config.json", two_key_emulator, default="limited")
     m = mount_factory(two_key_emulator, creds=None, args=["main"])
-    assert sorted(os.listdir(m.mnt)) == ["HR_ANALYTICS", "MARKETING", "SALES"]
+    assert project_names(m.mnt) == ["HR_ANALYTICS", "MARKETING", "SALES"]
     assert mount_entry(m.mnt)[0] == "main"
 
 
@@ -90,14 +90,14 @@ def test_source_dssfs_or_none_names_no_instance(two_key_emulator, mount_factory,
                                                 source):
     _write_config(home / ".dataiku" / "config.json", two_key_emulator, default="limited")
     m = mount_factory(two_key_emulator, creds=None, args=[source])
-    assert os.listdir(m.mnt) == ["SALES"]          # the default instance
+    assert project_names(m.mnt) == ["SALES"]          # the default instance
     assert mount_entry(m.mnt)[0] == source
 
 
 def test_source_and_the_same_instance_option(two_key_emulator, mount_factory, home):
     _write_config(home / ".dataiku" / "config.json", two_key_emulator, default="limited")
     m = mount_factory(two_key_emulator, creds=None, args=["main"], options=["instance=main"])
-    assert len(os.listdir(m.mnt)) == 3
+    assert len(project_names(m.mnt)) == 3
 
 
 def test_source_contradicting_the_instance_option_is_refused(tmp_path, home,
@@ -125,7 +125,7 @@ def test_options_for_mount_and_systemd_are_ignored(emulator, mount_factory):
     """What an fstab line may hold for mount(8), mount.fuse3 and systemd: accepted, and
     not passed on to the kernel."""
     m = mount_factory(emulator, args=["dssfs"], options=["ro"] + FSTAB_ONLY_OPTIONS)
-    assert len(os.listdir(m.mnt)) == 3
+    assert len(project_names(m.mnt)) == 3
     opts = mount_entry(m.mnt)[3].split(",")
     assert "ro" in opts and "default_permissions" in opts
     assert not set(opts) & set(FSTAB_ONLY_OPTIONS)
@@ -172,21 +172,21 @@ def test_no_credentials_names_the_variables(tmp_path, home):
 
 def test_environment_credentials(mounted):
     emu, m = mounted
-    assert sorted(os.listdir(m.mnt)) == sorted(p["projectKey"] for p in emu.api_get("projects/"))
+    assert project_names(m.mnt) == sorted(p["projectKey"] for p in emu.api_get("projects/"))
     assert "key from DKU_API_KEY" in m.stderr_text()
 
 
 def test_config_json_default_instance(two_key_emulator, mount_factory, home):
     _write_config(home / ".dataiku" / "config.json", two_key_emulator, default="limited")
     m = mount_factory(two_key_emulator, creds=None)
-    assert os.listdir(m.mnt) == ["SALES"]
+    assert project_names(m.mnt) == ["SALES"]
     assert READER_KEY not in m.stderr_text()
 
 
 def test_instance_option_picks_a_non_default_instance(two_key_emulator, mount_factory, home):
     _write_config(home / ".dataiku" / "config.json", two_key_emulator, default="limited")
     m = mount_factory(two_key_emulator, creds=None, options=["instance=main"])
-    assert sorted(os.listdir(m.mnt)) == ["HR_ANALYTICS", "MARKETING", "SALES"]
+    assert project_names(m.mnt) == ["HR_ANALYTICS", "MARKETING", "SALES"]
 
 
 def test_config_option_overrides_the_file(two_key_emulator, mount_factory, home, tmp_path):
@@ -194,19 +194,19 @@ def test_config_option_overrides_the_file(two_key_emulator, mount_factory, home,
     other = tmp_path / "elsewhere" / "dss.json"
     _write_config(str(other), two_key_emulator, default="main")
     m = mount_factory(two_key_emulator, creds=None, options=["config=%s" % other])
-    assert sorted(os.listdir(m.mnt)) == ["HR_ANALYTICS", "MARKETING", "SALES"]
+    assert project_names(m.mnt) == ["HR_ANALYTICS", "MARKETING", "SALES"]
 
 
 def test_environment_wins_over_config_default(two_key_emulator, mount_factory, home):
     _write_config(home / ".dataiku" / "config.json", two_key_emulator, default="limited")
     m = mount_factory(two_key_emulator, key=ADMIN_KEY)
-    assert len(os.listdir(m.mnt)) == 3
+    assert len(project_names(m.mnt)) == 3
 
 
 def test_instance_option_wins_over_environment(two_key_emulator, mount_factory, home):
     _write_config(home / ".dataiku" / "config.json", two_key_emulator, default="main")
     m = mount_factory(two_key_emulator, key=ADMIN_KEY, options=["instance=limited"])
-    assert os.listdir(m.mnt) == ["SALES"]
+    assert project_names(m.mnt) == ["SALES"]
 
 
 def test_unknown_instance_is_refused(tmp_path, home, two_key_emulator):
@@ -238,7 +238,7 @@ def test_url_option_and_key_file_ignore_another_servers_instance(two_key_emulato
     os.chmod(kf, 0o600)
     m = mount_factory(two_key_emulator, creds=None, options=[
         "url=%s" % two_key_emulator.url, "api_key_file=%s" % kf])
-    assert sorted(os.listdir(m.mnt)) == ["HR_ANALYTICS", "MARKETING", "SALES"]
+    assert project_names(m.mnt) == ["HR_ANALYTICS", "MARKETING", "SALES"]
     assert "TLS certificate verification is disabled" not in m.stderr_text()
 
 
@@ -248,7 +248,7 @@ def test_url_option_with_dku_api_key_uses_that_key(two_key_emulator, mount_facto
     _write_elsewhere_default(home)
     m = mount_factory(two_key_emulator, creds=None, env={"DKU_API_KEY": ADMIN_KEY},
                       options=["url=%s" % two_key_emulator.url])
-    assert sorted(os.listdir(m.mnt)) == ["HR_ANALYTICS", "MARKETING", "SALES"]
+    assert project_names(m.mnt) == ["HR_ANALYTICS", "MARKETING", "SALES"]
     assert "key from DKU_API_KEY" in m.stderr_text()
     assert "TLS certificate verification is disabled" not in m.stderr_text()
 
@@ -269,7 +269,7 @@ def test_api_key_file_option(emulator, mount_factory, tmp_path):
     os.chmod(kf, 0o600)
     m = mount_factory(emulator, creds=None, options=["api_key_file=%s" % kf,
                                                      "url=%s/" % emulator.url])
-    assert sorted(os.listdir(m.mnt)) == ["HR_ANALYTICS", "MARKETING", "SALES"]
+    assert project_names(m.mnt) == ["HR_ANALYTICS", "MARKETING", "SALES"]
     assert read_bytes(m.path("SALES", "datasets", "orders", "schema.json"))
     assert "warning" not in m.stderr_text()
 
@@ -280,7 +280,7 @@ def test_api_key_file_readable_by_others_is_warned_about(emulator, mount_factory
     os.chmod(kf, 0o644)
     m = mount_factory(emulator, creds=None, options=["api_key_file=%s" % kf,
                                                      "url=%s" % emulator.url])
-    assert len(os.listdir(m.mnt)) == 3
+    assert len(project_names(m.mnt)) == 3
     assert "chmod 600" in m.stderr_text() and ADMIN_KEY not in m.stderr_text()
 
 
@@ -339,7 +339,7 @@ def test_single_threaded_mode(emulator, mount_factory):
 
 def test_no_check_certificate_is_warned_about(emulator, mount_factory):
     m = mount_factory(emulator, env={"DKU_NO_CHECK_CERTIFICATE": "true"})
-    assert len(os.listdir(m.mnt)) == 3
+    assert len(project_names(m.mnt)) == 3
     assert "TLS certificate verification is disabled" in m.stderr_text()
 
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from dssfs_harness import (HANG_GUARD, READER_KEY, assert_errno, errname, errno_of, in_thread,
-                           read_bytes)
+                           read_bytes, project_names)
 
 SCHEMA = ("SALES", "datasets", "orders", "schema.json")
 SCHEMA_RE = r"^/projects/SALES/datasets/orders/schema$"
@@ -67,25 +67,36 @@ def reader_mount(emulator_factory, mount_factory):
     return emu, mount_factory(emu, key=READER_KEY, expect_errors=True)
 
 
-def test_read_level_key_gets_eacces_on_permissions_and_dss_message_is_logged(reader_mount):
+def test_a_read_level_key_sees_what_it_can_read_and_its_backup_is_clean(reader_mount, tmp_path):
+    """A key that may only read SALES: the project's permissions.json, which DSS refuses
+    it (403, DSS's message logged once), is not shown, so `rsync -a` of the whole mount
+    exits 0 (it exited 23 on that one file); everything else is readable."""
     emu, m = reader_mount
-    p = m.path("SALES", "permissions.json")
-    assert_errno(in_thread(read_bytes, p), errno.EACCES)
-    r = subprocess.run(["cat", p], capture_output=True, timeout=60)
-    assert r.returncode != 0 and r.stdout == b""
     status, body = emu.api_get_raw("projects/SALES/permissions", key=READER_KEY)
     assert status == 403
+    assert "permissions.json" not in os.listdir(m.path("SALES"))
+    assert errno_of(os.stat, m.path("SALES", "permissions.json")) == errno.ENOENT
+    r = subprocess.run(["rsync", "-a", m.mnt + "/", str(tmp_path / "copy")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    copied = tmp_path / "copy" / "SALES"
+    assert (copied / "metadata.json").read_bytes() == read_bytes(m.path("SALES", "metadata.json"))
+    assert not (copied / "permissions.json").exists()
     log = m.stderr_text()
-    assert "dssfs: error: GET projects/SALES/permissions: HTTP 403" in log
+    assert log.count("dssfs: error: GET projects/SALES/permissions: HTTP 403") == 1, log
     assert "Action forbidden" in log   # DSS's own message
-    # what the key may read is readable
-    assert read_bytes(m.path("SALES", "metadata.json"))
     assert read_bytes(m.path("SALES", "datasets", "orders", "schema.json"))
+
+
+def test_an_admin_key_sees_permissions_json(emulator, mount_factory):
+    m = mount_factory(emulator)
+    assert "permissions.json" in os.listdir(m.path("SALES"))
+    assert json.loads(read_bytes(m.path("SALES", "permissions.json")))
 
 
 def test_forbidden_projects_are_not_listed(reader_mount):
     emu, m = reader_mount
-    assert os.listdir(m.mnt) == ["SALES"]
+    assert project_names(m.mnt) == ["SALES"]
     assert [p["projectKey"] for p in emu.api_get("projects/", key=READER_KEY)] == ["SALES"]
     assert errno_of(os.stat, m.path("MARKETING")) == errno.ENOENT
     assert errno_of(os.listdir, m.path("MARKETING", "datasets")) == errno.ENOENT

@@ -51,9 +51,10 @@ def timed(fn, *args):
 
 def request_worst_case(timeout, retries):
     """The README's bound of one read request: 1 + retries attempts of at most
-    ``timeout`` each (``connect_timeout`` for an attempt that cannot connect), 0.1 s,
-    0.4 s, ... between them."""
-    return (1 + retries) * timeout + sum(0.1 * 4 ** i for i in range(retries))
+    ``timeout`` each (``connect_timeout`` for an attempt that cannot connect), and
+    between them waits of at most 0.1 s, 0.2 s, 0.4 s ... capped at 2 s (no
+    Retry-After here)."""
+    return (1 + retries) * timeout + sum(min(0.1 * 2 ** i, 2.0) for i in range(retries))
 
 
 # --- a whole-tree tar under random faults ----------------------------------------------

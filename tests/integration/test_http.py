@@ -422,6 +422,36 @@ def test_a_dripping_export_ends_at_stream_timeout(emulator, mount_factory, proxy
 
 
 @pytest.mark.expect_dssfs_errors
+def test_a_signal_ends_a_stat_of_a_dripping_export(emulator, mount_factory, proxy_factory):
+    """`stat` of export.zip waits inside LOOKUP while DSS drips the export; Ctrl-C (SIGINT)
+    ends it at once, though the stream would go on for stream_timeout (issue 7, 3.3: it was
+    unkillable for the whole stream)."""
+    p = proxy_factory()
+    p.rule = drip_export_rule(p)
+    m = mount_via(mount_factory, emulator, p, ["timeout=2", "stream_timeout=30", "prefetch=0"])
+    os.listdir(m.path("SALES"))
+    proc = subprocess.Popen(["stat", m.path("SALES", "export.zip")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not p.requests("POST", EXPORT_API) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.requests("POST", EXPORT_API), "the export was never asked for"
+        time.sleep(0.5)
+        assert proc.poll() is None  # still streaming
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30 + MARGIN)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert took <= MARGIN, "stat took %.1f s to end after SIGINT" % took
+
+
+@pytest.mark.expect_dssfs_errors
 def test_a_dripping_export_does_not_hold_its_siblings(emulator, mount_factory, proxy_factory):
     """While a `stat` of export.zip waits on DSS (inside LOOKUP), a sibling's lookup in the
     same folder runs beside it: libfuse 3.14 never grants the kernel parallel directory

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from dssfs_harness import api_path, escape_name, fnv1a64, read_bytes
+from dssfs_harness import api_path, escape_name, fnv1a64, read_bytes, project_names
 
 # Names a fixture folder can hold (file names): the escaping of '%' and of long names.
 FILE_NAMES = [
@@ -86,7 +86,7 @@ def test_escaped_names_from_a_fixture(tmp_path, emulator_factory, mount_factory)
              "schema": {"columns": [{"name": "c", "type": "string"}]}}))
     emu = emulator_factory(args=["--fixture", str(tmp_path / "fixture")])
     m = mount_factory(emu)
-    assert os.listdir(m.mnt) == ["NAMES"]
+    assert project_names(m.mnt) == ["NAMES"]
     _check_dataset_dirs(emu, m, "NAMES", FILE_NAMES)
     # the hashed spelling is stable and unique
     hashed = [escape_name(n) for n in FILE_NAMES if "%~" in escape_name(n)]

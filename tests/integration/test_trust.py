@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -20,7 +21,7 @@ import time
 
 import pytest
 
-from dssfs_harness import HANG_GUARD, errno_of, read_bytes, vm_hwm_kib
+from dssfs_harness import HANG_GUARD, dssfs_sanitized, errno_of, read_bytes, vm_hwm_kib
 
 VARIABLES = ("SALES", "variables.json")
 VARIABLES_EP = "projects/SALES/variables/"
@@ -317,6 +318,23 @@ def test_a_truncate_only_open_reports_its_save_at_close(mounted):
     assert emu.api_get(DS_EP + "/schema") == before
 
 
+@pytest.mark.expect_dssfs_errors
+def test_a_truncate_only_open_reports_a_refused_save_at_close(mounted):
+    """`: > payload.py` (an empty payload is valid) while DSS refuses the PUT: close()
+    returns the error (EIO), and DSS keeps the payload."""
+    emu, m = mounted
+    path = m.path(*PY_RECIPE, "payload.py")
+    before = emu.api_get(PY_RECIPE_EP)["payload"]
+    emu.add_fault(method="PUT", path_regex=r"^/projects/SALES/recipes/compute_orders_enriched",
+                  status=500)
+    emu.reset_stats()
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    assert errno_of(os.close, fd) == errno.EIO
+    assert len(puts(emu)) == 1
+    emu.clear_faults()
+    assert emu.api_get(PY_RECIPE_EP)["payload"] == before
+
+
 # --- 1.8 a PUT applied whose answer was lost ---------------------------------------------
 
 @pytest.mark.expect_dssfs_errors
@@ -361,6 +379,50 @@ def test_readers_do_not_see_an_unsaved_truncation(mounted):
     assert emu.api_get(PY_RECIPE_EP)["payload"].encode() == content
 
 
+def test_readers_under_load_never_see_a_writers_unsaved_buffer(mounted):
+    """Mixed load: this process truncates and rewrites variables.json again and again
+    without closing it, while four other processes each open, read and stat it 150
+    times: every read is DSS's whole document, every size DSS's."""
+    emu, m = mounted
+    path = m.path(*VARIABLES)
+    content = read_bytes(path)
+    stop = threading.Event()
+    script = ("import os, sys\n"
+              "p, want, bad = sys.argv[1], open(sys.argv[2], 'rb').read(), 0\n"
+              "for _ in range(150):\n"
+              "    with open(p, 'rb') as f:\n"
+              "        data = f.read()\n"
+              "    bad += (data != want) + (os.stat(p).st_size != len(want))\n"
+              "print(bad)\n")
+    want = m.workdir / "want.json"
+    want.write_bytes(content)
+
+    def writer():
+        fd = os.open(path, os.O_RDWR)
+        try:
+            while not stop.is_set():
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, b'{"half": ', 0)
+                os.ftruncate(fd, 3)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, content, 0)              # back as it was: nothing to save
+        finally:
+            os.close(fd)
+
+    w = threading.Thread(target=writer)
+    w.start()
+    try:
+        readers = [subprocess.Popen(["/usr/bin/python3", "-c", script, path, str(want)],
+                                    stdout=subprocess.PIPE) for _ in range(4)]
+        outs = [r.communicate(timeout=HANG_GUARD)[0] for r in readers]
+    finally:
+        stop.set()
+        w.join(timeout=HANG_GUARD)
+    assert [int(o) for o in outs] == [0, 0, 0, 0]
+    assert puts(emu) == []
+    assert read_bytes(path) == content
+
+
 # --- 1.10 what cJSON cannot hold is shown read-only, never saved --------------------------
 
 @pytest.mark.expect_dssfs_errors
@@ -379,6 +441,7 @@ def test_a_document_cjson_cannot_hold_is_read_only(mounted):
     assert read_bytes(payload_p) == b"SELECT 1;\x00-- tail after the NUL\n"
     assert os.stat(payload_p).st_mode & 0o777 == 0o444
     assert os.stat(m.path(*VARIABLES)).st_mode & 0o777 == 0o444
+    assert b'"big": 12345678901234567891' in read_bytes(m.path(*VARIABLES))
     emu.reset_stats()
     r = subprocess.run(["sh", "-c", 'echo "-- more" >> "$1"', "sh", payload_p],
                        capture_output=True)
@@ -387,6 +450,24 @@ def test_a_document_cjson_cannot_hold_is_read_only(mounted):
     assert puts(emu) == []
     assert emu.api_get(SQL_RECIPE_EP)["payload"] == "SELECT 1;\u0000-- tail after the NUL\n"
     assert "read-only: a string holds" in m.stderr_text()
+
+
+@pytest.mark.expect_dssfs_errors
+def test_a_number_beyond_a_double_is_shown_as_sent_and_read_only(mounted):
+    """DSS sends `1e400` (beyond a double: cJSON would hold infinity and render null): the
+    file shows the number as DSS wrote it, read-only, and nothing is ever saved."""
+    emu, m = mounted
+    body = '{"standard": {"huge": 1e400, "keep": "me"}, "local": {}}'
+    emu.add_fault(method="GET", path_regex=r"^/projects/SALES/variables/?$", status=200,
+                  raw_body=body)
+    m.sighup()
+    shown = read_bytes(m.path(*VARIABLES))
+    assert b"1e400" in shown and b"null" not in shown, shown
+    assert os.stat(m.path(*VARIABLES)).st_mode & 0o777 == 0o444
+    emu.reset_stats()
+    assert errno_of(os.open, m.path(*VARIABLES), os.O_WRONLY) == errno.EACCES
+    assert puts(emu) == []
+    assert "read-only: " in m.stderr_text()
 
 
 # --- 1.11 times follow content ------------------------------------------------------------
@@ -477,6 +558,37 @@ def test_sparse_writes_are_bounded_in_total(emulator, mount_factory):
     finally:
         results = [errno_of(os.close, fd) for fd in fds]
     assert results[0] == errno.EINVAL    # a NUL-filled payload is not saved
+    assert puts(emu) == []
+
+
+@pytest.mark.expect_dssfs_errors
+def test_under_a_memory_limit_big_writes_get_enospc_never_an_abort(emulator, mount_factory):
+    """dssfs runs under an address-space limit 600 MiB above what it uses; four files
+    each get one byte written at 250 MiB (default options: dirty_max 256 MiB): the first
+    is buffered, the others get ENOSPC, and dssfs keeps serving.  Without a bound in
+    total, the second buffer would exhaust the limit and dssfs would abort, losing every
+    unsaved buffer (issue 7, 2.4)."""
+    if dssfs_sanitized():
+        pytest.skip("sanitizers reserve terabytes of address space: no limit applies")
+    emu = emulator
+    m = mount_factory(emu)
+    paths = [m.path(*VARIABLES), m.path(*SCHEMA), m.path(*PY_RECIPE, "payload.py"),
+             m.path(*SQL_RECIPE, "payload.sql")]
+    with open("/proc/%d/status" % m.proc.pid) as f:
+        vm_kib = int(next(ln for ln in f if ln.startswith("VmSize:")).split()[1])
+    limit = (vm_kib << 10) + (600 << 20)
+    resource.prlimit(m.proc.pid, resource.RLIMIT_AS, (limit, limit))
+    emu.reset_stats()
+    fds = [os.open(p, os.O_WRONLY) for p in paths]
+    try:
+        got = [errno_of(os.pwrite, fd, b"x", 250 << 20) for fd in fds]
+        assert got == [None, errno.ENOSPC, errno.ENOSPC, errno.ENOSPC]
+        assert m.proc.poll() is None
+        assert json.loads(read_bytes(m.path("SALES", "datasets", "orders", "settings.json")))
+    finally:
+        for fd in fds:
+            errno_of(os.close, fd)
+    assert m.proc.poll() is None
     assert puts(emu) == []
 
 

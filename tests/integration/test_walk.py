@@ -15,7 +15,7 @@ import zipfile
 
 import pytest
 
-from dssfs_harness import MORE_TYPES, expected_tree, read_bytes
+from dssfs_harness import MORE_TYPES, expected_tree, read_bytes, project_names
 
 API = "GET /public/api/"
 GENERATED = ["--generate", "3,8"]
@@ -120,12 +120,12 @@ def test_cold_walk_one_get_per_resource_warm_walk_none(emulator_factory, mount_f
     assert r.returncode == 0, r.stderr
     counts = collections.Counter(gets(emu))
     assert not {k: n for k, n in counts.items() if n > 1}
-    assert set(counts) == expected.resources     # nothing the walk did not need
+    assert set(counts) == expected.walked()      # nothing the walk did not need
     files = sum(len(fs) for _, _, fs in os.walk(m.mnt))
     # about one GET per file, plus the lists of what may be empty (the generated
     # projects have none of these): in each project the list of each object type and
     # the library, and each dataset's list of statistics worksheets
-    projects = os.listdir(m.mnt)
+    projects = project_names(m.mnt)
     datasets = sum(len(os.listdir(os.path.join(m.mnt, p, "datasets"))) for p in projects)
     assert len(counts) <= 1.05 * files + len(projects) * (len(MORE_TYPES) + 1) + datasets
     emu.reset_stats()

@@ -333,6 +333,38 @@ static void cancel_all(void *arg)
 
 static const size_t MiB = (size_t)1 << 20;
 
+/* Waits between retries are drawn at random up to their cap ("full
+ * jitter"), so that clients failing together do not retry together, and
+ * Retry-After is taken as it is, up to its bound (issue 7, 3.2). */
+static void test_backoff_is_jittered(void)
+{
+	for (int attempt = 0; attempt < 12; attempt++) {
+		long cap = HTTP_BACKOFF_FIRST_MS << attempt;
+		long lo = cap, hi = -1, distinct = 0;
+		static char seen[HTTP_BACKOFF_MAX_MS + 1];
+
+		if (cap > HTTP_BACKOFF_MAX_MS)
+			cap = HTTP_BACKOFF_MAX_MS;
+		memset(seen, 0, sizeof(seen));
+		for (int i = 0; i < 4000; i++) {
+			long w = http_backoff_ms(0, attempt);
+			CHECK(w >= 0 && w <= cap);
+			if (w < 0 || w > cap)
+				break;
+			lo = w < lo ? w : lo;
+			hi = w > hi ? w : hi;
+			distinct += !seen[w];
+			seen[w] = 1;
+		}
+		/* spread over the whole range, not one fixed wait */
+		CHECK(lo <= cap / 10 && hi >= cap - cap / 10);
+		CHECK(distinct >= cap / 2);
+	}
+	CHECK_INT(http_backoff_ms(3, 0), 3000);
+	CHECK_INT(http_backoff_ms(HTTP_RETRY_AFTER_MAX_MS / 1000, 5), HTTP_RETRY_AFTER_MAX_MS);
+	CHECK_INT(http_backoff_ms(HTTP_RETRY_AFTER_MAX_MS / 1000 + 1, 0), -1);
+}
+
 static void test_retries(void)
 {
 	static const struct {
@@ -612,6 +644,7 @@ int main(void)
 	log_set_level(LOG_LVL_ERROR);
 	server_start();
 	test_retries();
+	test_backoff_is_jittered();
 	test_retry_after_is_honoured();
 	test_stall_times_out();
 	test_stream_has_a_total_deadline();

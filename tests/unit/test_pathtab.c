@@ -2,6 +2,8 @@
 #include "dssfs/pathtab.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
 
 /* A failed check that names the row it is about. */
 #define CHECK_ROW(r, cond)                                                                       \
@@ -329,6 +331,29 @@ int main(void)
 	CHECK_STR(pt_vars_get(&one, "project"), "A");
 	CHECK(pt_vars_get(&one, "proj") == NULL);
 	buf_release(&out);
+
+	/* Literals and variable names of any length (once cut at 63 bytes),
+	 * and a variable past PT_MAX_VARS refused, not dropped (issue 7,
+	 * 2.5). */
+	char lit[201], name[151], tmpl[600];
+	memset(lit, 'l', 200);
+	lit[200] = '\0';
+	memset(name, 'v', 150);
+	name[150] = '\0';
+	snprintf(tmpl, sizeof(tmpl), "%s/{%s}/%s", lit, name, lit);
+	struct pt_vars longv = {0};
+	CHECK_INT(pt_vars_set(&longv, name, "X"), 0);
+	CHECK_INT(pathtab_expand(tmpl, &longv, &out), 0);
+	CHECK_INT(out.len, 403); /* lit "/" X "/" lit */
+	CHECK(out.data[201] == 'X' && !strncmp(out.data + 203, lit, 200));
+	buf_release(&out);
+	struct pt_vars full = {0};
+	static const char *const names[PT_MAX_VARS + 1] = {"a", "b", "c", "d", "e", "f", "g"};
+	_Static_assert(PT_MAX_VARS == 6, "names[] above holds PT_MAX_VARS + 1 names");
+	for (int i = 0; i < PT_MAX_VARS; i++)
+		CHECK_INT(pt_vars_set(&full, names[i], "x"), 0);
+	CHECK_INT(pt_vars_set(&full, names[PT_MAX_VARS], "x"), -E2BIG);
+	CHECK_INT(full.n, PT_MAX_VARS);
 
 	/* The payload extension follows the recipe type. */
 	CHECK_STR(pathtab_map(payload->name_map, "python"), "py");

@@ -1,0 +1,148 @@
+"""instance/: the instance's own objects (issue 10), through the real mount.
+
+An admin key sees info.json, general-settings.json, variables.json, users/, groups/,
+connections/, clusters/, meanings/ and plugins/<id>/settings.json (their content is
+checked against the API by test_tree.py with the rest of the tree); any other key sees
+info.json only, decided by one probe at mount.  Secrets come as DSS serves them
+(encrypted) and a save that leaves them as they were leaves them as they were on DSS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from dssfs_harness import READER_KEY, read_bytes
+
+CONN = ("instance", "connections", "dwh_postgres.json")
+USER = ("instance", "users", "alice.json")
+
+
+def secrets(emu) -> dict:
+    return emu.control("GET", "secrets")
+
+
+def puts(emu):
+    return [ln.split()[1] for ln in emu.log_lines() if ln.startswith(("PUT ", "POST "))]
+
+
+def edit_json(path, fn):
+    """Reads, changes and writes back a JSON file as an editor would (one write, close)."""
+    doc = json.loads(read_bytes(path))
+    fn(doc)
+    with open(path, "w") as f:
+        f.write(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def test_an_admin_key_sees_the_instance_objects(emulator, mount_factory):
+    m = mount_factory(emulator)
+    assert sorted(os.listdir(m.path("instance"))) == [
+        "clusters", "connections", "general-settings.json", "groups", "info.json",
+        "meanings", "plugins", "users", "variables.json"]
+    assert "alice.json" in os.listdir(m.path("instance", "users"))
+    assert "settings.json" in os.listdir(m.path("instance", "plugins", "sales-tools"))
+    assert os.stat(m.path("instance", "info.json")).st_mode & 0o777 == 0o444
+    assert os.stat(m.path(*CONN)).st_mode & 0o777 == 0o644
+
+
+def test_a_non_admin_key_sees_info_json_only_and_its_backup_is_clean(emulator_factory,
+                                                                     mount_factory, tmp_path):
+    """One probe at mount decides: a key DSS refuses the admin objects sees instance/
+    with info.json only (not empty admin folders, not files it cannot read), the probe's
+    refusal is no error line, and `rsync -a` of the whole mount exits 0."""
+    emu = emulator_factory(users=["%s:reader:SALES=read,*=none" % READER_KEY])
+    m = mount_factory(emu, key=READER_KEY)
+    assert os.listdir(m.path("instance")) == ["info.json"]
+    assert json.loads(read_bytes(m.path("instance", "info.json")))["nodeType"]
+    r = subprocess.run(["rsync", "-a", m.mnt + "/", str(tmp_path / "copy")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(tmp_path / "copy")) == ["SALES", "instance"]
+    assert "not an instance admin" in m.stderr_text()
+
+
+def test_saving_a_connection_keeps_its_secret(emulator, mount_factory):
+    """The connection file shows the password as DSS serves it (encrypted); changing its
+    port and saving sends that form back, and DSS keeps the real password."""
+    emu = emulator
+    m = mount_factory(emu)
+    before = secrets(emu)
+    shown = json.loads(read_bytes(m.path(*CONN)))
+    assert shown["params"]["password"].startswith("e:")
+    assert before["connections"]["dwh_postgres"]["params.password"] not in read_bytes(
+        m.path(*CONN)).decode()
+    emu.reset_stats()
+    edit_json(m.path(*CONN), lambda d: d["params"].__setitem__("port", 6543))
+    assert puts(emu) == ["/public/api/admin/connections/dwh_postgres"]
+    assert emu.api_get("admin/connections/dwh_postgres")["params"]["port"] == 6543
+    assert secrets(emu) == before
+    assert json.loads(read_bytes(m.path(*CONN)))["params"]["port"] == 6543
+
+
+def test_a_new_cleartext_secret_replaces_the_old_one(emulator, mount_factory):
+    """To change a secret, write the new value in clear: DSS stores it (and shows it
+    encrypted afterwards); every other secret stays."""
+    emu = emulator
+    m = mount_factory(emu)
+    before = secrets(emu)
+    edit_json(m.path(*CONN), lambda d: d["params"].__setitem__("password", "new-pass-7"))
+    after = secrets(emu)
+    assert after["connections"]["dwh_postgres"]["params.password"] == "new-pass-7"
+    after["connections"]["dwh_postgres"]["params.password"] = \
+        before["connections"]["dwh_postgres"]["params.password"]
+    assert after == before
+    assert "new-pass-7" not in read_bytes(m.path(*CONN)).decode()
+
+
+def test_saving_a_user_keeps_the_users_secrets_and_credentials(emulator, mount_factory):
+    emu = emulator
+    m = mount_factory(emu)
+    before = secrets(emu)
+    edit_json(m.path(*USER), lambda d: d.__setitem__("displayName", "Alice M."))
+    assert emu.api_get("admin/users/alice")["displayName"] == "Alice M."
+    assert secrets(emu) == before
+
+
+def test_instance_settings_variables_and_plugin_settings_are_saved(emulator, mount_factory):
+    """Each with the method DSS takes: PUT for settings and variables, POST for a
+    plugin's settings; one request each, and the file shows the saved content."""
+    emu = emulator
+    m = mount_factory(emu)
+    emu.reset_stats()
+    edit_json(m.path("instance", "variables.json"), lambda d: d.__setitem__("from_mount", 1))
+    edit_json(m.path("instance", "general-settings.json"),
+              lambda d: d.__setitem__("dssfsNote", "set from the mount"))
+    settings = ("instance", "plugins", "sales-tools", "settings.json")
+    edit_json(m.path(*settings), lambda d: d.__setitem__("codeEnvName", "py311_from_mount"))
+    methods = [ln.split()[:2] for ln in emu.log_lines() if not ln.startswith("GET ")]
+    assert methods == [["PUT", "/public/api/admin/variables/"],
+                       ["PUT", "/public/api/admin/general-settings"],
+                       ["POST", "/public/api/plugins/sales-tools/settings"]]
+    assert emu.api_get("admin/variables/")["from_mount"] == 1
+    assert emu.api_get("admin/general-settings")["dssfsNote"] == "set from the mount"
+    assert emu.api_get("plugins/sales-tools/settings")["codeEnvName"] == "py311_from_mount"
+
+
+def test_a_second_backup_of_the_instance_copies_nothing(emulator, mount_factory, tmp_path):
+    m = mount_factory(emulator)
+    dest = str(tmp_path / "backup")
+    r = subprocess.run(["rsync", "-a", "--stats", m.mnt + "/", dest], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(os.path.join(dest, *CONN))
+    r = subprocess.run(["rsync", "-a", "--stats", m.mnt + "/", dest], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Number of regular files transferred: 0" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("name", ["info.json"])
+def test_info_json_is_read_only(mounted, name):
+    emu, m = mounted
+    p = m.path("instance", name)
+    with pytest.raises(PermissionError):
+        open(p, "w").close()
