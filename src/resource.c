@@ -5,6 +5,7 @@
 #include "tree_int.h"
 
 #include "dssfs/cache.h"
+#include "dssfs/errmap.h"
 #include "dssfs/escape.h"
 #include "dssfs/http.h"
 #include "dssfs/json.h"
@@ -610,8 +611,10 @@ static int fetch_guarded(void *ctx, const char *key, void **value, size_t *cost)
 	if (ret == -EACCES)
 		return ret;
 	ret = fetch_resource(ctx, key, value, cost);
-	if (ret == -EACCES)
+	if (ret == -EACCES) {
+		log_info("GET %s: DSS refuses it to this key: not shown", key);
 		note_failure(t, key, ret, t->opt.spool_ttl_ms);
+	}
 	return ret;
 }
 
@@ -623,8 +626,12 @@ int document_forbidden(struct tree *t, const struct pt_row *row, const struct pt
 
 	if (!ret)
 		ret = recent_failure(t, key.data);
-	if (!ret)
+	if (!ret) {
+		/* (a refusal is an answer here: logged as one, not as an error) */
+		int was = errmap_quiet(1);
 		ret = cache_get(t->cache, key.data, fetch_guarded, t, &ref);
+		errmap_quiet(was);
+	}
 	cache_ref_put(ref);
 	buf_release(&key);
 	return ret == -EACCES;

@@ -136,12 +136,13 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 	} else if (r->list) {
 		/* A listing directory's object rows (<name>.md, <name>.json,
 		 * <name>/) share one variable, each with its own suffix; its
-		 * other rows are fixed files. */
+		 * other rows are fixed files (and, at the root, instance/). */
 		const char *var = NULL, *v, *sfx;
 		size_t nvar = 0;
 		for (size_t k = 0; k < nk; k++) {
 			if (pathtab_leaf(kids[k], &v, &sfx) != PT_SEG_VAR) {
-				CHECK_ROW(kids[k], kids[k]->kind == PT_FILE);
+				CHECK_ROW(kids[k],
+					  kids[k]->kind == PT_FILE || pathtab_parent(r) == NULL);
 				continue;
 			}
 			CHECK_ROW(kids[k], !var || !strcmp(var, v));
