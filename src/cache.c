@@ -17,11 +17,14 @@ struct cache_ref {
 	void (*free_value)(void *);
 };
 
+enum { LRU_USED, LRU_KEPT, LRU_AHEAD, LRU_CLASSES };
+
 struct entry {
 	char *key;
 	uint64_t hash;
 	struct entry *hnext;
 	struct entry *lprev, *lnext; /* LRU list, only while item != NULL */
+	int lclass;		     /* which one (lru_class, when linked) */
 	struct cache_ref *item;	     /* the held value, or NULL */
 	int64_t fetched_at;
 	int fresh_ok;	    /* cleared by invalidation: item must be refetched */
@@ -41,7 +44,9 @@ struct cache {
 	pthread_cond_t done; /* broadcast when any fetch finishes */
 	struct entry **table;
 	size_t nbuckets;
-	struct entry *lru_head, *lru_tail; /* head = most recently used */
+	/* One LRU list per class of value (lru_class), head = most recently
+	 * used: eviction takes the tails, class after class, each in O(1). */
+	struct entry *lru_head[LRU_CLASSES], *lru_tail[LRU_CLASSES];
 	size_t max_bytes;
 	int64_t ttl_ms;
 	void (*free_value)(void *);
@@ -127,28 +132,41 @@ static struct cache_ref *ref_get(struct cache_ref *r)
 	return r;
 }
 
+/* The order of eviction: values used first, then those kept
+ * (cache_get_keep: listings, which every lookup in their folder reads
+ * again), then those fetched ahead and not used yet (what a walk is about
+ * to read), oldest first. */
+static int lru_class(const struct entry *e)
+{
+	return e->ahead ? LRU_AHEAD : e->keep ? LRU_KEPT : LRU_USED;
+}
+
 static void lru_unlink(struct cache *c, struct entry *e)
 {
+	int k = e->lclass;
+
 	if (e->lprev)
 		e->lprev->lnext = e->lnext;
-	else if (c->lru_head == e)
-		c->lru_head = e->lnext;
+	else if (c->lru_head[k] == e)
+		c->lru_head[k] = e->lnext;
 	if (e->lnext)
 		e->lnext->lprev = e->lprev;
-	else if (c->lru_tail == e)
-		c->lru_tail = e->lprev;
+	else if (c->lru_tail[k] == e)
+		c->lru_tail[k] = e->lprev;
 	e->lprev = e->lnext = NULL;
 }
 
 static void lru_push_front(struct cache *c, struct entry *e)
 {
+	int k = e->lclass = lru_class(e);
+
 	e->lprev = NULL;
-	e->lnext = c->lru_head;
-	if (c->lru_head)
-		c->lru_head->lprev = e;
-	c->lru_head = e;
-	if (!c->lru_tail)
-		c->lru_tail = e;
+	e->lnext = c->lru_head[k];
+	if (c->lru_head[k])
+		c->lru_head[k]->lprev = e;
+	c->lru_head[k] = e;
+	if (!c->lru_tail[k])
+		c->lru_tail[k] = e;
 }
 
 /* e is no longer "fetched ahead, unused" (caller holds the lock). */
@@ -167,6 +185,9 @@ static void ahead_unmark(struct cache *c, struct entry *e)
 	e->aprev = e->anext = NULL;
 	e->ahead = 0;
 	c->st.ahead_bytes -= e->item->cost;
+	/* (held, so in the LRU lists: into its new class's) */
+	lru_unlink(c, e);
+	lru_push_front(c, e);
 }
 
 static void ahead_mark(struct cache *c, struct entry *e)
@@ -265,17 +286,9 @@ static void evict(struct cache *c, struct entry *e)
  * read. */
 static void enforce_cap(struct cache *c)
 {
-	for (int keep = 0; keep < 2; keep++) {
-		struct entry *e = c->lru_tail;
-		while (c->st.bytes > c->max_bytes && e) {
-			struct entry *prev = e->lprev;
-			if (!e->ahead && e->keep == keep)
-				evict(c, e);
-			e = prev;
-		}
-	}
-	while (c->st.bytes > c->max_bytes && c->ahead_head)
-		evict(c, c->ahead_head);
+	for (int k = 0; k < LRU_CLASSES; k++)
+		while (c->st.bytes > c->max_bytes && c->lru_tail[k])
+			evict(c, c->lru_tail[k]);
 }
 
 static int is_fresh(struct cache *c, const struct entry *e)
@@ -431,10 +444,10 @@ retry:
 		e->item = r;
 		e->fetched_at = c->clock();
 		c->st.bytes += cost;
-		lru_push_front(c, e);
 		e->keep = keep;
 		if (ahead)
 			ahead_mark(c, e);
+		lru_push_front(c, e);
 		*ref = ref_get(r);
 	}
 	pthread_cond_broadcast(&c->done);
