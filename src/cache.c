@@ -32,10 +32,9 @@ struct entry {
 	int waiters;	    /* threads waiting for that fetch */
 	unsigned fetch_seq; /* bumped when a fetch finishes */
 	int result;	    /* result of the last finished fetch */
-	/* fetched ahead (cache_get_ahead) and not used yet: in the cache's
-	 * list of those, oldest first */
+	/* fetched ahead (cache_get_ahead) and not used yet: in the LRU list
+	 * of those, which stays in the order of their fetches */
 	int ahead;
-	struct entry *aprev, *anext;
 	int keep; /* fetched by cache_get_keep: dropped after the others */
 };
 
@@ -53,8 +52,7 @@ struct cache {
 	cache_clock_fn clock;
 	cache_cancel_fn cancelled; /* polled by waiters, without the lock */
 	void *cancel_arg;
-	uint64_t seq; /* fetches stored so far */
-	struct entry *ahead_head, *ahead_tail;
+	uint64_t seq;		   /* fetches stored so far */
 	void (*room_hook)(void *); /* cache_set_room_hook */
 	void (*fetched_hook)(void *, const char *);
 	void *room_arg;
@@ -174,32 +172,16 @@ static void ahead_unmark(struct cache *c, struct entry *e)
 {
 	if (!e->ahead)
 		return;
-	if (e->aprev)
-		e->aprev->anext = e->anext;
-	else
-		c->ahead_head = e->anext;
-	if (e->anext)
-		e->anext->aprev = e->aprev;
-	else
-		c->ahead_tail = e->aprev;
-	e->aprev = e->anext = NULL;
-	e->ahead = 0;
-	c->st.ahead_bytes -= e->item->cost;
 	/* (held, so in the LRU lists: into its new class's) */
 	lru_unlink(c, e);
+	e->ahead = 0;
+	c->st.ahead_bytes -= e->item->cost;
 	lru_push_front(c, e);
 }
 
 static void ahead_mark(struct cache *c, struct entry *e)
 {
 	e->ahead = 1;
-	e->anext = NULL;
-	e->aprev = c->ahead_tail;
-	if (c->ahead_tail)
-		c->ahead_tail->anext = e;
-	else
-		c->ahead_head = e;
-	c->ahead_tail = e;
 	c->st.ahead_bytes += e->item->cost;
 }
 
@@ -373,8 +355,11 @@ retry:
 	}
 	if (is_fresh(c, e)) {
 		c->st.hits++;
-		lru_unlink(c, e);
-		lru_push_front(c, e);
+		/* (values fetched ahead keep the order of their fetches) */
+		if (!e->ahead) {
+			lru_unlink(c, e);
+			lru_push_front(c, e);
+		}
 		*ref = ref_get(e->item);
 		used = !ahead && ahead_used(c, e);
 		hook = c->room_hook;
@@ -487,8 +472,8 @@ int cache_ahead_room(struct cache *c)
 
 	pthread_mutex_lock(&c->lock);
 	/* What was fetched ahead and went stale unused will never be used. */
-	while (c->ahead_head && !is_fresh(c, c->ahead_head)) {
-		struct entry *e = c->ahead_head;
+	while (c->lru_tail[LRU_AHEAD] && !is_fresh(c, c->lru_tail[LRU_AHEAD])) {
+		struct entry *e = c->lru_tail[LRU_AHEAD];
 		drop_item(c, e);
 		maybe_remove(c, e);
 		stale = 1;
