@@ -21,26 +21,24 @@ static void num(cJSON *o, const char *name, double v)
 	cJSON_AddNumberToObject(o, name, v);
 }
 
-/* A field of /proc/self/status in bytes ("VmRSS:  1234 kB"), or -1. */
-static double status_bytes(const char *field)
+/* VmRSS and VmHWM of /proc/self/status in bytes, in one read (-1 when
+ * missing). */
+static void memory_bytes(double *rss, double *peak)
 {
 	FILE *f = fopen("/proc/self/status", "re");
 	char line[256];
-	size_t n = strlen(field);
-	double v = -1;
+	long long kb;
 
+	*rss = *peak = -1;
 	if (!f)
-		return -1;
+		return;
 	while (fgets(line, sizeof(line), f)) {
-		long long kb;
-		if (!strncmp(line, field, n) && line[n] == ':' &&
-		    sscanf(line + n + 1, "%lld", &kb) == 1) {
-			v = (double)kb * 1024;
-			break;
-		}
+		if (sscanf(line, "VmRSS: %lld", &kb) == 1)
+			*rss = (double)kb * 1024;
+		else if (sscanf(line, "VmHWM: %lld", &kb) == 1)
+			*peak = (double)kb * 1024;
 	}
 	fclose(f);
-	return v;
 }
 
 static void add_requests(cJSON *root, struct http *h)
@@ -123,8 +121,10 @@ static void add_tree(cJSON *root, const struct ops_ctx *c, struct tree *t)
 		cJSON_AddNullToObject(root, "prefetch");
 	}
 	o = cJSON_AddObjectToObject(root, "memory");
-	num(o, "rss_bytes", status_bytes("VmRSS"));
-	num(o, "peak_rss_bytes", status_bytes("VmHWM"));
+	double rss, peak;
+	memory_bytes(&rss, &peak);
+	num(o, "rss_bytes", rss);
+	num(o, "peak_rss_bytes", peak);
 	num(o, "inodes", (double)ts.inodes);
 	num(o, "nodes", (double)ts.nodes);
 	num(o, "write_buffers_bytes", (double)atomic_load(&c->buffered));
