@@ -2,29 +2,31 @@
  * nodes - the inode table: which inode stands for which path.
  *
  * Two indexes under the tree lock: inode number -> struct inode (the
- * kernel's references), and path -> struct inode (the names in use).  A
- * new inode takes the 64-bit hash of its path as its number (moved on while
- * another inode holds it), so a path keeps its number while the kernel
- * holds it and usually after.  A rename re-keys: the moved inode keeps its
- * number and is bound to the new path, as the kernel believes; the inode
- * that had the new name is no longer found by name (libfuse's
- * rename_node()).  Both indexes grow with their content.
+ * kernel's references), and path -> struct inode (the names in use), both
+ * chained through the inodes themselves.  A new inode takes the 64-bit hash
+ * of its path as its number (moved on while another inode holds it), so a
+ * path keeps its number while the kernel holds it and usually after.  A rename re-keys: the moved
+ * inode keeps its number and is bound to the new path, as the kernel believes; the inode that had
+ * the new name is no longer found by name (libfuse's rename_node()).  Both indexes grow with their
+ * content.
  */
 #include "tree_int.h"
 
 #include "dssfs/escape.h"
-#include "dssfs/strmap.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* 40 bytes (a 48-byte malloc chunk): with its binding, what one inode the
+ * kernel holds costs here (README, "Memory"). */
 struct inode {
 	uint64_t ino;
-	uint64_t nlookup;
-	struct node *cur; /* the binding (one reference held here) */
-	struct inode *hnext;
-	int named; /* found in t->paths under cur->path */
+	uint64_t nlookup : 63;
+	uint64_t named : 1;  /* found by name: in the path index under cur->path */
+	struct node *cur;    /* the binding (one reference held here) */
+	struct inode *hnext; /* the next in its bucket of the number index */
+	struct inode *pnext; /* the next in its bucket of the path index */
 };
 
 void vars_copy(struct pt_vars *dst, const struct pt_vars *src)
@@ -52,18 +54,33 @@ size_t nodes_alive(void)
 	return atomic_load(&bindings_alive);
 }
 
+/* A binding is one allocation: the struct, then its path and its
+ * variables' values (one malloc chunk an inode instead of 2 + one per
+ * variable). */
 static struct node *binding_new(uint64_t ino, const char *path, const struct pt_row *row,
 				const struct pt_vars *vars)
 {
-	struct node *n = xcalloc(1, sizeof(*n));
+	size_t plen = strlen(path) + 1, size = sizeof(struct node) + plen;
+
+	for (int i = 0; i < vars->n; i++)
+		size += strlen(vars->value[i]) + 1;
+	struct node *n = xcalloc(1, size);
+	char *p = (char *)(n + 1);
 
 	atomic_fetch_add(&bindings_alive, 1);
 	atomic_init(&n->refs, 1);
 	atomic_init(&n->shown_size, -1);
 	n->ino = ino;
-	n->path = xstrdup(path);
+	n->path = memcpy(p, path, plen);
+	p += plen;
 	n->row = row;
-	vars_copy(&n->vars, vars);
+	n->vars.n = vars->n;
+	for (int i = 0; i < vars->n; i++) {
+		size_t len = strlen(vars->value[i]) + 1;
+		n->vars.name[i] = vars->name[i];
+		n->vars.value[i] = memcpy(p, vars->value[i], len);
+		p += len;
+	}
 	return n;
 }
 
@@ -71,8 +88,6 @@ void node_put(struct node *n)
 {
 	if (n && atomic_fetch_sub(&n->refs, 1) == 1) {
 		atomic_fetch_sub(&bindings_alive, 1);
-		vars_release(&n->vars);
-		free(n->path);
 		free(n);
 	}
 }
@@ -113,6 +128,59 @@ static void inode_insert(struct tree *t, struct inode *i)
 		inodes_grow(t);
 }
 
+/* The path index: the inodes found by name, chained through pnext in
+ * buckets by the hash of their binding's path (intrusive: no copy of the
+ * path, no entry to allocate). */
+static struct inode **path_slot(struct tree *t, const char *path)
+{
+	struct inode **pp = &t->paths[hash64(path) & (t->npath_buckets - 1)];
+
+	while (*pp && strcmp((*pp)->cur->path, path) != 0)
+		pp = &(*pp)->pnext;
+	return pp;
+}
+
+static struct inode *path_find(struct tree *t, const char *path)
+{
+	return *path_slot(t, path);
+}
+
+static void path_insert(struct tree *t, struct inode *i)
+{
+	if (++t->npaths > t->npath_buckets) {
+		size_t nb = t->npath_buckets * 2;
+		struct inode **b = xcalloc(nb, sizeof(*b));
+
+		for (size_t k = 0; k < t->npath_buckets; k++) {
+			for (struct inode *j = t->paths[k], *next; j; j = next) {
+				next = j->pnext;
+				struct inode **head = &b[hash64(j->cur->path) & (nb - 1)];
+				j->pnext = *head;
+				*head = j;
+			}
+		}
+		free(t->paths);
+		t->paths = b;
+		t->npath_buckets = nb;
+	}
+	struct inode **head = &t->paths[hash64(i->cur->path) & (t->npath_buckets - 1)];
+	i->pnext = *head;
+	*head = i;
+	i->named = 1;
+}
+
+/* Takes i out of the path index (it must be named). */
+static void path_remove(struct tree *t, struct inode *i)
+{
+	struct inode **pp = path_slot(t, i->cur->path);
+
+	if (*pp == i)
+		*pp = i->pnext;
+	i->pnext = NULL;
+	i->named = 0;
+	t->npaths--;
+}
+
 /* The number a new inode for path takes: its hash, moved on while taken. */
 static uint64_t free_ino(struct tree *t, const char *path)
 {
@@ -130,13 +198,13 @@ void nodes_init(struct tree *t)
 
 	t->ninode_buckets = 1024;
 	t->inodes = xcalloc(t->ninode_buckets, sizeof(*t->inodes));
-	t->paths = strmap_new();
+	t->npath_buckets = 1024;
+	t->paths = xcalloc(t->npath_buckets, sizeof(*t->paths));
 	root->ino = TREE_ROOT_INO;
 	root->nlookup = 1;
 	root->cur = binding_new(TREE_ROOT_INO, "/", pathtab_root(), &none);
-	root->named = 1;
 	inode_insert(t, root);
-	strmap_put(t->paths, "/", root);
+	path_insert(t, root);
 }
 
 void nodes_release(struct tree *t)
@@ -149,7 +217,7 @@ void nodes_release(struct tree *t)
 		}
 	}
 	free(t->inodes);
-	strmap_free(t->paths, NULL);
+	free(t->paths);
 }
 
 struct node *node_of(struct tree *t, uint64_t ino)
@@ -170,14 +238,13 @@ uint64_t node_ref(struct tree *t, const char *path, const struct pt_row *row,
 		  const struct pt_vars *vars)
 {
 	pthread_mutex_lock(&t->lock);
-	struct inode *i = strmap_get(t->paths, path);
+	struct inode *i = path_find(t, path);
 	if (!i) {
 		i = xcalloc(1, sizeof(*i));
 		i->ino = free_ino(t, path);
 		i->cur = binding_new(i->ino, path, row, vars);
-		i->named = 1;
 		inode_insert(t, i);
-		strmap_put(t->paths, path, i);
+		path_insert(t, i);
 	}
 	i->nlookup++;
 	uint64_t ino = i->ino;
@@ -188,7 +255,7 @@ uint64_t node_ref(struct tree *t, const char *path, const struct pt_row *row,
 uint64_t ino_for_path(struct tree *t, const char *path)
 {
 	pthread_mutex_lock(&t->lock);
-	struct inode *i = strmap_get(t->paths, path);
+	struct inode *i = path_find(t, path);
 	uint64_t ino = i ? i->ino : free_ino(t, path);
 	pthread_mutex_unlock(&t->lock);
 	return ino;
@@ -197,7 +264,7 @@ uint64_t ino_for_path(struct tree *t, const char *path)
 uint64_t ino_if_held(struct tree *t, const char *path)
 {
 	pthread_mutex_lock(&t->lock);
-	struct inode *i = strmap_get(t->paths, path);
+	struct inode *i = path_find(t, path);
 	uint64_t ino = i ? i->ino : 0;
 	pthread_mutex_unlock(&t->lock);
 	return ino;
@@ -207,20 +274,19 @@ void node_rekey(struct tree *t, const char *from, const char *to, const struct p
 		const struct pt_vars *vars)
 {
 	pthread_mutex_lock(&t->lock);
-	struct inode *moved = strmap_get(t->paths, from);
-	struct inode *old = strmap_get(t->paths, to);
+	struct inode *moved = path_find(t, from);
+	struct inode *old = path_find(t, to);
 	if (old && old != moved) {
 		/* Still reachable by number through the kernel's references,
 		 * no longer by name. */
-		strmap_del(t->paths, to);
-		old->named = 0;
+		path_remove(t, old);
 	}
 	if (moved) {
-		strmap_del(t->paths, from);
+		path_remove(t, moved);
 		struct node *b = binding_new(moved->ino, to, row, vars);
 		node_put(moved->cur);
 		moved->cur = b;
-		strmap_put(t->paths, to, moved);
+		path_insert(t, moved);
 	}
 	pthread_mutex_unlock(&t->lock);
 }
@@ -240,7 +306,7 @@ void tree_forget(struct tree *t, uint64_t ino, uint64_t n)
 			*pp = i->hnext;
 			t->ninodes--;
 			if (i->named)
-				strmap_del(t->paths, i->cur->path);
+				path_remove(t, i);
 			node_put(i->cur);
 			free(i);
 		}

@@ -26,6 +26,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,10 +164,14 @@ invalid:
 #define BASES_PER_FILE 8
 #define BASES_MAX 200000 /* files with bases; the oldest half goes beyond */
 
+/* 32 bytes: a list of one entry is a 48-byte malloc chunk.  Process and
+ * session ids are pid_t; stamps are compared modulo 2^32 (stamp_after),
+ * and an entry 2^31 reads old is long gone (BASES_MAX). */
 struct base_entry {
-	struct tree_caller who;
+	int32_t tgid, sid;
+	uint32_t uid;
+	uint32_t stamp;
 	struct tree_base b;
-	uint64_t stamp;
 };
 
 /* Grown as readers come (most files have one: a walk's): a base costs its
@@ -176,7 +181,14 @@ struct base_list {
 	struct base_entry e[];
 };
 
-static uint64_t base_clock; /* under t->lock */
+_Static_assert(sizeof(struct base_entry) == 32, "a base entry is 32 bytes");
+
+static uint32_t base_clock; /* under t->lock */
+
+static int stamp_after(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a - b) > 0;
+}
 
 void saves_init(struct tree *t)
 {
@@ -195,14 +207,12 @@ void saves_release(struct tree *t)
 static int older_than(const char *key, void *value, void *ctx)
 {
 	struct base_list *l = value;
-	uint64_t newest = 0, cut = *(uint64_t *)ctx;
+	uint32_t cut = *(uint32_t *)ctx;
 
 	(void)key;
 	for (int i = 0; i < l->n; i++)
-		if (l->e[i].stamp > newest)
-			newest = l->e[i].stamp;
-	if (newest >= cut)
-		return 0;
+		if (!stamp_after(cut, l->e[i].stamp))
+			return 0;
 	free(l);
 	return 1;
 }
@@ -216,7 +226,7 @@ void base_record(struct tree *t, const char *path, const struct tree_caller *who
 	struct base_list *l = strmap_get(t->bases, path);
 	if (!l) {
 		if (strmap_size(t->bases) >= BASES_MAX) {
-			uint64_t cut = base_clock - BASES_MAX / 2;
+			uint32_t cut = base_clock - BASES_MAX / 2;
 			strmap_filter(t->bases, older_than, &cut);
 		}
 		l = xcalloc(1, sizeof(*l) + sizeof(l->e[0]));
@@ -225,7 +235,7 @@ void base_record(struct tree *t, const char *path, const struct tree_caller *who
 	}
 	struct base_entry *e = NULL;
 	for (int i = 0; i < l->n && !e; i++)
-		if (l->e[i].who.tgid == who->tgid)
+		if (l->e[i].tgid == who->tgid)
 			e = &l->e[i];
 	if (!e && l->n == l->cap && l->cap < BASES_PER_FILE) {
 		l->cap = 2 * l->cap < BASES_PER_FILE ? 2 * l->cap : BASES_PER_FILE;
@@ -237,10 +247,12 @@ void base_record(struct tree *t, const char *path, const struct tree_caller *who
 	if (!e) { /* full: the oldest goes */
 		e = &l->e[0];
 		for (int i = 1; i < l->n; i++)
-			if (l->e[i].stamp < e->stamp)
+			if (stamp_after(e->stamp, l->e[i].stamp))
 				e = &l->e[i];
 	}
-	e->who = *who;
+	e->tgid = (int32_t)who->tgid;
+	e->sid = (int32_t)who->sid;
+	e->uid = who->uid;
 	e->b = *b;
 	e->stamp = ++base_clock;
 	pthread_mutex_unlock(&t->lock);
@@ -260,13 +272,13 @@ static int base_find(struct tree *t, const char *path, const struct tree_caller 
 	const struct base_entry *best = NULL;
 	for (int i = 0; l && i < l->n; i++) {
 		const struct base_entry *e = &l->e[i];
-		if (e->who.tgid == who->tgid) {
+		if (e->tgid == who->tgid) {
 			best = e;
 			found = 1;
 			break;
 		}
-		if (who->sid > 0 && e->who.sid == who->sid && e->who.uid == who->uid &&
-		    (!best || e->stamp > best->stamp)) {
+		if (who->sid > 0 && e->sid == who->sid && e->uid == who->uid &&
+		    (!best || stamp_after(e->stamp, best->stamp))) {
 			best = e;
 			found = 2;
 		}

@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* 16 bytes and the key: the key's hash is not kept (a growth hashes the
+ * keys again), so for one key length in two an entry takes a 16-byte
+ * smaller malloc chunk. */
 struct entry {
 	struct entry *next;
-	uint64_t hash;
 	void *value;
 	char key[]; /* NUL-terminated */
 };
@@ -49,7 +51,7 @@ static struct entry **slot(const struct strmap *m, const char *key, uint64_t h)
 {
 	struct entry **pp = &m->b[h & (m->nb - 1)];
 
-	while (*pp && ((*pp)->hash != h || strcmp((*pp)->key, key)))
+	while (*pp && strcmp((*pp)->key, key))
 		pp = &(*pp)->next;
 	return pp;
 }
@@ -69,8 +71,9 @@ static void grow(struct strmap *m)
 	for (size_t i = 0; i < m->nb; i++) {
 		for (struct entry *e = m->b[i], *next; e; e = next) {
 			next = e->next;
-			e->next = b[e->hash & (nb - 1)];
-			b[e->hash & (nb - 1)] = e;
+			uint64_t h = hash64(e->key);
+			e->next = b[h & (nb - 1)];
+			b[h & (nb - 1)] = e;
 		}
 	}
 	free(m->b);
@@ -92,7 +95,6 @@ void *strmap_put(struct strmap *m, const char *key, void *value)
 	kl = strlen(key);
 	struct entry *e = xmalloc(sizeof(*e) + kl + 1);
 	e->next = NULL;
-	e->hash = h;
 	e->value = value;
 	memcpy(e->key, key, kl + 1);
 	*pp = e;

@@ -71,7 +71,8 @@ struct tree {
 	pthread_mutex_t lock; /* guards the tables below */
 	struct inode **inodes;
 	size_t ninode_buckets, ninodes;
-	struct strmap *paths;	  /* path -> struct inode, the names in use */
+	struct inode **paths; /* the names in use: the path index (nodes.c) */
+	size_t npath_buckets, npaths;
 	struct strmap *bases;	  /* path -> struct base_list (save.c) */
 	struct file_times *times; /* the times of the files seen (attr.c) */
 	struct strmap *failures;  /* key -> struct failure (resource.c) */
