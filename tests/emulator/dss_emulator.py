@@ -2689,8 +2689,9 @@ class State(InstanceHandlers):
         must not block other requests while its size is computed)."""
         with self.lock:
             p, ds = self.dataset(req)
-            cols = [(c.get("name"), c.get("type")) for c in
-                    ((ds.get("schema") or {}).get("columns") or []) if isinstance(c, dict)]
+            cols = [(c.get("name"), c.get("type"), k == 0) for k, c in
+                    enumerate((ds.get("schema") or {}).get("columns") or [])
+                    if isinstance(c, dict)]
             all_parts = dataset_partitions(p.key, ds)
             n = dataset_row_count(p.key, ds["name"], self.data_rows)
         fmt = req.arg("format") or "tsv-excel-noheader"
@@ -2703,12 +2704,12 @@ class State(InstanceHandlers):
         header, sep, ctype = formats[fmt]
         wanted = [c for v in req.query.get("columns", []) for c in v.split(",") if c]
         if wanted:
-            by_name = dict(cols)
+            by_name = {c[0]: c for c in cols}
             missing = [c for c in wanted if c not in by_name]
             if missing:
                 raise bad_request("Unknown column(s) in %s.%s: %s"
                                   % (p.key, ds["name"], ", ".join(missing)))
-            cols = [(c, by_name[c]) for c in wanted]
+            cols = [by_name[c] for c in wanted]
         parts = [x for v in req.query.get("partitions", []) for x in v.split(",") if x]
         if parts:
             unknown = [x for x in parts if x not in all_parts and x not in ("NP", "ALL")]
@@ -3653,20 +3654,31 @@ _FOLDER_KINDS = {"datasets": "dataset", "recipes": "recipe", "scenarios": "scena
                  "analysis": "analysis"}
 
 
-def commit_message(key, changed, old, new):
-    """A DSS-like auto-commit message, from the changed paths."""
-    if len(changed) != 1:
-        return "Modified %d files of project %s" % (len(changed), key)
-    path = changed[0]
-    verb = "Created" if path not in old else "Deleted" if path not in new else "Modified"
+def _object_of(path):
+    """(folder, object name) of a project file: recipes/x.py and recipes/x.json are one
+    object; a library file is its own object; a top-level file is (file, "")."""
     top, _, rest = path.partition("/")
     if not rest:
-        return "%s project %s: %s" % (verb, "settings" if top == "params.json" else top[:-5]
-                                      if top.endswith(".json") else top, key)
+        return top, ""
+    if top == "lib":
+        return top, rest
+    return top, rest.split("/", 1)[0].rsplit(".", 1)[0]
+
+
+def commit_message(key, changed, old, new):
+    """A DSS-like auto-commit message, from the changed paths."""
+    objects = {_object_of(p) for p in changed}
+    if len(objects) != 1:
+        return "Modified %d files of project %s" % (len(changed), key)
+    top, name = objects.pop()
+    verb = "Created" if all(p not in old for p in changed) else \
+        "Deleted" if all(p not in new for p in changed) else "Modified"
+    if not name:
+        return "%s project %s: %s" % (verb, "settings" if top == "params.json" else
+                                      top[:-5] if top.endswith(".json") else top, key)
     kind = _FOLDER_KINDS.get(top)
     if kind is None:
         kind = next((k.label for k in OBJECT_KINDS.values() if k.folder == top), top)
-    name = rest.rsplit("/", 1)[-1].rsplit(".", 1)[0] if top != "lib" else rest
     return "%s %s: %s.%s" % (verb, kind, key, name)
 
 
@@ -3749,7 +3761,7 @@ class RowStream:
 
 def data_chunks(spec):
     """Encoded lines of a dataset data stream: spec = (key, name, columns [(name,
-    type)], partitions, rows per partition, header, sep, max rows)."""
+    type, first in the schema)], partitions, rows per partition, header, sep, max rows)."""
     key, name, cols, partitions, n, header, sep, limit = spec
     batch, sent = [], 0
     if header:
@@ -3759,8 +3771,8 @@ def data_chunks(spec):
         for i in range(n):
             if limit is not None and sent >= limit:
                 break
-            batch.append(sep.join(tsv_cell(_cell(t, c, seed, i, k == 0), sep)
-                                  for k, (c, t) in enumerate(cols)) + "\n")
+            batch.append(sep.join(tsv_cell(_cell(t, c, seed, i, first), sep)
+                                  for c, t, first in cols) + "\n")
             sent += 1
             if len(batch) >= 512:
                 yield "".join(batch).encode("utf-8")
