@@ -2504,6 +2504,8 @@ class State(InstanceHandlers):
                 "runId": "manual-%d" % start, "cancelled": False, "params": params,
                 "triggerAuthCtx": {"authIdentifier": req.user.login}}
         act.fires[(s["id"], fire["runId"])] = (fire, rec["run"]["runId"])
+        while len(act.fires) > RUNS_KEPT * max(1, len(p.scenarios)):
+            del act.fires[next(iter(act.fires))]      # the oldest fire
         return fire
 
     def fire(self, req, p, sid):
