@@ -20,6 +20,8 @@ import argparse
 import atexit
 import base64
 import binascii
+import calendar
+import difflib
 import email.utils
 import hashlib
 import io
@@ -1535,8 +1537,16 @@ class InstanceHandlers:
             raise _instance_not_found("Code env", "%s/%s" % (lang, name))
 
     def list_code_envs(self, req):
+        want = req.arg("envLang")
+        if want:
+            want = want.upper()
+            if want not in ("PYTHON", "R"):
+                raise bad_request("Unknown code env language: %s (PYTHON or R)"
+                                  % req.arg("envLang"))
         out = []
         for (lang, name), s in self.inst.code_envs.items():
+            if want and lang != want:
+                continue
             item = {"envLang": lang, "envName": name,
                     "deploymentMode": s.get("deploymentMode", "DESIGN_MANAGED")}
             desc = s.get("desc") or {}
@@ -1981,6 +1991,8 @@ ROUTES = (
     ("PUT", "projects/{K}/datasets/{N}/metadata", "write", "put_dataset_metadata"),
     ("GET", "projects/{K}/datasets/{N}/partitions", "read", "list_partitions"),
     ("GET", "projects/{K}/datasets/{N}/metrics/last/{P}", "read", "get_last_metrics"),
+    ("GET", "projects/{K}/datasets/{N}/data", "read", "get_dataset_data", "stream"),
+    ("GET", "projects/{K}/datasets/{N}/finish-streaming", "read", "finish_streaming"),
 
     ("GET", "projects/{K}/recipes", "read", "list_recipes"),
     ("GET", "projects/{K}/recipes/{R}", "read", "get_recipe"),
@@ -1995,6 +2007,28 @@ ROUTES = (
     ("PUT", "projects/{K}/scenarios/{S}/payload", "write", "put_scenario_payload"),
     ("GET", "projects/{K}/scenarios/{S}/light", "read", "get_scenario_light"),
     ("GET", "projects/{K}/scenarios/{S}/get-last-runs", "read", "get_last_runs"),
+    ("GET", "projects/{K}/scenarios/{S}/get-runs-by-date", "read", "get_runs_by_date"),
+    ("GET", "projects/{K}/scenarios/{S}/get-run-for-trigger", "read", "get_run_for_trigger"),
+    ("POST", "projects/{K}/scenarios/{S}/run", "write", "run_scenario"),
+    ("POST", "projects/{K}/scenarios/{S}/abort", "write", "abort_scenario"),
+    ("GET", "projects/{K}/scenarios/trigger/{S}/{T}", "read", "get_trigger_fire"),
+    # after the literal routes above: a run id is any other segment
+    ("GET", "projects/{K}/scenarios/{S}/{RUN}", "read", "get_scenario_run"),
+    ("GET", "projects/{K}/scenarios/{S}/{RUN}/log", "read", "get_scenario_run_log"),
+
+    ("GET", "projects/{K}/jobs", "read", "list_jobs"),
+    ("POST", "projects/{K}/jobs", "write", "start_job"),
+    ("GET", "projects/{K}/jobs/{J}", "read", "get_job"),
+    ("GET", "projects/{K}/jobs/{J}/log", "read", "get_job_log"),
+    ("POST", "projects/{K}/jobs/{J}/abort", "write", "abort_job"),
+
+    ("GET", "projects/{K}/git/status", "read", "git_status"),
+    ("GET", "projects/{K}/git/branches", "read", "git_branches"),
+    ("GET", "projects/{K}/git/current-branch", "read", "git_current_branch"),
+    ("GET", "projects/{K}/git/tags", "read", "git_tags"),
+    ("GET", "projects/{K}/git/actions/log", "read", "git_log"),
+    ("GET", "projects/{K}/git/actions/diff", "read", "git_diff"),
+    ("POST", "projects/{K}/git/actions/commit", "write", "git_commit"),
 
     ("GET", "projects/{K}/wiki", "read", "get_wiki"),
     ("PUT", "projects/{K}/wiki", "write", "put_wiki"),
@@ -2098,6 +2132,9 @@ class State(InstanceHandlers):
                 self.files.seed(p.key, fid, source)
         self.node_type = node_type
         self._last_ms = 0
+        self.activities = {}     # project key -> Activity (runs, jobs, git), made on use
+        self.data_rows = {}      # --dataset-rows: "K.NAME" / "NAME" / "*" -> rows
+        self.data_sizes = {}     # dataset data stream spec -> its size in bytes
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -2389,11 +2426,329 @@ class State(InstanceHandlers):
                     "versionTag": s.get("versionTag")})
         return out
 
+    # --- activity: scenario runs, jobs, git history, dataset rows ---------------------------
+
+    def activity(self, p):
+        """The project's runtime data, made (deterministically) on first use."""
+        act = self.activities.get(p.key)
+        if act is None:
+            act = self.activities[p.key] = demo_activity(p)
+        return act
+
+    def git_prepare(self, route, params):
+        """Before a write on project {K}: its history must start from the loaded state."""
+        p = self.projects.get(params.get("K")) if route.access in ("write", "admin") else None
+        if p is not None and route.method != "GET":
+            self.activity(p)
+            return p
+        return None
+
+    def git_record(self, p, login):
+        """After an accepted write: a commit if the project's files changed."""
+        act = self.activity(p)
+        return apply_commit(act, p.key, login, self.now_ms(), project_files(p))
+
+    def run_record(self, req):
+        p, s = self.scenario(req)
+        rid = req.params["RUN"]
+        for rec in self.activity(p).runs.get(s["id"], []):
+            if rec["run"]["runId"] == rid:
+                return p, s, rec
+        raise not_found("scenario run", p.key, "%s.%s" % (s["id"], rid))
+
     def get_last_runs(self, req):
         p, s = self.scenario(req)
         limit = req.int_arg("limit", 10)
-        req.bool_arg("onlyFinishedRuns")
-        return scenario_runs(p.key, s, limit)
+        req.bool_arg("onlyFinishedRuns")   # every run is finished
+        runs = self.activity(p).runs.get(s["id"], [])
+        return [r["run"] for r in runs[:max(0, limit)]]
+
+    def get_runs_by_date(self, req):
+        p, s = self.scenario(req)
+
+        def day(name, default):
+            value = req.arg(name)
+            if value is None:
+                return default
+            try:
+                return calendar.timegm(time.strptime(value, "%Y-%m-%d")) * 1000
+            except ValueError:
+                raise bad_request("Invalid date for parameter %s: %s (YYYY-MM-DD)"
+                                  % (name, value))
+        lo, hi = day("fromDate", 0), day("toDate", 1 << 62)
+        return [r["run"] for r in self.activity(p).runs.get(s["id"], [])
+                if lo <= r["run"]["start"] < hi]
+
+    def get_scenario_run(self, req):
+        _p, _s, rec = self.run_record(req)
+        return {"scenarioRun": rec["run"], "stepRuns": rec["stepRuns"]}
+
+    def get_scenario_run_log(self, req):
+        p, s, rec = self.run_record(req)
+        step = req.arg("stepId")
+        if step is None or step == "":
+            return RawResponse(rec["log"].encode("utf-8"), "text/plain; charset=utf-8")
+        if step not in rec["stepLogs"]:
+            raise not_found("scenario step", p.key, "%s.%s" % (s["id"], step))
+        return RawResponse(rec["stepLogs"][step].encode("utf-8"), "text/plain; charset=utf-8")
+
+    def run_scenario(self, req):
+        p, s = self.scenario(req)
+        params = req.json() if req.body.strip() else {}
+        act = self.activity(p)
+        start = self.now_ms()
+        trigger = {"id": "manual", "type": "manual", "name": "Manual trigger (API)"}
+        rec = ActivityMaker(p, act).run(s, start, req.user.login, trigger)
+        self._last_ms = max(self._last_ms, rec["run"]["end"])
+        fire = {"projectKey": p.key, "scenarioId": s["id"], "trigger": trigger,
+                "runId": "manual-%d" % start, "cancelled": False, "params": params,
+                "triggerAuthCtx": {"authIdentifier": req.user.login}}
+        act.fires[(s["id"], fire["runId"])] = (fire, rec["run"]["runId"])
+        while len(act.fires) > RUNS_KEPT * max(1, len(p.scenarios)):
+            del act.fires[next(iter(act.fires))]      # the oldest fire
+        return fire
+
+    def fire(self, req, p, sid):
+        trig = req.arg("triggerRunId")
+        try:
+            return self.activity(p).fires[(sid, trig)]
+        except KeyError:
+            raise not_found("trigger fire", p.key, "%s.%s" % (sid, trig))
+
+    def get_trigger_fire(self, req):
+        p, s = self.scenario(req)
+        fire, _rid = self.fire(req, p, s["id"])
+        if req.params["T"] != fire["trigger"]["id"]:
+            raise not_found("trigger", p.key, "%s.%s" % (s["id"], req.params["T"]))
+        return fire
+
+    def get_run_for_trigger(self, req):
+        p, s = self.scenario(req)
+        fire, rid = self.fire(req, p, s["id"])
+        for rec in self.activity(p).runs.get(s["id"], []):
+            if rec["run"]["runId"] == rid:
+                return {"scenarioRun": rec["run"]}
+        return {}      # the run is no longer kept
+
+    def abort_scenario(self, req):
+        p, s = self.scenario(req)
+        return self.msg("Scenario %s.%s is not running" % (p.key, s["id"]))
+
+    # jobs
+
+    @staticmethod
+    def job_view(job):
+        return {k: v for k, v in job.items() if not k.startswith("_")}
+
+    def job(self, req):
+        p = self.project(req)
+        jid = req.params["J"]
+        for job in self.activity(p).jobs:
+            if job["def"]["id"] == jid:
+                return p, job
+        raise not_found("job", p.key, jid)
+
+    def list_jobs(self, req):
+        return [self.job_view(j) for j in self.activity(self.project(req)).jobs]
+
+    def get_job(self, req):
+        return self.job_view(self.job(req)[1])
+
+    def get_job_log(self, req):
+        p, job = self.job(req)
+        activity = req.arg("activity")
+        if activity:
+            if activity not in job["_logs"]:
+                raise not_found("job activity", p.key, "%s.%s" % (job["def"]["id"], activity))
+            text = job["_logs"][activity]
+        else:
+            text = job["_log"]
+        return RawResponse(text.encode("utf-8"), "text/plain; charset=utf-8")
+
+    def abort_job(self, req):
+        p, job = self.job(req)
+        return self.msg("Job %s.%s is not running (%s)"
+                        % (p.key, job["def"]["id"], job["baseStatus"]["state"]))
+
+    def start_job(self, req):
+        p = self.project(req)
+        body = req.json()
+        jtype = body.get("type", "NON_RECURSIVE_FORCED_BUILD")
+        if jtype not in JOB_TYPES:
+            raise bad_request("Unknown job type: %s (one of %s)" % (jtype, ", ".join(JOB_TYPES)))
+        outputs = body.get("outputs")
+        if not isinstance(outputs, list) or not outputs:
+            raise bad_request("A job needs 'outputs': a non-empty list of {type, id}")
+        clean = []
+        for o in outputs:
+            if not isinstance(o, dict) or not isinstance(o.get("id"), str):
+                raise bad_request("Each job output needs an 'id' string")
+            otype = o.get("type") or "DATASET"
+            if otype not in JOB_OUTPUT_TYPES:
+                raise bad_request("Unknown output type: %s" % otype)
+            okey = o.get("projectKey") or p.key
+            if okey != p.key:
+                raise bad_request("Cannot build %s.%s from project %s (emulator: outputs "
+                                  "must be in the job's project)" % (okey, o["id"], p.key))
+            table = {"DATASET": (p.datasets, "dataset"),
+                     "MANAGED_FOLDER": (p.managed_folders, "managed folder"),
+                     "SAVED_MODEL": (p.saved_models, "saved model")}.get(otype)
+            if table is not None and o["id"] not in table[0]:
+                raise not_found(table[1], p.key, o["id"])
+            clean.append({"type": otype, "id": o["id"], "projectKey": p.key,
+                          "partition": o.get("partition")})
+        job = ActivityMaker(p, self.activity(p)).job(clean, jtype, req.user.login,
+                                                     self.now_ms())
+        self._last_ms = max(self._last_ms, job["baseStatus"]["jobEndTime"])
+        return job["def"]
+
+    # git
+
+    def commit_rec(self, act, p, cid, name):
+        for rec in act.commits:
+            if rec["entry"]["commit"] == cid:
+                return rec
+        raise ApiError(404, ERR_NOT_FOUND, "Commit not found in project %s: %s=%s"
+                       % (p.key, name, cid))
+
+    def git_status(self, req):
+        p = self.project(req)
+        self.activity(p)
+        return {"currentBranch": GIT_BRANCH, "remotes": [],
+                "trackingCount": {"ahead": 0, "behind": 0}, "clean": True,
+                "hasUncommittedChanges": False, "added": [], "changed": [], "removed": [],
+                "missing": [], "modified": [], "conflicting": [], "untracked": [],
+                "untrackedFolders": []}
+
+    def git_branches(self, req):
+        self.project(req)
+        return [] if req.bool_arg("remote") else [GIT_BRANCH]
+
+    def git_current_branch(self, req):
+        self.project(req)
+        return {"name": GIT_BRANCH}
+
+    def git_tags(self, req):
+        self.project(req)
+        return []
+
+    def git_log(self, req):
+        p = self.project(req)
+        act = self.activity(p)
+        count = req.int_arg("count", 1000)
+        if count <= 0:
+            raise bad_request("count must be positive: %d" % count)
+        commits = act.commits
+        start = req.arg("startCommit")
+        if start:
+            rec = self.commit_rec(act, p, start, "startCommit")
+            commits = commits[commits.index(rec):]
+        path = (req.arg("path") or "").strip("/")
+        if path:
+            commits = [c for c in commits if any(f == path or f.startswith(path + "/")
+                                                 for f in c["changed"])]
+        out = {"entries": [dict(c["entry"]) for c in commits[:count]]}
+        if len(commits) > count:
+            out["nextCommit"] = commits[count]["entry"]["commit"]
+        return out
+
+    def git_diff(self, req):
+        p = self.project(req)
+        act = self.activity(p)
+        frm, to = req.arg("commitFrom"), req.arg("commitTo")
+        if not frm and to:
+            raise bad_request("commitTo needs commitFrom")
+        if not frm:                       # working copy vs HEAD: every write is committed
+            head = act.commits[0]
+            a_rec, b_rec, a_files, b_files = head, None, head["files"], project_files(p)
+        elif not to:                      # the changes made by one commit
+            b_rec = self.commit_rec(act, p, frm, "commitFrom")
+            a_rec = self.commit_rec(act, p, b_rec["parent"], "parent") \
+                if b_rec["parent"] else None
+            a_files, b_files = (a_rec["files"] if a_rec else {}), b_rec["files"]
+        else:
+            a_rec = self.commit_rec(act, p, frm, "commitFrom")
+            b_rec = self.commit_rec(act, p, to, "commitTo")
+            a_files, b_files = a_rec["files"], b_rec["files"]
+        entries = tree_diff(a_files, b_files)
+        return {"commitFrom": dict(a_rec["entry"]) if a_rec else {},
+                "commitTo": dict(b_rec["entry"]) if b_rec else {},
+                "addedLines": sum(e["addedLines"] for e in entries),
+                "removedLines": sum(e["removedLines"] for e in entries),
+                "changedFiles": len(entries), "entries": entries}
+
+    def git_commit(self, req):
+        self.project(req)
+        body = req.json()
+        if not isinstance(body.get("message"), str):
+            raise bad_request("A commit needs a 'message' string")
+        return {"success": True, "output": "nothing to commit, working tree clean"}
+
+    # dataset rows
+
+    def get_dataset_data(self, req):
+        """Streamed rows (runs without the state lock, like uploads: a big dataset
+        must not block other requests while its size is computed)."""
+        with self.lock:
+            p, ds = self.dataset(req)
+            cols = [(c.get("name"), c.get("type"), k == 0) for k, c in
+                    enumerate((ds.get("schema") or {}).get("columns") or [])
+                    if isinstance(c, dict)]
+            all_parts = dataset_partitions(p.key, ds)
+            n = dataset_row_count(p.key, ds["name"], self.data_rows)
+        fmt = req.arg("format") or "tsv-excel-noheader"
+        formats = {"tsv-excel-noheader": (False, "\t", "text/tab-separated-values"),
+                   "tsv-excel-header": (True, "\t", "text/tab-separated-values"),
+                   "csv": (True, ",", "text/csv")}
+        if fmt not in formats:
+            raise bad_request("Unsupported format: %s (emulator: %s)"
+                              % (fmt, ", ".join(formats)))
+        header, sep, ctype = formats[fmt]
+        wanted = [c for v in req.query.get("columns", []) for c in v.split(",") if c]
+        if wanted:
+            by_name = {c[0]: c for c in cols}
+            missing = [c for c in wanted if c not in by_name]
+            if missing:
+                raise bad_request("Unknown column(s) in %s.%s: %s"
+                                  % (p.key, ds["name"], ", ".join(missing)))
+            cols = [by_name[c] for c in wanted]
+        parts = [x for v in req.query.get("partitions", []) for x in v.split(",") if x]
+        if parts:
+            unknown = [x for x in parts if x not in all_parts and x not in ("NP", "ALL")]
+            if unknown:
+                raise not_found("partition", p.key, "%s.%s" % (ds["name"], unknown[0]))
+            if "ALL" in parts:
+                parts = all_parts
+        else:
+            parts = all_parts
+        limit = None
+        if req.arg("sampling"):
+            try:
+                sampling = json.loads(req.arg("sampling"))
+            except ValueError:
+                raise bad_request("sampling is not JSON: %s" % req.arg("sampling"))
+            if isinstance(sampling, dict) and isinstance(sampling.get("maxRecords"), int) \
+                    and sampling.get("samplingMethod", "HEAD_SEQUENTIAL") != "FULL" \
+                    and sampling["maxRecords"] >= 0:
+                limit = sampling["maxRecords"]
+        if req.arg("limit") is not None:
+            lim = req.int_arg("limit", -1)
+            if lim >= 0:
+                limit = lim if limit is None else min(limit, lim)
+        spec = (p.key, ds["name"], cols, parts, n, header, sep, limit)
+        size = self.data_sizes.get(repr(spec))
+        if size is None:
+            size = sum(len(c) for c in data_chunks(spec))
+            with self.lock:
+                if len(self.data_sizes) > 10_000:
+                    self.data_sizes.clear()
+                self.data_sizes[repr(spec)] = size
+        return StreamResponse(RowStream(data_chunks(spec)), size,
+                              ctype + "; charset=utf-8")
+
+    def finish_streaming(self, req):
+        self.dataset(req)
+        return self.msg("Streaming session %s finished" % (req.arg("readSessionId") or ""))
 
     # --- wiki -----------------------------------------------------------------------------
 
@@ -2921,40 +3276,521 @@ def last_metrics(project_key, ds, partition):
     return {"metrics": out}
 
 
-def scenario_runs(project_key, s, limit):
-    """A deterministic history of finished runs, newest first."""
-    sid = s["id"]
-    h = stable_hash(project_key, sid, "runs")
-    total = 3 + h % 8
-    newest = T_2020 + 4 * 365 * MS_DAY + (h >> 8) % (300 * MS_DAY)
+# ---------------------------------------------------------------------------------------
+# Activity: scenario runs with logs, jobs with logs, the project's git history
+# (runtime data, not in project folders; see README.md "Activity and history")
+# ---------------------------------------------------------------------------------------
+
+RUNS_KEPT = 20     # runs kept per scenario (the oldest are dropped, with their logs)
+JOBS_KEPT = 50     # jobs kept per project
+GIT_BRANCH = "master"
+JOB_TYPES = ("RECURSIVE_BUILD", "NON_RECURSIVE_FORCED_BUILD", "RECURSIVE_FORCED_BUILD",
+             "RECURSIVE_MISSING_ONLY_BUILD")
+JOB_OUTPUT_TYPES = ("DATASET", "MANAGED_FOLDER", "SAVED_MODEL", "STREAMING_ENDPOINT",
+                    "RETRIEVABLE_KNOWLEDGE", "KNOWLEDGE_BANK")
+ERR_SCENARIO = "com.dataiku.dip.scenario.ScenarioStepFailedException"
+
+
+def log_time(ms):
+    """DSS's log line date: 2024/03/02-04:15:07.123."""
+    return "%s.%03d" % (time.strftime("%Y/%m/%d-%H:%M:%S", time.gmtime(ms // 1000)), ms % 1000)
+
+
+def iso_ms(ms):
+    """2024-03-02T04:15:07.123Z (git log timestamps)."""
+    return "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)), ms % 1000)
+
+
+def run_id_of(ms):
+    """A scenario run id as DSS makes them: 2024-03-02-04-15-07-123."""
+    return "%s-%03d" % (time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(ms // 1000)), ms % 1000)
+
+
+def job_id_of(name, ms):
+    """A job id as DSS makes them: Build_orders_2024-03-02T04-15-07.123."""
+    return "Build_%s_%s.%03d" % (name, time.strftime("%Y-%m-%dT%H-%M-%S",
+                                                     time.gmtime(ms // 1000)), ms % 1000)
+
+
+def _producing_recipe(p, dataset):
+    """(name, type) of the recipe writing ``dataset`` in project p, else (None, None)."""
+    for name, r in p.recipes.items():
+        for role in (r.get("outputs") or {}).values():
+            for item in (role or {}).get("items") or []:
+                if isinstance(item, dict) and item.get("ref") == dataset:
+                    return name, r.get("type")
+    return None, None
+
+
+def _activity_error(rtype, dataset):
+    """A meaningful failure message for an activity of a recipe of type rtype."""
+    if rtype in ("python", "pyspark"):
+        return ("Error in Python process: At line 27: <class 'KeyError'>: 'customer_id' "
+                "(column missing from the input of %s)" % dataset)
+    if rtype in ("sql_query", "sql_script", "hive", "impala", "spark_sql_query"):
+        return ("Failed to execute SQL query: ERROR: relation \"public.%s_staging\" does "
+                "not exist" % dataset)
+    if rtype in ("r", "sparkr"):
+        return "Error in R process: object 'campaign_id' not found"
+    return ("Input dataset is not ready: the source of %s returned no data (partition "
+            "not found)" % dataset)
+
+
+class Activity:
+    """Runtime data of one project: scenario runs, jobs, git commits."""
+
+    def __init__(self):
+        self.runs = {}         # scenario id -> [run record], newest first
+        self.fires = {}        # (scenario id, trigger run id) -> trigger fire (+ its run id)
+        self.jobs = []         # job records, newest first
+        self.commits = []      # commit records, newest first
+        self.head = {}         # path -> bytes: the files of the newest commit
+
+
+def _thrown(clazz, title, message, code=None):
+    out = {"clazz": clazz, "title": title, "message": message, "stack": ""}
+    if code:
+        out["code"] = code
+    return out
+
+
+class ActivityMaker:
+    """Makes runs and jobs (deterministic when given fixed times and plans)."""
+
+    def __init__(self, p, act):
+        self.p = p
+        self.act = act
+
+    def job(self, outputs, jtype, login, start, fail=False, scenario=None, trigger="API"):
+        """A finished job building ``outputs`` ([{type, id, projectKey, partition}]),
+        recorded in the project's jobs; returns it."""
+        p = self.p
+        first = outputs[0].get("id") if outputs else "nothing"
+        jid = job_id_of(first, start)
+        h = stable_hash(p.key, jid)
+        t = start + 150 + h % 700
+        activities, logs = {}, {}
+        failed_any = False
+        for i, out in enumerate(outputs):
+            name = out.get("id")
+            part = out.get("partition") or "NP"
+            recipe, rtype = _producing_recipe(p, name) if out.get("type") == "DATASET" \
+                else (None, None)
+            aid = "%s_%s" % (recipe or "build_" + str(name), part)
+            a_start = t
+            t += 800 + stable_hash(p.key, jid, aid) % 45_000
+            failing = fail and i == len(outputs) - 1
+            failed_any = failed_any or failing
+            rows = 100 + stable_hash(p.key, jid, aid, "rows") % 99_900
+            lines = ["[%s] [FRT-%d] [INFO] [dku.flow.activity] - Run activity %s"
+                     % (log_time(a_start), 40 + i, aid)]
+            if recipe:
+                lines.append("[%s] [FRT-%d] [INFO] [dku.flow.activity] - Executing recipe %s "
+                             "(type %s) to build %s %s.%s"
+                             % (log_time(a_start + 5), 40 + i, recipe, rtype, out.get("type"),
+                                out.get("projectKey") or p.key, name))
+            act = {"activityId": aid, "recipeName": recipe, "recipeType": rtype,
+                   "target": {"type": out.get("type"), "projectKey": out.get("projectKey")
+                              or p.key, "id": name, "partition": part},
+                   "startTime": a_start, "endTime": t}
+            if failing:
+                msg = _activity_error(rtype, name)
+                lines.append("[%s] [FRT-%d] [ERROR] [dku.flow.activity] - Activity %s failed: %s"
+                             % (log_time(t), 40 + i, aid, msg))
+                act.update(state="FAILED", errorMessage=msg)
+            else:
+                lines.append("[%s] [FRT-%d] [INFO] [dku.flow.activity] - Activity %s done: "
+                             "%d rows written" % (log_time(t), 40 + i, aid, rows))
+                act.update(state="DONE", recordsWritten=rows)
+            activities[aid] = act
+            logs[aid] = "\n".join(lines) + "\n"
+        end = t + 50
+        state = "FAILED" if failed_any else "DONE"
+        definition = {"id": jid, "projectKey": p.key, "name": "Build %s" % first,
+                      "type": jtype, "initiator": login, "initiationTimestamp": start,
+                      "triggeredFrom": trigger,
+                      "outputs": [{"type": o.get("type"), "projectKey": o.get("projectKey")
+                                   or p.key, "id": o.get("id"),
+                                   "partition": o.get("partition")} for o in outputs]}
+        if scenario:
+            definition["scenarioId"], definition["scenarioRunId"] = scenario
+        done = sum(1 for a in activities.values() if a["state"] == "DONE")
+        record = {
+            "def": definition,
+            "baseStatus": {"def": definition, "state": state, "jobStartTime": start,
+                           "jobEndTime": end, "activities": activities},
+            "globalState": {"done": done, "failed": len(activities) - done, "running": 0,
+                            "notStarted": 0, "aborted": 0, "total": len(activities)}}
+        head = ("[%s] [main] [INFO] [dku.job] - Starting job %s (type %s), initiated by %s\n"
+                % (log_time(start), jid, jtype, login))
+        tail = ("[%s] [main] [%s] [dku.job] - Job %s\n"
+                % (log_time(end), "ERROR" if failed_any else "INFO",
+                   "failed" if failed_any else "done"))
+        record["_logs"] = logs
+        record["_log"] = head + "".join(logs.values()) + tail
+        self.act.jobs.insert(0, record)
+        self.act.jobs.sort(key=lambda j: -j["def"]["initiationTimestamp"])
+        del self.act.jobs[JOBS_KEPT:]
+        return record
+
+    def run(self, s, start, login, trigger, fail=False):
+        """A finished run of scenario s started at ``start``; recorded, returned."""
+        p, sid = self.p, s["id"]
+        rid = run_id_of(start)
+        sname = s.get("name", sid)
+        steps = ((s.get("params") or {}).get("steps") or []) \
+            if s.get("type") == "step_based" else \
+            [{"id": "script", "type": "custom_python", "name": "Execute Python script"}]
+        steps = [st for st in steps if isinstance(st, dict)]
+        fail_at = -1
+        if fail and steps:
+            builds = [i for i, st in enumerate(steps) if st.get("type") == "build_flowitem"]
+            fail_at = builds[0] if builds else 0
+        t = start + 20
+        step_runs, step_logs = [], {}
+        lines_head = ["[%s] [scenario-%s] [INFO] [dku.scenario] - Starting scenario %s.%s "
+                      "(%s), run %s, trigger: %s"
+                      % (log_time(start), rid, p.key, sid, sname, rid,
+                         trigger.get("name", trigger.get("id")))]
+        outcome = "SUCCESS"
+        for i, st in enumerate(steps):
+            stid = st.get("id") or "step_%d" % i
+            s_start = t
+            lines = ["[%s] [scenario-%s] [INFO] [dku.scenario.step] - Run step %s (%s)"
+                     % (log_time(s_start), rid, stid, st.get("name", stid))]
+            items, thrown = [], None
+            failing = i == fail_at
+            if st.get("type") == "build_flowitem":
+                prm = st.get("params") or {}
+                outs = [{"type": b.get("type", "DATASET"), "id": b.get("itemId"),
+                         "projectKey": b.get("projectKey") or p.key,
+                         "partition": b.get("partitionsSpec") or None}
+                        for b in prm.get("builds") or [] if isinstance(b, dict)]
+                if outs:
+                    job = self.job(outs, prm.get("jobType", "RECURSIVE_BUILD"), login,
+                                   t + 10, fail=failing, scenario=(sid, rid),
+                                   trigger="SCENARIO")
+                    jid, jstate = job["def"]["id"], job["baseStatus"]["state"]
+                    lines.append("[%s] [scenario-%s] [INFO] [dku.scenario.step] - Started job %s"
+                                 % (log_time(t + 10), rid, jid))
+                    t = job["baseStatus"]["jobEndTime"] + 30
+                    item = {"type": "JOB_EXECUTED", "jobId": jid,
+                            "outcome": "SUCCESS" if jstate == "DONE" else "FAILED"}
+                    if jstate != "DONE":
+                        err = next(a["errorMessage"] for a in
+                                   job["baseStatus"]["activities"].values()
+                                   if a["state"] == "FAILED")
+                        thrown = _thrown("com.dataiku.dip.exceptions.JobFailedException",
+                                         "Job failed", "Job %s failed: %s" % (jid, err),
+                                         "ERR_JOB_FAILED")
+                        item["thrown"] = thrown
+                        lines.append("[%s] [scenario-%s] [ERROR] [dku.scenario.step] - Job %s "
+                                     "failed: %s" % (log_time(t), rid, jid, err))
+                    else:
+                        lines.append("[%s] [scenario-%s] [INFO] [dku.scenario.step] - Job %s "
+                                     "done" % (log_time(t), rid, jid))
+                    items.append(item)
+            else:
+                t += 400 + stable_hash(p.key, sid, rid, stid) % 20_000
+                if failing and st.get("type") == "custom_python":
+                    thrown = _thrown("com.dataiku.dip.exceptions.ExternalProcessFailedException",
+                                     "Error in Python process",
+                                     "At line 9: <class 'Exception'>: data is stale: the "
+                                     "newest row is 3 days old (expected less than 1)",
+                                     "ERR_PYTHON_PROCESS_FAILED")
+                elif failing and st.get("type") == "send_report":
+                    thrown = _thrown("javax.mail.MessagingException", "Failed to send mail",
+                                     "Could not connect to SMTP host: mail.example.com, "
+                                     "port: 25: Connection refused")
+                elif failing:
+                    thrown = _thrown(ERR_SCENARIO, "Step failed",
+                                     "Step %s (%s) failed" % (stid, st.get("type")))
+                if thrown:
+                    lines.append("[%s] [scenario-%s] [ERROR] [dku.scenario.step] - %s: %s"
+                                 % (log_time(t), rid, thrown["title"], thrown["message"]))
+            s_outcome = "FAILED" if thrown else "SUCCESS"
+            lines.append("[%s] [scenario-%s] [%s] [dku.scenario.step] - Step %s done, outcome "
+                         "%s" % (log_time(t), rid, "ERROR" if thrown else "INFO", stid,
+                                 s_outcome))
+            result = {"outcome": s_outcome, "type": "STEP_DONE", "start": s_start, "end": t}
+            if thrown:
+                result["thrown"] = thrown
+            step_runs.append({"runId": "%s_%s" % (rid, stid),
+                              "step": {"id": stid, "type": st.get("type"),
+                                       "name": st.get("name", stid)},
+                              "start": s_start, "end": t, "result": result,
+                              "additionalReportItems": items})
+            step_logs[stid] = "\n".join(lines) + "\n"
+            t += 20
+            if thrown:
+                outcome = "FAILED"
+                break
+        end = t + 30
+        run = {"runId": rid,
+               "scenario": {"projectKey": p.key, "id": sid, "name": sname},
+               "trigger": {"trigger": trigger},
+               "start": start, "end": end,
+               "result": {"outcome": outcome, "type": "SCENARIO_DONE", "start": start,
+                          "end": end}}
+        if s.get("markedAsTest"):
+            run["scenario"]["markedAsTest"] = True
+        tail = ("[%s] [scenario-%s] [%s] [dku.scenario] - Scenario %s.%s done, outcome %s\n"
+                % (log_time(end), rid, "ERROR" if outcome == "FAILED" else "INFO", p.key,
+                   sid, outcome))
+        record = {"run": run, "stepRuns": step_runs, "stepLogs": step_logs,
+                  "log": lines_head[0] + "\n" + "".join(step_logs.values()) + tail}
+        runs = self.act.runs.setdefault(sid, [])
+        runs.insert(0, record)
+        runs.sort(key=lambda r: -r["run"]["start"])
+        del runs[RUNS_KEPT:]
+        return record
+
+
+def _trigger_of(s):
     triggers = s.get("triggers") or []
     trig = triggers[0] if triggers and isinstance(triggers[0], dict) else {}
-    trigger = {"id": trig.get("id", "manual"), "type": trig.get("type", "manual"),
-               "name": trig.get("name", "Manual trigger")}
-    runs = []
-    for i in range(max(0, min(limit, total))):
-        hi = stable_hash(project_key, sid, "run", i)
-        start = newest - i * MS_DAY + hi % 1000
-        end = start + 5_000 + hi % 600_000
-        outcome = "FAILED" if hi % 7 == 0 else "WARNING" if hi % 11 == 0 else "SUCCESS"
-        run_id = time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(start // 1000))
-        run_id += "-%03d" % (start % 1000)
-        runs.append({"runId": run_id,
-                     "scenario": {"projectKey": project_key, "id": sid,
-                                  "name": s.get("name", sid)},
-                     "trigger": {"trigger": trigger},
-                     "start": start, "end": end,
-                     "result": {"outcome": outcome, "type": "SCENARIO_DONE",
-                                "start": start, "end": end}})
-    return runs
+    return {"id": trig.get("id", "manual"), "type": trig.get("type", "manual"),
+            "name": trig.get("name", "Manual trigger")}
 
 
-def export_zip(p):
-    """The project's configuration as DSS lays it out, in a byte-stable zip."""
+def demo_activity(p):
+    """The deterministic history of a project: 3-8 finished runs per scenario, one a
+    day, each the second newest or the newest of them FAILED, with their jobs; then
+    the initial git commit (files as loaded, dated the project's creation)."""
+    act = Activity()
+    maker = ActivityMaker(p, act)
+    for sid in sorted(p.scenarios):
+        s = p.scenarios[sid]
+        h = stable_hash(p.key, sid, "runs")
+        total = 3 + h % 6
+        newest = T_2020 + 4 * 365 * MS_DAY + (h >> 8) % (300 * MS_DAY)
+        failed = (h >> 40) % 2
+        login = ((s.get("versionTag") or {}).get("lastModifiedBy") or {}).get("login") \
+            or p.owner
+        for i in reversed(range(total)):
+            hi = stable_hash(p.key, sid, "run", i)
+            start = newest - i * MS_DAY + hi % 1000
+            maker.run(s, start, login, _trigger_of(s), fail=(i == failed))
+    files = project_files(p)
+    created = (p.settings.get("creationTag") or {})
+    when = created.get("lastModifiedOn") or T_2020
+    author = (created.get("lastModifiedBy") or {}).get("login") or p.owner
+    digest = hashlib.sha1()
+    for path in sorted(files):
+        digest.update(path.encode("utf-8", "surrogatepass") + b"\0" + git_blob_id(files[path]).encode())
+    commit = hashlib.sha1(("dssfs-emulator initial commit\0%s\0%s\0%d"
+                           % (p.key, digest.hexdigest(), when)).encode("utf-8", "surrogatepass")).hexdigest()
+    act.commits.append({"entry": {"commit": commit, "author": author,
+                                  "timestamp": iso_ms(when),
+                                  "message": "Created project %s" % p.key},
+                        "parent": None, "files": files, "changed": sorted(files)})
+    act.head = files
+    return act
+
+
+# --- git ----------------------------------------------------------------------------------
+
+def git_blob_id(data):
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _diff_lines(data):
+    try:
+        return data.decode("utf-8").splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return None
+
+
+def file_diff(path, old, new):
+    """(git-style unified diff text, added lines, removed lines) of one file; old or
+    new None = the file is added / deleted."""
+    a = b"" if old is None else old
+    b = b"" if new is None else new
+    head = ["diff --git a/%s b/%s\n" % (path, path)]
+    if old is None:
+        head.append("new file mode 100644\n")
+    elif new is None:
+        head.append("deleted file mode 100644\n")
+    head.append("index %s..%s%s\n" % ("0" * 7 if old is None else git_blob_id(a)[:7],
+                                       "0" * 7 if new is None else git_blob_id(b)[:7],
+                                       "" if old is None or new is None else " 100644"))
+    la, lb = _diff_lines(a), _diff_lines(b)
+    src = "/dev/null" if old is None else "a/" + path
+    dst = "/dev/null" if new is None else "b/" + path
+    if la is None or lb is None:
+        return "".join(head) + "Binary files %s and %s differ\n" % (src, dst), 0, 0
+    out, added, removed = [], 0, 0
+    for k, line in enumerate(difflib.unified_diff(la, lb, src, dst, lineterm="\n", n=3)):
+        if k < 2:       # the ---/+++ header lines
+            out.append(line)
+            continue
+        if line.startswith("+"):
+            added += 1
+        elif line.startswith("-"):
+            removed += 1
+        if not line.endswith("\n"):
+            line += "\n\\ No newline at end of file\n"
+        out.append(line)
+    return "".join(head) + "".join(out), added, removed
+
+
+def tree_diff(old_files, new_files):
+    """Diff entries between two {path: bytes} trees (sorted by path)."""
+    entries = []
+    for path in sorted(set(old_files) | set(new_files)):
+        old, new = old_files.get(path), new_files.get(path)
+        if old == new:
+            continue
+        text, added, removed = file_diff(path, old, new)
+        entries.append({"oldPath": None if old is None else path,
+                        "newPath": None if new is None else path,
+                        "changeType": "ADD" if old is None else "DELETE" if new is None
+                        else "MODIFY",
+                        "addedLines": added, "removedLines": removed, "diff": text})
+    return entries
+
+
+_FOLDER_KINDS = {"datasets": "dataset", "recipes": "recipe", "scenarios": "scenario",
+                 "wiki": "wiki article", "lib": "library file",
+                 "ipython_notebooks": "notebook", "notebooks": "SQL notebook",
+                 "analysis": "analysis"}
+
+
+def _object_of(path):
+    """(folder, object name) of a project file: recipes/x.py and recipes/x.json are one
+    object; a library file is its own object; a top-level file is (file, "")."""
+    top, _, rest = path.partition("/")
+    if not rest:
+        return top, ""
+    if top == "lib":
+        return top, rest
+    return top, rest.split("/", 1)[0].rsplit(".", 1)[0]
+
+
+def commit_message(key, changed, old, new):
+    """A DSS-like auto-commit message, from the changed paths."""
+    objects = {_object_of(p) for p in changed}
+    if len(objects) != 1:
+        return "Modified %d files of project %s" % (len(changed), key)
+    top, name = objects.pop()
+    verb = "Created" if all(p not in old for p in changed) else \
+        "Deleted" if all(p not in new for p in changed) else "Modified"
+    if not name:
+        return "%s project %s: %s" % (verb, "settings" if top == "params.json" else
+                                      top[:-5] if top.endswith(".json") else top, key)
+    kind = _FOLDER_KINDS.get(top)
+    if kind is None:
+        kind = next((k.label for k in OBJECT_KINDS.values() if k.folder == top), top)
+    return "%s %s: %s.%s" % (verb, kind, key, name)
+
+
+def apply_commit(act, key, login, when_ms, files):
+    """Record ``files`` as a new commit if they differ from the head; returns it or None."""
+    old = act.head
+    changed = sorted(p for p in set(old) | set(files) if old.get(p) != files.get(p))
+    if not changed:
+        return None
+    # Unchanged files share the head's bytes: a commit costs only what it changed.
+    files = {p: (old[p] if old.get(p) == data else data) for p, data in files.items()}
+    parent = act.commits[0]["entry"]["commit"] if act.commits else None
+    message = commit_message(key, changed, old, files)
+    seed = "%s\0%s\0%s\0%d\0%s\0%s" % (parent, key, login, when_ms, message,
+                                      "\0".join(changed))
+    commit = hashlib.sha1(seed.encode("utf-8", "surrogatepass")).hexdigest()
+    rec = {"entry": {"commit": commit, "author": login, "timestamp": iso_ms(when_ms),
+                     "message": message},
+           "parent": parent, "files": files, "changed": changed}
+    act.commits.insert(0, rec)
+    act.head = files
+    return rec
+
+
+# --- dataset rows -------------------------------------------------------------------------
+
+_WORDS = ("alpha", "Bravo", "charlie", "Delta & co", "écho", "foxtrot", "golf", "hôtel",
+          "India \"Ink\"", "juliet")
+
+
+def _cell(ctype, name, seed, i, first=False):
+    """One cell of row i: the first column, when an integer, counts rows (an id)."""
+    h = stable_hash(seed, name, i)
+    t = (ctype or "string").lower()
+    if t in ("tinyint", "smallint", "int", "bigint"):
+        return str(i + 1) if first else str(h % 100_000)
+    if t in ("float", "double"):
+        return "%d.%02d" % (h % 10_000, (h >> 20) % 100)
+    if t == "boolean":
+        return "true" if h % 2 else "false"
+    if t in ("date", "datetimenotz", "datetimetz"):
+        return iso_ms(T_2020 + 4 * 365 * MS_DAY + h % (365 * MS_DAY))
+    if t == "dateonly":
+        return time.strftime("%Y-%m-%d", time.gmtime((T_2020 + h % (1500 * MS_DAY)) / 1000))
+    return "%s %d" % (_WORDS[h % len(_WORDS)], i + 1)
+
+
+def dataset_row_count(p_key, name, overrides):
+    for key in ("%s.%s" % (p_key, name), name, "*"):
+        if key in overrides:
+            return overrides[key]
+    return 5 + stable_hash(p_key, name, "rowcount") % 16
+
+
+def tsv_cell(value, sep):
+    if any(c in value for c in (sep, '"', "\n", "\r")):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+class RowStream:
+    """A file-like read() over generated rows (dataset data), for StreamResponse."""
+
+    def __init__(self, chunks):
+        self.chunks = iter(chunks)
+        self.buf = b""
+
+    def read(self, n):
+        while len(self.buf) < n:
+            nxt = next(self.chunks, None)
+            if nxt is None:
+                break
+            self.buf += nxt
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def close(self):
+        self.chunks = iter(())
+
+
+def data_chunks(spec):
+    """Encoded lines of a dataset data stream: spec = (key, name, columns [(name,
+    type, first in the schema)], partitions, rows per partition, header, sep, max rows)."""
+    key, name, cols, partitions, n, header, sep, limit = spec
+    batch, sent = [], 0
+    if header:
+        batch.append(sep.join(tsv_cell(c[0], sep) for c in cols) + "\n")
+    for part in partitions:
+        seed = "%s\x1f%s\x1f%s" % (key, name, part)
+        for i in range(n):
+            if limit is not None and sent >= limit:
+                break
+            batch.append(sep.join(tsv_cell(_cell(t, c, seed, i, first), sep)
+                                  for c, t, first in cols) + "\n")
+            sent += 1
+            if len(batch) >= 512:
+                yield "".join(batch).encode("utf-8")
+                batch = []
+    if batch:
+        yield "".join(batch).encode("utf-8")
+
+
+def project_files(p):
+    """The project's configuration as DSS lays it out in its folder: {path: bytes}
+    (the export zip's entries and the git history's files). A name or text holding a
+    lone surrogate (no UTF-8 form) is encoded with "surrogatepass", not refused."""
     files = {}
 
     def put_json(path, obj):
-        files[path] = json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8")
+        files[path] = json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
     def safe(name):
         return name.replace("/", "%2F")
@@ -2971,16 +3807,16 @@ def export_zip(p):
         exts = recipe_payload_exts(r.get("type"))
         ext = p.payload_ext.get(name) or (exts[0] if payload and exts else None)
         if ext:
-            files["recipes/%s.%s" % (safe(name), ext)] = payload.encode("utf-8")
+            files["recipes/%s.%s" % (safe(name), ext)] = payload.encode("utf-8", "surrogatepass")
     for sid, s in p.scenarios.items():
         put_json("scenarios/%s.json" % safe(sid), without(s, "projectKey", "id"))
         if sid in p.scripts:
-            files["scenarios/%s.py" % safe(sid)] = p.scripts[sid].encode("utf-8")
+            files["scenarios/%s.py" % safe(sid)] = p.scripts[sid].encode("utf-8", "surrogatepass")
     if p.wiki is not None:
         put_json("wiki/taxonomy.json", without(p.wiki, "projectKey"))
     for aid, a in p.articles.items():
         put_json("wiki/articles/%s.json" % safe(aid), without(a, "projectKey", "id"))
-        files["wiki/articles/%s.md" % safe(aid)] = p.article_payloads.get(aid, "").encode("utf-8")
+        files["wiki/articles/%s.md" % safe(aid)] = p.article_payloads.get(aid, "").encode("utf-8", "surrogatepass")
     for kind, spec in OBJECT_KINDS.items():
         for oid, o in p.objects[kind].items():
             stored = without(o, "projectKey", "id")
@@ -2989,7 +3825,7 @@ def export_zip(p):
                 for fn, key in WEBAPP_FILES:
                     if isinstance(params.get(key), str):
                         code = params.pop(key)
-                        files["%s/%s/%s" % (spec.folder, safe(oid), fn)] = code.encode("utf-8")
+                        files["%s/%s/%s" % (spec.folder, safe(oid), fn)] = code.encode("utf-8", "surrogatepass")
                 stored["params"] = params
             put_json("%s/%s.json" % (spec.folder, safe(oid)), stored)
     for nid, n in p.sql_notebooks.items():
@@ -2998,7 +3834,7 @@ def export_zip(p):
                  {"queries": p.sql_histories.get(nid, {})})
     for name, nb in p.jupyter.items():
         files["ipython_notebooks/%s.ipynb" % safe(name)] = json.dumps(
-            nb, indent=1, ensure_ascii=False).encode("utf-8")
+            nb, indent=1, ensure_ascii=False).encode("utf-8", "surrogatepass")
     for aid, a in p.analyses.items():
         put_json("analysis/%s/core_params.json" % safe(aid), without(a, "projectKey", "id"))
         for mid, t in p.ml_tasks.get(aid, {}).items():
@@ -3006,6 +3842,12 @@ def export_zip(p):
                      without(t, "projectKey", "analysisId"))
     for path, (data, _when) in p.library.items():
         files["lib/" + path] = data
+    return files
+
+
+def export_zip(p):
+    """The project's configuration as DSS lays it out, in a byte-stable zip."""
+    files = project_files(p)
     for path in p.library_dirs:
         if not any(k.startswith(path + "/") for k in p.library):
             files["lib/%s/" % path] = None      # an empty folder
@@ -3555,7 +4397,12 @@ class Emulator:
                 result = handler(req, *args)
             else:
                 with self.state.lock:
+                    # A write on a project: its git history starts from the loaded
+                    # state, and an accepted change is a commit by the key's login.
+                    written = self.state.git_prepare(route, params)
                     result = handler(req, *args)
+                    if written is not None:
+                        self.state.git_record(written, user.login)
             if isinstance(result, RawResponse):
                 return 200, result.data, result.content_type, result.headers
             if isinstance(result, StreamResponse):
@@ -3807,6 +4654,9 @@ def parse_args(argv):
                     help="a limited key; RULES = PROJECTKEY=level,...,*=level with level "
                          "none|read|write|admin (repeatable)")
     ap.add_argument("--latency-ms", type=float, default=0, help="delay of every API response")
+    ap.add_argument("--dataset-rows", action="append", default=[], metavar="[K.]NAME=ROWS",
+                    help="rows of a dataset's data (K.NAME, NAME in any project, or * for "
+                         "all; per partition; repeatable). Default: 5-20, deterministic")
     ap.add_argument("--log-requests", metavar="PATH", help="append 'METHOD PATH' per request")
     ap.add_argument("--dss-version", default="13.4.0", help="DSS-Version response header")
     ap.add_argument("--node-type", default="DESIGN", choices=("DESIGN", "AUTOMATION"),
@@ -3918,6 +4768,21 @@ def build_projects(args):
     return projects
 
 
+def parse_dataset_rows(items):
+    out = {}
+    for item in items:
+        name, sep, rows = item.rpartition("=")
+        try:
+            n = int(rows)
+        except ValueError:
+            sep = ""
+        if not sep or not name or n < 0:
+            raise SystemExit("dss_emulator: --dataset-rows expects [K.]NAME=ROWS, e.g. "
+                             "GEN001.ds_000=1000000")
+        out[name] = n
+    return out
+
+
 def write_port_file(path, port):
     tmp = "%s.tmp.%d" % (path, os.getpid())
     with open(tmp, "w") as f:
@@ -3931,6 +4796,7 @@ def main(argv=None):
     rates = build_rates(args)
     state = State(build_projects(args), node_type=args.node_type,
                   instance=build_instance(args))
+    state.data_rows = parse_dataset_rows(args.dataset_rows)
     emulator = Emulator(state, users, latency_ms=max(0.0, args.latency_ms),
                         log_path=args.log_requests, dss_version=args.dss_version,
                         rates=rates, missing_routes=args.missing_route)
