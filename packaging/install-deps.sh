@@ -7,6 +7,10 @@ PKGS="build-essential cmake pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev l
       python3 python3-pytest ca-certificates curl jq rsync tar vim-nox
       clang libclang-rt-14-dev llvm"
 PKGS="$PKGS strace"  # tests/integration/test_system.py counts the daemon's threads with it
+# The Debian package (packaging/ci-package.sh): debhelper and dpkg-dev build it,
+# lintian checks it, pandoc makes the man page, libsystemd-dev gives sd_notify,
+# systemd's systemd-analyze checks the unit, man-db shows the page.
+PKGS="$PKGS debhelper dpkg-dev fakeroot lintian pandoc libsystemd-dev systemd man-db"
 
 missing=""
 for p in $PKGS; do

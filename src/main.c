@@ -10,6 +10,7 @@
 #include "dssfs/http.h"
 #include "dssfs/log.h"
 #include "dssfs/ops.h"
+#include "dssfs/service.h"
 #include "dssfs/stats.h"
 #include "dssfs/tree.h"
 
@@ -56,6 +57,7 @@ struct options {
 	int spool_total_mb;
 	int prefetch;
 	int secret_on_cmdline;
+	char *log_level;
 	char *source;	  /* [SOURCE] MOUNTPOINT: what mount(8) gives first */
 	char *mountpoint; /* the last one */
 };
@@ -91,6 +93,7 @@ static const struct fuse_opt option_spec[] = {
     OPT("dirty_max=%d", dirty_max_mb, 0),
     OPT("spool_total=%d", spool_total_mb, 0),
     OPT("prefetch=%d", prefetch, 0),
+    OPT("log_level=%s", log_level, 0),
     FUSE_OPT_KEY("api_key=", KEY_SECRET),
     FUSE_OPT_KEY("apikey=", KEY_SECRET),
     FUSE_OPT_KEY("key=", KEY_SECRET),
@@ -202,8 +205,13 @@ static void usage(const char *prog)
 	       "                            (default 256)\n"
 	       "    -o spool_total=MIB      disk for exports and managed folders' files\n"
 	       "                            (default 4096)\n\n"
+	       "Logging:\n"
+	       "    -o log_level=LEVEL      error, warning, info or debug (default info;\n"
+	       "                            -d: debug); on stderr with -f, else syslog\n\n"
 	       "Signals: SIGHUP drops every cached object; SIGUSR1 logs the figures\n"
-	       "of `stats'.\n\n",
+	       "of `stats'; SIGTERM unmounts.  Under systemd (Type=notify) dssfs\n"
+	       "reports READY=1 once mounted, and its figures in STATUS=.\n\n"
+	       "See dssfs(1).\n\n",
 	       prog, prog);
 }
 
@@ -286,14 +294,59 @@ static void inval_kernel(uint64_t ino, void *se)
 		fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
 }
 
+/* The service manager's STATUS= (READY=1 too with ready): the figures of
+ * `dssfs stats' and the last error, in one line. */
+static void notify_status(const struct ops_ctx *c, int ready)
+{
+	struct buf fig = BUF_INIT, line = BUF_INIT;
+	char last[512];
+
+	if (!service_listening() || !c->stats)
+		return;
+	c->stats(c->stats_arg, c, &fig);
+	log_last_error(last, sizeof(last));
+	service_status_line(fig.data, last, &line);
+	if (ready)
+		service_ready(line.data);
+	else
+		service_status(line.data);
+	buf_release(&line);
+	buf_release(&fig);
+}
+
+/* Waits for a signal's post; under a service manager, also wakes every
+ * SERVICE_STATUS_PERIOD_S to report the figures.  Returns 1 on a post. */
+static int wait_signal_or_period(const struct ops_ctx *c)
+{
+	struct timespec until;
+
+	if (!service_listening()) {
+		while (sem_wait(&hup_sem))
+			if (errno != EINTR)
+				return 0;
+		return 1;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += SERVICE_STATUS_PERIOD_S;
+	while (sem_clockwait(&hup_sem, CLOCK_MONOTONIC, &until)) {
+		if (errno == ETIMEDOUT) {
+			notify_status(c, 0);
+			return 0;
+		}
+		if (errno != EINTR)
+			return 0;
+	}
+	return 1;
+}
+
 static void *hup_thread(void *arg)
 {
 	struct ops_ctx *c = arg;
 	struct tree *t = c->tree;
 
 	for (;;) {
-		while (sem_wait(&hup_sem) && errno == EINTR)
-			;
+		if (!wait_signal_or_period(c))
+			continue;
 		if (atomic_load(&stopping))
 			return NULL;
 		if (atomic_exchange(&hup_pending, 0)) {
@@ -308,6 +361,7 @@ static void *hup_thread(void *arg)
 			cJSON_Minify(fig.data);
 			log_info("stats: %s", fig.data);
 			buf_release(&fig);
+			notify_status(c, 0);
 		}
 	}
 }
@@ -413,7 +467,7 @@ int main(int argc, char *argv[])
 	char *mountpoint_abs = NULL;
 	struct fuse_loop_config *loop = NULL;
 	pthread_t hup_tid;
-	int hup_started = 0, mounted = 0, handlers = 0;
+	int hup_started = 0, mounted = 0, handlers = 0, ready = 0;
 	int stuck = 0; /* a thread left blocked in the kernel still uses se, tree */
 	int ret = 1;
 
@@ -421,6 +475,7 @@ int main(int argc, char *argv[])
 	 * with -o instance=stats, or with any option after the mountpoint) */
 	if (argc == 3 && !strcmp(argv[1], "stats"))
 		return stats_command(argv[2]);
+	log_detect_journal();
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) == -1)
 		goto out;
 	if (o.secret_on_cmdline) {
@@ -469,6 +524,17 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "dssfs: invalid option value: stream_timeout must be at least 1, "
 				"max_inflight at least twice max_response\n");
 		goto out;
+	}
+	if (o.log_level) {
+		enum log_level lvl;
+		if (log_parse_level(o.log_level, &lvl)) {
+			fprintf(stderr,
+				"dssfs: invalid option value: log_level=%s (error, "
+				"warning, info or debug)\n",
+				o.log_level);
+			goto out;
+		}
+		log_set_level(lvl);
 	}
 	if (cmd.debug)
 		log_set_level(LOG_LVL_DEBUG);
@@ -597,6 +663,10 @@ int main(int argc, char *argv[])
 	if (pthread_create(&hup_tid, NULL, hup_thread, &ctx) == 0)
 		hup_started = 1;
 	log_info("mounted %s at %s (key from %s)", cfg.url, cmd.mountpoint, cfg.origin);
+	/* Mounted, and DSS listed the projects: ready (the kernel's requests
+	 * wait for the loop, which starts now). */
+	notify_status(&ctx, 1);
+	ready = 1;
 
 	if (cmd.singlethread) {
 		ret = fuse_session_loop(se);
@@ -629,6 +699,8 @@ out:
 	 *    logged by path (their requests are saves: not cancelled).
 	 * 5. Everything else ends (http_cancel_all) and the prefetch threads
 	 *    are joined (tree_free). */
+	if (ready)
+		service_stopping();
 	http_cancel_reads(http);
 	if (hup_started && stop_hup_thread(hup_tid))
 		stuck = 1;
@@ -670,6 +742,7 @@ out:
 	free(o.client_key);
 	free(o.source);
 	free(o.mountpoint);
+	free(o.log_level);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: installs the dependencies, builds
 # dssfs twice (plain with -Werror, and with ASan+UBSan), and runs the unit
 # tests (CTest) and the mount tests (pytest, through a real FUSE mount
-# against the DSS emulator) on both builds; then a ThreadSanitizer build
+# against the DSS emulator) on both builds; builds, installs and removes the
+# Debian package (packaging/ci-package.sh); then a ThreadSanitizer build
 # under the concurrency-heavy mount tests.
 set -eu
 cd "$(dirname "$0")/.."
@@ -31,6 +32,11 @@ run_suite() { # build dir, label
 build build
 run_suite build "plain build"
 
+# The Debian package: built, checked by lintian, installed, its mount tests run
+# against /usr/bin/dssfs, removed (about a minute and a half).
+echo "== Debian package"
+./packaging/ci-package.sh
+
 # halt_on_error: any sanitizer report fails the test that caused it.
 export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
@@ -50,7 +56,8 @@ DSSFS_BIG_FILE_MIB=256 DSSFS_BIN="$ROOT/build-tsan/dssfs" "$PY" -m pytest -q -rs
 	tests/integration/test_trust.py tests/integration/test_walk.py \
 	tests/integration/test_cache.py tests/integration/test_write.py \
 	tests/integration/test_shutdown.py tests/integration/test_types.py \
-	tests/integration/test_files.py tests/integration/test_stats.py
+	tests/integration/test_files.py tests/integration/test_stats.py \
+	tests/integration/test_systemd.py
 unset TSAN_OPTIONS
 
 # libFuzzer targets (clang), a bounded run of each: FUZZ_SECONDS, default 60.
