@@ -18,6 +18,7 @@ struct expansion {
 	const struct pt_row *dir; /* the folder row it lists */
 	struct pt_vars vars;	  /* values owned */
 	int expand;		  /* 0: only fetched */
+	int back;		  /* what it holds goes to the queue's tail */
 };
 
 static void expansion_free(void *arg)
@@ -38,6 +39,7 @@ static void expand_list(struct tree *t, const struct pt_row *dir, const struct p
  * batch (the optional folders' listings, needed at once) goes first. */
 static _Thread_local struct batch {
 	int depth;
+	int back; /* (lookahead_next) the batch goes to the tail instead */
 	size_t n, cap;
 	char **keys;
 	void **args;
@@ -50,17 +52,22 @@ void lookahead_begin(void)
 
 void lookahead_end(struct tree *t)
 {
-	int depth = --batch.depth;
+	int depth = --batch.depth, back = batch.back;
 
-	if (batch.n && t->prefetch)
+	if (batch.n && t->prefetch && back) {
+		for (size_t i = 0; i < batch.n; i++)
+			prefetch_add(t->prefetch, batch.keys[i], batch.args[i]);
+	} else if (batch.n && t->prefetch) {
 		prefetch_add_front(t->prefetch, batch.n, (const char *const *)batch.keys,
 				   batch.args);
+	}
 	for (size_t i = 0; i < batch.n; i++)
 		free(batch.keys[i]);
 	free(batch.keys);
 	free(batch.args);
 	memset(&batch, 0, sizeof(batch));
 	batch.depth = depth;
+	batch.back = depth ? back : 0;
 }
 
 static void batch_add(struct tree *t, const char *key, void *arg)
@@ -98,6 +105,7 @@ static int prefetch_run(void *ctx, const char *key, void *arg)
 	}
 	if (ref && e && e->expand) {
 		lookahead_begin();
+		batch.back = e->back;
 		expand_list(t, e->dir, &e->vars, cache_ref_value(ref));
 		lookahead_end(t);
 	}
@@ -163,6 +171,7 @@ static void queue_key(struct tree *t, const char *tmpl, const struct pt_vars *va
 				e = xcalloc(1, sizeof(*e));
 				e->dir = list_dir;
 				e->expand = expand;
+				e->back = batch.back;
 				vars_copy(&e->vars, vars);
 			}
 			batch_add(t, key.data, e);
@@ -240,4 +249,47 @@ void lookahead_child(struct tree *t, const struct pt_row *row, const struct pt_v
 		for (size_t i = 0; i < nk; i++)
 			queue_row(t, kids[i], vars, 0);
 	}
+}
+
+void lookahead_next(struct tree *t, const struct node *dir)
+{
+	const struct pt_row *row = dir->row, *parent, *kids[PT_MAX_CHILDREN];
+	const char *var, *id;
+	struct cache_ref *ref;
+	const struct listing *l;
+	struct buf key = BUF_INIT;
+	size_t nk, i;
+
+	if (!t->prefetch || !row || !(parent = pathtab_parent(row)) || !parent->list ||
+	    parent->content || parent->over || parent->nest ||
+	    pathtab_leaf(row, &var, NULL) != PT_SEG_VAR || !(id = pt_vars_get(&dir->vars, var)))
+		return;
+	nk = pathtab_children(row, kids, PT_MAX_CHILDREN);
+	for (i = 0; i < nk && !kids[i]->list; i++)
+		;
+	if (i == nk)
+		return; /* a folder of files: queued with its siblings already */
+	/* the parent's listing, only if it is at hand (the walk just read it) */
+	if (pathtab_expand(parent->list, &dir->vars, &key) ||
+	    cache_peek(t->cache, key.data, &ref)) {
+		buf_release(&key);
+		return;
+	}
+	buf_release(&key);
+	if (!listing_in(t, cache_ref_value(ref), parent, &dir->vars, &l)) {
+		const struct listing_entry *e = listing_find_id(l, id);
+		/* (a listing's entries are one array: listing_at) */
+		size_t at = e ? (size_t)(e - listing_at(l, 0)) + 1 : listing_count(l);
+		struct pt_vars v = dir->vars;
+		if (at < listing_count(l) && !pt_vars_set(&v, var, listing_at(l, at)->id)) {
+			lookahead_begin();
+			batch.back = 1;
+			/* (an optional folder's listing is fetched as such:
+			 * a 404 only hides it) */
+			for (i = 0; i < nk; i++)
+				lookahead_child(t, kids[i], &v);
+			lookahead_end(t);
+		}
+	}
+	cache_ref_put(ref);
 }

@@ -572,6 +572,7 @@ int tree_readdir(struct tree *t, uint64_t ino, struct tree_dir *out)
 		tree_dir_release(out);
 		goto out;
 	}
+	lookahead_next(t, dir);
 	ret = 0;
 	scratch_list(t->scratch, dir->path, list_scratch_cb, &lc);
 out:

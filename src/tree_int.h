@@ -232,6 +232,14 @@ void lookahead_key(struct tree *t, const char *tmpl, const struct pt_vars *vars)
  * was queued since the last one). */
 void lookahead_begin(void);
 void lookahead_end(struct tree *t);
+/* After a walk entered folder dir, an object of its parent's listing
+ * whose folder holds listings (a project): what the next object's folder
+ * holds is queued at the tail, behind what the walk needs now, so that the
+ * walk finds it fetched when it gets there.  Without it the queue ran dry
+ * at each project's end, and tar waited there for the next project's first
+ * listings (issue 9, goal 4).  A folder of files only (a dataset's) is
+ * not concerned: its parent's listing queued all of them. */
+void lookahead_next(struct tree *t, const struct node *dir);
 
 /* One child of a directory, as found by lookup or readdir. */
 struct child {

@@ -155,6 +155,37 @@ def test_a_listing_prefetches_in_parallel_within_the_bound(emulator_factory, mou
     assert 2 <= stats["max_in_flight"] <= 4 + 1   # the prefetch bound, plus ls itself
 
 
+def test_entering_a_project_prefetches_the_next_one_behind_it(emulator_factory, mount_factory):
+    """A walk goes on into the next project: what that one holds is queued behind what
+    the walk needs now, so the prefetch queue does not run dry at each project's end
+    (it did: at 10 ms a cold tar waited there for the next project's first listings).
+    Exactly one project ahead, each resource once."""
+    from test_stats import quiet_stats
+    emu = emulator_factory(args=GENERATED)
+    m = mount_factory(emu)
+    os.listdir(m.mnt)
+    quiet_stats(emu, m)
+    emu.reset_stats()
+    os.listdir(m.path("GEN001"))
+    quiet_stats(emu, m)
+    counts = collections.Counter(gets(emu))
+    assert not {k: n for k, n in counts.items() if n > 1}
+
+    def of(key):
+        prefix = "projects/%s/" % key
+        return {u[len(prefix):] for u in counts if u.startswith(prefix)}
+    assert not of("GEN003")
+    assert not [u for u in counts if not u.startswith(("projects/GEN001/", "projects/GEN002/"))]
+    # the next project: what entering it queues, its datasets' documents included
+    assert of("GEN002") == of("GEN001")
+    assert "datasets/ds_007/schema" in of("GEN002")
+    # entering the next one then fetches nothing of its own, only the one after it
+    emu.reset_stats()
+    os.listdir(m.path("GEN002"))
+    quiet_stats(emu, m)
+    assert {u.split("/")[1] for u in gets(emu)} == {"GEN003"}
+
+
 def test_prefetch_can_be_turned_off(emulator_factory, mount_factory):
     emu = emulator_factory(args=GENERATED)
     m = mount_factory(emu, options=["prefetch=0"])
