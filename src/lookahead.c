@@ -176,7 +176,7 @@ static void queue_key(struct tree *t, const char *tmpl, const struct pt_vars *va
 static void queue_row(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
 		      int expand)
 {
-	if (row->format == PT_SPOOL || row->hidden)
+	if (row->format == PT_SPOOL || row->hidden || (row->activity && !t->opt.list_activity))
 		return; /* only fetched when asked for by name */
 	if (row->admin && !t->admin)
 		return; /* not there for this key */
