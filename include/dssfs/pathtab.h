@@ -141,10 +141,11 @@ struct pt_row {
 	/* reachable by name but not listed (e.g. streams whose size is only
 	 * known once fetched: listing them would fetch them) */
 	int hidden;
-	/* a folder of activity (runs, jobs, history: it changes all the
-	 * time): reachable by name, listed in its parent only when the mount
-	 * asks for it (tree_options.list_activity), so that a backup of the
-	 * mount stays the configuration; inside it, everything is listed */
+	/* a folder or file of activity (runs, jobs, history, a scenario's
+	 * last-runs.json: it changes all the time): reachable by name, listed
+	 * in its parent only when the mount asks for it
+	 * (tree_options.list_activity), so that a backup of the mount stays
+	 * the configuration; inside such a folder, everything is listed */
 	int activity;
 	/* PT_SPOOL: DSS sends a dataset's rows as TSV (Excel dialect, a
 	 * header line); the file is that converted to CSV (Excel quoting),

@@ -112,7 +112,8 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 		/* rows converted to CSV are streams, never listed (their size
 		 * is known once fetched), never saved */
 		CHECK_ROW(r, !r->tsv_to_csv || (r->format == PT_SPOOL && r->hidden && !r->put));
-		CHECK_ROW(r, !r->activity && !r->time_at && !r->list_max);
+		CHECK_ROW(r, !r->time_at && !r->list_max);
+		CHECK_ROW(r, !r->activity || !r->put);
 		CHECK_ROW(r, !r->put_wrap || r->put);
 		CHECK_ROW(r, !r->put_method || r->put);
 		CHECK_ROW(r, !r->list);
