@@ -245,7 +245,9 @@ static int64_t iso_ms(const char *s)
 	tm.tm_sec = digits(s + 17, 2);
 	s += 19;
 	if (*s == '.') {
-		ms = digits(s + 1, 3);
+		/* (digits stops at the first non-digit: never past the end) */
+		if ((ms = digits(s + 1, 3)) < 0)
+			return -1;
 		s += 4;
 	}
 	if (strcmp(s, "Z") || tm.tm_year < 70 || tm.tm_mon < 0 || tm.tm_mon > 11 ||
