@@ -51,6 +51,29 @@ static int object_mtime(struct tree *t, const struct pt_row *row, const struct p
 	return 0;
 }
 
+/* The newest time of the items a folder of timed items lists (pathtab.h,
+ * `time_at`: runs, jobs, commits), or -1: the time of the folder and of a
+ * file showing that list (history/log.json), which then move when an item
+ * comes, from one mount to the next too. */
+static int newest_item(struct tree *t, const struct pt_row *dir, const struct pt_vars *vars,
+		       int64_t *out)
+{
+	struct cache_ref *ref = NULL;
+	const struct listing *l;
+	int ret;
+
+	*out = -1;
+	if (!dir || !dir->time_at || !dir->list)
+		return 0;
+	if ((ret = listing_get(t, dir, vars, &ref, &l)))
+		return ret;
+	for (size_t i = 0; i < listing_count(l); i++)
+		if (listing_at(l, i)->mtime_ms > *out)
+			*out = listing_at(l, i)->mtime_ms;
+	listing_put(ref, l);
+	return 0;
+}
+
 /* Times follow content: within a mount a file's st_mtime moves only when
  * its bytes change, so a change elsewhere in its object (which moves the
  * object's time) makes rsync copy only the file that changed.  The first
@@ -236,6 +259,10 @@ int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_ro
 	}
 	if (mtime < 0)
 		mtime = listed_mtime;
+	if (mtime < 0 && pathtab_parent(row)->list && row->get &&
+	    !strcmp(pathtab_parent(row)->list, row->get) &&
+	    (ret = newest_item(t, pathtab_parent(row), vars, &mtime)))
+		goto out;
 	if (mtime < 0 && (ret = object_mtime(t, row, vars, &mtime)))
 		goto out;
 	if (hash)
@@ -272,6 +299,8 @@ int dir_node_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
 	/* A folder of a file tree is there while its list says so. */
 	if (row->content && row != pathtab_root() && !row->list)
 		ret = content_stat(t, row, vars, &size, &m);
+	if (!ret && m < 0)
+		ret = newest_item(t, row, vars, &m);
 	if (!ret && m < 0)
 		ret = object_mtime(t, row, vars, &m);
 	if (!ret)

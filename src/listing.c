@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct listing {
 	struct listing *next;
@@ -213,6 +214,58 @@ static void raw_items_release(struct raw_items *r)
 	memset(r, 0, sizeof(*r));
 }
 
+/* The digits of s[0..n) as a number, or -1 if one is not a digit. */
+static int digits(const char *s, int n)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+/* An ISO 8601 UTC time as DSS writes it, "2024-10-01T16:46:00.118Z" (the
+ * milliseconds optional), in epoch ms; -1 for anything else. */
+static int64_t iso_ms(const char *s)
+{
+	struct tm tm = {0};
+	int ms = 0;
+
+	if (strlen(s) < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
+	    s[16] != ':')
+		return -1;
+	tm.tm_year = digits(s, 4) - 1900;
+	tm.tm_mon = digits(s + 5, 2) - 1;
+	tm.tm_mday = digits(s + 8, 2);
+	tm.tm_hour = digits(s + 11, 2);
+	tm.tm_min = digits(s + 14, 2);
+	tm.tm_sec = digits(s + 17, 2);
+	s += 19;
+	if (*s == '.') {
+		/* (digits stops at the first non-digit: never past the end) */
+		if ((ms = digits(s + 1, 3)) < 0)
+			return -1;
+		s += 4;
+	}
+	if (strcmp(s, "Z") || tm.tm_year < 70 || tm.tm_mon < 0 || tm.tm_mon > 11 ||
+	    tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour < 0 || tm.tm_hour > 23 ||
+	    tm.tm_min < 0 || tm.tm_min > 59 || tm.tm_sec < 0 || tm.tm_sec > 60 || ms < 0)
+		return -1;
+	return (int64_t)timegm(&tm) * 1000 + ms;
+}
+
+/* The time of an item (pathtab.h, `time_at`), or -1. */
+static int64_t item_time(const struct pt_row *src, const cJSON *item)
+{
+	const char *at = src->time_at ? src->time_at : "versionTag.lastModifiedOn";
+	const cJSON *v = json_get(item, at);
+
+	return cJSON_IsString(v) ? iso_ms(v->valuestring) : json_get_int64(item, at, -1);
+}
+
 /* Adds an item of src's list whose id (list_item_name) is `id`. */
 static void raw_add(struct raw_items *r, const struct pt_row *src, const cJSON *item,
 		    const char *id, const struct names *nm, const char *over)
@@ -229,7 +282,7 @@ static void raw_add(struct raw_items *r, const struct pt_row *src, const cJSON *
 		name = NULL;
 	ri->id = id && r->owned ? xstrdup(id) : id;
 	ri->name = name && r->owned ? xstrdup(name) : name;
-	ri->mtime_ms = json_get_int64(item, "versionTag.lastModifiedOn", -1);
+	ri->mtime_ms = item_time(src, item);
 	ri->nested = src->nest && cJSON_GetArraySize(json_get(item, src->nest)) > 0;
 	ri->over = over;
 }
@@ -265,7 +318,7 @@ static struct listing *build(const struct pt_row *src, const char *under, const 
 		const char *name = ri->name ? ri->name : ri->id;
 		strmap_put(seen, name, (void *)((uintptr_t)strmap_get(seen, name) + 1));
 	}
-	for (size_t i = 0; i < r->n; i++) {
+	for (size_t i = 0; i < r->n && !(src->list_max && l->n == src->list_max); i++) {
 		const struct raw_item *ri = &r->v[i];
 		const char *id = ri->id;
 		if (!usable(id)) {

@@ -185,7 +185,7 @@ static void queue_key(struct tree *t, const char *tmpl, const struct pt_vars *va
 static void queue_row(struct tree *t, const struct pt_row *row, const struct pt_vars *vars,
 		      int expand)
 {
-	if (row->format == PT_SPOOL || row->hidden)
+	if (row->format == PT_SPOOL || row->hidden || (row->activity && !t->opt.list_activity))
 		return; /* only fetched when asked for by name */
 	if (row->admin && !t->admin)
 		return; /* not there for this key */
@@ -265,7 +265,7 @@ void lookahead_next(struct tree *t, const struct node *dir)
 	    pathtab_leaf(row, &var, NULL) != PT_SEG_VAR || !(id = pt_vars_get(&dir->vars, var)))
 		return;
 	nk = pathtab_children(row, kids, PT_MAX_CHILDREN);
-	for (i = 0; i < nk && !kids[i]->list; i++)
+	for (i = 0; i < nk && (!kids[i]->list || (kids[i]->activity && !t->opt.list_activity)); i++)
 		;
 	if (i == nk)
 		return; /* a folder of files: queued with its siblings already */

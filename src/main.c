@@ -55,6 +55,8 @@ struct options {
 	int scratch_max_mb;
 	int dirty_max_mb;
 	int spool_total_mb;
+	int data_max_mb;
+	int activity;
 	int prefetch;
 	int secret_on_cmdline;
 	char *log_level;
@@ -92,6 +94,8 @@ static const struct fuse_opt option_spec[] = {
     OPT("scratch_max=%d", scratch_max_mb, 0),
     OPT("dirty_max=%d", dirty_max_mb, 0),
     OPT("spool_total=%d", spool_total_mb, 0),
+    OPT("data_max=%d", data_max_mb, 0),
+    OPT("activity", activity, 1),
     OPT("prefetch=%d", prefetch, 0),
     OPT("log_level=%s", log_level, 0),
     FUSE_OPT_KEY("api_key=", KEY_SECRET),
@@ -204,7 +208,10 @@ static void usage(const char *prog)
 	       "    -o dirty_max=MIB        memory for files open for writing, in all\n"
 	       "                            (default 256)\n"
 	       "    -o spool_total=MIB      disk for exports and managed folders' files\n"
-	       "                            (default 4096)\n\n"
+	       "                            (default 4096)\n"
+	       "    -o data_max=MIB         a dataset's data.csv, at most (default 100)\n"
+	       "    -o activity             list scenario runs, jobs and history (always\n"
+	       "                            reachable by name)\n\n"
 	       "Logging:\n"
 	       "    -o log_level=LEVEL      error, warning, info or debug (default info;\n"
 	       "                            -d: debug); on stderr with -f, else syslog\n\n"
@@ -454,6 +461,7 @@ int main(int argc, char *argv[])
 			    .scratch_max_mb = 64,
 			    .dirty_max_mb = 256,
 			    .spool_total_mb = 4096,
+			    .data_max_mb = 100,
 			    .prefetch = 16};
 	struct fuse_cmdline_opts cmd = {0};
 	struct config cfg = {0};
@@ -510,7 +518,7 @@ int main(int argc, char *argv[])
 	if (o.cache_ttl < 0 || o.cache_max_mb < 1 || o.attr_timeout <= 0 ||
 	    o.negative_timeout <= 0 || o.timeout < 1 || o.connect_timeout < 1 || o.retries < 0 ||
 	    o.max_response_mb < 1 || o.scratch_max_mb < 1 || o.dirty_max_mb < 1 ||
-	    o.spool_total_mb < 1 || o.prefetch < 0 || o.prefetch > 256) {
+	    o.spool_total_mb < 1 || o.data_max_mb < 1 || o.prefetch < 0 || o.prefetch > 256) {
 		fprintf(stderr, "dssfs: invalid option value (see --help for the ranges)\n");
 		goto out;
 	}
@@ -591,6 +599,8 @@ int main(int argc, char *argv[])
 	    .spool_max = (size_t)o.max_response_mb << 20,
 	    .spool_total = (size_t)o.spool_total_mb << 20,
 	    .spool_ttl_ms = (int64_t)o.cache_ttl * 1000,
+	    .data_max = (size_t)o.data_max_mb << 20,
+	    .list_activity = o.activity,
 	};
 	tree = tree_new(http, cache, &to);
 

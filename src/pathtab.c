@@ -39,6 +39,17 @@ static const char webapp_shiny[] = "SHINY";
 #define MES P "/evaluationstores/{store}"
 #define LAB P "/lab/{analysis}"
 #define WK P "/wiki/{article}"
+#define RUN SC "/{run}"
+#define JOB P "/jobs/{job}"
+
+/* Activity (pathtab.h, `activity`): how much of it a folder shows.  DSS
+ * keeps at most 20 runs of a scenario by default and answers
+ * get-last-runs with at most `limit`; it lists all the jobs it keeps (the
+ * newest first), of which the newest 50 are shown; the git log is asked
+ * for its newest 100 commits. */
+#define RUNS_SHOWN "20"
+#define JOBS_SHOWN 50
+#define GIT_LOG P "/git/actions/log?count=100"
 
 /* An object folder listed by id and named by name (generated ids). */
 #define NAMED(pat, endpoint)                                                        \
@@ -110,6 +121,14 @@ static const struct pt_row rows[] = {
     {.pattern = "/{project}/datasets/{dataset}/metrics.json",
      .kind = PT_FILE,
      .get = DS "/metrics/last/NP"},
+    /* The rows, as CSV with a header line: DSS's documented formats are
+     * TSV ones, converted (pathtab.h, tsv_to_csv). */
+    {.pattern = "/{project}/datasets/{dataset}/data.csv",
+     .kind = PT_FILE,
+     .get = DS "/data/?format=tsv-excel-header",
+     .format = PT_SPOOL,
+     .tsv_to_csv = 1,
+     .hidden = 1},
 
     {.pattern = "/{project}/recipes", .kind = PT_DIR, .list = P "/recipes/", .list_key = "name"},
     {.pattern = "/{project}/recipes/{recipe}", .kind = PT_DIR},
@@ -148,9 +167,53 @@ static const struct pt_row rows[] = {
      .cond_equals = "custom_python"},
     {.pattern = "/{project}/scenarios/{scenario}/last-runs.json",
      .kind = PT_FILE,
-     .get = SC "/get-last-runs"},
+     .get = SC "/get-last-runs",
+     .activity = 1},
+    {.pattern = "/{project}/scenarios/{scenario}/runs",
+     .kind = PT_DIR,
+     .list = SC "/get-last-runs?limit=" RUNS_SHOWN,
+     .list_key = "runId",
+     .time_at = "start",
+     .activity = 1},
+    {.pattern = "/{project}/scenarios/{scenario}/runs/{run}", .kind = PT_DIR},
+    {.pattern = "/{project}/scenarios/{scenario}/runs/{run}/run.json",
+     .kind = PT_FILE,
+     .get = RUN "/"},
+    {.pattern = "/{project}/scenarios/{scenario}/runs/{run}/log.txt",
+     .kind = PT_FILE,
+     .get = RUN "/log",
+     .format = PT_SPOOL},
 
     {.pattern = "/{project}/tags.json", .kind = PT_FILE, .get = P "/tags", .put = P "/tags"},
+
+    /* Jobs and the project's git history (activity: see pathtab.h). */
+    {.pattern = "/{project}/jobs",
+     .kind = PT_DIR,
+     .list = P "/jobs/",
+     .list_key = "def.id",
+     .time_at = "def.initiationTimestamp",
+     .list_max = JOBS_SHOWN,
+     .activity = 1},
+    {.pattern = "/{project}/jobs/{job}", .kind = PT_DIR},
+    {.pattern = "/{project}/jobs/{job}/status.json", .kind = PT_FILE, .get = JOB},
+    {.pattern = "/{project}/jobs/{job}/log.txt",
+     .kind = PT_FILE,
+     .get = JOB "/log",
+     .format = PT_SPOOL},
+    {.pattern = "/{project}/history",
+     .kind = PT_DIR,
+     .list = GIT_LOG,
+     .list_at = "entries",
+     .list_key = "commit",
+     .time_at = "timestamp",
+     .activity = 1},
+    {.pattern = "/{project}/history/log.json", .kind = PT_FILE, .get = GIT_LOG, .field = "entries"},
+    {.pattern = "/{project}/history/{commit}.diff",
+     .kind = PT_FILE,
+     .get = P "/git/actions/diff?commitFrom={commit}",
+     .field = "entries",
+     .join = "diff",
+     .format = PT_CONCAT},
 
     /* The wiki: its settings, and each article as <name>.md (its text)
      * and <name>.json (the rest), with the articles under it in <name>/,

@@ -12,11 +12,13 @@
 #include "dssfs/log.h"
 #include "dssfs/pathtab.h"
 #include "dssfs/strmap.h"
+#include "dssfs/tsvcsv.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -408,23 +410,58 @@ static void sweep_spools(struct tree *t)
 	pthread_mutex_unlock(&t->lock);
 }
 
+/* What fetch_spool fetches: the stream of file row `row`. */
+struct spool_fetch {
+	struct tree *t;
+	const struct pt_row *row;
+};
+
+/* A dataset's rows arrived as TSV in *fd (size bytes): *fd becomes a file
+ * of their CSV, *size its length, at most max bytes (-EFBIG). */
+static int spool_to_csv(const char *key, int *fd, size_t *size, size_t max)
+{
+	int csv = spool_file(), ret;
+	size_t len = 0;
+
+	if (csv < 0) {
+		log_error("%s: cannot make a temporary file: %s", key, strerror(-csv));
+		return csv;
+	}
+	ret = tsvcsv_file(*fd, *size, csv, max, &len);
+	if (ret) {
+		close(csv);
+		return ret;
+	}
+	close(*fd);
+	*fd = csv;
+	*size = len;
+	return 0;
+}
+
 /* Fetches a stream (key "<METHOD> <path>") into a spool file, within what
- * is left of spool_total (-ENOSPC beyond it) and spool_max (-EFBIG). */
+ * is left of spool_total (-ENOSPC beyond it), and spool_max for an export
+ * or data_max for a dataset's rows (-EFBIG: too large to be shown whole). */
 static int fetch_spool(void *ctx, const char *key, void **value, size_t *cost)
 {
-	struct tree *t = ctx;
+	struct spool_fetch *sf = ctx;
+	struct tree *t = sf->t;
 	const char *path = strchr(key, ' ') + 1;
 	int post = !strncmp(key, "POST ", 5);
 	struct resource *res;
-	size_t size = 0, used, room, max;
+	size_t size = 0, used, room, max, bound = SIZE_MAX;
 	int fd, ret;
 
 	sweep_spools(t);
 	used = atomic_load(&t->spool_used);
 	room = used < t->opt.spool_total ? t->opt.spool_total - used : 0;
-	/* An export is also bounded by spool_max; a file of a managed folder
-	 * only by the disk left (files there can be gigabytes). */
-	max = room < t->opt.spool_max || !post ? room : t->opt.spool_max;
+	/* An export is also bounded by spool_max, a dataset's rows by
+	 * data_max; a file of a managed folder or a log only by the disk left
+	 * (files there can be gigabytes). */
+	if (post)
+		bound = t->opt.spool_max;
+	else if (sf->row->tsv_to_csv)
+		bound = t->opt.data_max;
+	max = room < bound ? room : bound;
 	if (!max) {
 		log_error("%s: the files being held take all of -o spool_total", key);
 		return -ENOSPC;
@@ -437,9 +474,15 @@ static int fetch_spool(void *ctx, const char *key, void **value, size_t *cost)
 	/* (an export's options: DSS's defaults) */
 	ret = http_request_to_fd(t->http, post ? "POST" : "GET", path, post ? "{}" : NULL,
 				 post ? 2 : 0, fd, max, &size);
-	if (ret == -EFBIG && (max < t->opt.spool_max || !post)) {
+	if (!ret && sf->row->tsv_to_csv)
+		ret = spool_to_csv(key, &fd, &size, max);
+	if (ret == -EFBIG && max < bound) {
 		log_error("%s: the files being held take all of -o spool_total", key);
 		ret = -ENOSPC;
+	} else if (ret == -EFBIG && sf->row->tsv_to_csv) {
+		log_error("%s: the rows take more than -o data_max=%zu (MiB): not shown, never in "
+			  "part; mount with a larger -o data_max=MIB to read them",
+			  key, bound >> 20);
 	}
 	if (ret) {
 		close(fd);
@@ -472,7 +515,8 @@ int get_row_resource(struct tree *t, const struct pt_row *row, const struct pt_v
 	buf_addf(&key, "%s ", row->get_method ? row->get_method : "GET");
 	ret = pathtab_expand(row->get, vars, &key);
 	if (!ret)
-		ret = cache_get(t->cache, key.data, fetch_spool, t, ref);
+		ret =
+		    cache_get(t->cache, key.data, fetch_spool, &(struct spool_fetch){t, row}, ref);
 	buf_release(&key);
 	return ret;
 }
@@ -709,6 +753,19 @@ static void render_new(struct resource *res, const struct pt_row *row, struct re
 			unmark_json(&r->bytes);
 		} else {
 			r->err = -EIO;
+		}
+	} else if (row->format == PT_CONCAT) {
+		const cJSON *item, *items = cJSON_IsArray(part) ? part : NULL;
+		if (!items)
+			r->err = -EIO;
+		cJSON_ArrayForEach(item, items)
+		{
+			const char *text = json_get_string(item, row->join);
+			if (!text || !*text)
+				continue;
+			unmark_text(text, &r->bytes);
+			if (r->bytes.data[r->bytes.len - 1] != '\n')
+				buf_addch(&r->bytes, '\n');
 		}
 	} else if (row->format == PT_BASE64) {
 		if (!cJSON_IsString(part) ||

@@ -440,6 +440,12 @@ static void drop_object(struct tree *t, const struct pt_row *row, const struct p
 		if (up->list && !pathtab_expand(up->list, vars, &key))
 			cache_invalidate(t->cache, key.data);
 	}
+	/* DSS commits each change to a project: its history (history/, and
+	 * log.json, one document) has one more commit */
+	const struct pt_row *history = pathtab_lister("commit");
+	buf_reset(&key);
+	if (history && history->list && !pathtab_expand(history->list, vars, &key))
+		cache_invalidate(t->cache, key.data);
 	buf_release(&key);
 	buf_release(&dir);
 }

@@ -58,6 +58,8 @@ struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options
 	t->opt = *o;
 	if (!t->opt.spool_total)
 		t->opt.spool_total = SIZE_MAX;
+	if (!t->opt.data_max)
+		t->opt.data_max = TREE_DATA_MAX_DEFAULT;
 	pthread_mutex_init(&t->lock, NULL);
 	nodes_init(t);
 	saves_init(t);
@@ -521,8 +523,10 @@ static int list_cb(struct child *c, void *vctx)
 	struct list_ctx *lc = vctx;
 	struct buf path = BUF_INIT;
 
-	/* (Names can meet: an object's file and another's folder, x.json.) */
-	if (c->row->hidden || strmap_get(lc->seen, c->name.data))
+	/* (Names can meet: an object's file and another's folder, x.json.)
+	 * Activity is listed only when the mount asks for it. */
+	if (c->row->hidden || (c->row->activity && !lc->t->opt.list_activity) ||
+	    strmap_get(lc->seen, c->name.data))
 		return 0;
 	lookahead_child(lc->t, c->row, &c->vars);
 	child_path(lc->dir, c->name.data, &path);

@@ -41,10 +41,12 @@
 enum pt_kind { PT_DIR, PT_FILE };
 /* PT_JSON: the projection rendered as JSON; PT_TEXT: a string field as is;
  * PT_SPOOL: the raw response of `get` (a stream: a project export, a
- * managed folder's file), spooled to a temporary file, never held in
+ * managed folder's file, a log), spooled to a temporary file, never held in
  * memory; PT_BASE64: the bytes a base64 string field holds (a library
- * file). */
-enum pt_format { PT_JSON, PT_TEXT, PT_SPOOL, PT_BASE64 };
+ * file); PT_CONCAT: the string member `join` of each item of the array
+ * `field`, one after the other, each ending with a newline (a commit's
+ * diff: the parts of its files make one patch). */
+enum pt_format { PT_JSON, PT_TEXT, PT_SPOOL, PT_BASE64, PT_CONCAT };
 
 /* A folder whose content is a tree of real files (the project library, a
  * managed folder's files) rather than DSS objects: PT_TREE, the list is a
@@ -81,6 +83,13 @@ struct pt_row {
 	const char *list_at;
 	const char *list_key;
 	const char *name_key;
+	/* the field of an item holding its time (epoch ms, or an ISO 8601
+	 * text): its folder's and files' st_mtime; NULL:
+	 * versionTag.lastModifiedOn */
+	const char *time_at;
+	/* at most this many items are shown, the first ones of DSS's list
+	 * (newest first: the recent jobs); 0: all of them */
+	size_t list_max;
 	/* a union of lists: `list` is asked for each object of the folder
 	 * that lists the variable `over` (each dataset's statistics
 	 * worksheets), which its children then have bound too */
@@ -92,6 +101,8 @@ struct pt_row {
 	/* the field of an item holding its sub-items (a nested list: the wiki
 	 * taxonomy); a child folder row with `recurse` shows them */
 	const char *nest;
+	/* PT_CONCAT: the member of each item that is joined */
+	const char *join;
 	/* a folder (a child of a listed folder) whose children are its
 	 * parent's object rows, listing the sub-items (`nest`) of its object:
 	 * a tree of any depth */
@@ -130,6 +141,16 @@ struct pt_row {
 	/* reachable by name but not listed (e.g. streams whose size is only
 	 * known once fetched: listing them would fetch them) */
 	int hidden;
+	/* a folder or file of activity (runs, jobs, history, a scenario's
+	 * last-runs.json: it changes all the time): reachable by name, listed
+	 * in its parent only when the mount asks for it
+	 * (tree_options.list_activity), so that a backup of the mount stays
+	 * the configuration; inside such a folder, everything is listed */
+	int activity;
+	/* PT_SPOOL: DSS sends a dataset's rows as TSV (Excel dialect, a
+	 * header line); the file is that converted to CSV (Excel quoting),
+	 * and bounded by tree_options.data_max (-EFBIG beyond it) */
+	int tsv_to_csv;
 	/* a file DSS may refuse this key (403: a project's permissions to a
 	 * key that may only read the project): then not shown, so that a
 	 * backup of what the key can read is clean */

@@ -72,7 +72,12 @@ struct tree_options {
 	size_t spool_max;     /* largest stream spooled (bytes) */
 	size_t spool_total;   /* bytes of all streams spooled at once */
 	int64_t spool_ttl_ms; /* a spooled stream is dropped after this */
+	size_t data_max;      /* a dataset's data.csv, at most (bytes; 0: the default) */
+	int list_activity;    /* list the activity folders (pathtab.h `activity`) */
 };
+
+/* data.csv's bound when tree_options.data_max is 0 (-o data_max's default). */
+#define TREE_DATA_MAX_DEFAULT ((size_t)100 << 20)
 
 /* Uses (does not own) h and c; c must be made with tree_cache_new().  Call
  * it before starting threads: it limits glibc's malloc arenas (to 2, unless

@@ -701,14 +701,12 @@ def expected_tree(emu: Emulator, key: str | None = None) -> ExpectedTree:
             sm = _ms(s, pm)
             e = api_path("projects", K, "scenarios", S)
             doc = get(e)
-            entries = {"settings.json", "last-runs.json"}
+            entries = {"settings.json"}  # last-runs.json: activity, not listed
             add_file(sd + "/settings.json", "json", doc, _ms(doc, sm), e)
             if doc.get("type") == "custom_python":
                 entries.add("script.py")
                 pe = api_path("projects", K, "scenarios", S, "payload")
                 add_file(sd + "/script.py", "text", get(pe).get("script") or "", sm, pe)
-            le = api_path("projects", K, "scenarios", S, "get-last-runs")
-            add_file(sd + "/last-runs.json", "json", get(le), sm, le, writable=False)
             t.dirs[sd] = (entries, sm)
         _expect_more_types(t, get, K, pd, pm, add_file, raw)
     _expect_instance(t, emu, key, get, add_file)

@@ -107,6 +107,13 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 				 (pathtab_parent(r)->list && (*suffix || r->content)));
 		CHECK_ROW(r, !r->put_raw || r->content);
 		CHECK_ROW(r, r->format != PT_BASE64 || r->field);
+		CHECK_ROW(r, (r->format == PT_CONCAT) == (r->join != NULL));
+		CHECK_ROW(r, r->format != PT_CONCAT || r->field);
+		/* rows converted to CSV are streams, never listed (their size
+		 * is known once fetched), never saved */
+		CHECK_ROW(r, !r->tsv_to_csv || (r->format == PT_SPOOL && r->hidden && !r->put));
+		CHECK_ROW(r, !r->time_at && !r->list_max);
+		CHECK_ROW(r, !r->activity || !r->put);
 		CHECK_ROW(r, !r->put_wrap || r->put);
 		CHECK_ROW(r, !r->put_method || r->put);
 		CHECK_ROW(r, !r->list);
@@ -156,6 +163,11 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 		}
 		CHECK_ROW(r, nvar >= 1);
 		CHECK_ROW(r, r->list_key != NULL);
+		/* activity is read-only: nothing below it is saved */
+		if (r->activity)
+			for (size_t k = 0; k < nk; k++)
+				CHECK_ROW(kids[k], !kids[k]->put && (kids[k]->kind == PT_FILE ||
+								     !kids[k]->list));
 		/* a union: its list is asked with `over` bound, by a folder
 		 * that lists objects named so */
 		struct bound ob = b;
@@ -258,6 +270,22 @@ static const struct {
      {"SALES", "S1"},
      "projects/SALES/scenarios/S1/get-last-runs"},
     {"/{project}/export.zip", {"SALES"}, "projects/SALES/export"},
+    {"/{project}/scenarios/{scenario}/runs",
+     {"SALES", "S1"},
+     "projects/SALES/scenarios/S1/get-last-runs?limit=20"},
+    {"/{project}/scenarios/{scenario}/runs/{run}/log.txt",
+     {"SALES", "S1", "2024-10-01-16-46-00-088"},
+     "projects/SALES/scenarios/S1/2024-10-01-16-46-00-088/log"},
+    {"/{project}/jobs/{job}/status.json",
+     {"SALES", "Build_x_2024"},
+     "projects/SALES/jobs/Build_x_2024"},
+    {"/{project}/history", {"SALES"}, "projects/SALES/git/actions/log?count=100"},
+    {"/{project}/history/{commit}.diff",
+     {"SALES", "f7f0"},
+     "projects/SALES/git/actions/diff?commitFrom=f7f0"},
+    {"/{project}/datasets/{dataset}/data.csv",
+     {"SALES", "orders"},
+     "projects/SALES/datasets/orders/data/?format=tsv-excel-header"},
     /* Hostile names stay one segment each. */
     {"/{project}/datasets/{dataset}/settings.json", {"..", "."}, "projects/%2E%2E/datasets/%2E"},
     {"/{project}/datasets/{dataset}/schema.json",
