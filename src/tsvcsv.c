@@ -21,6 +21,7 @@ void tsvcsv_init(struct tsvcsv *c)
 {
 	c->state = LINE_START;
 	c->cr = 0;
+	c->first = 1;
 	buf_init(&c->cell);
 }
 
@@ -29,12 +30,14 @@ void tsvcsv_release(struct tsvcsv *c)
 	buf_release(&c->cell);
 }
 
-/* Writes the cell read and forgets it. */
-static void put_cell(struct tsvcsv *c, struct buf *out)
+/* Writes the cell read and forgets it; `last`: it ends its line. */
+static void put_cell(struct tsvcsv *c, int last, struct buf *out)
 {
 	const char *s = c->cell.data;
 	size_t n = c->cell.len;
-	int quote = 0;
+	/* a line of one empty cell is "": an empty line is no row to most
+	 * CSV readers, and at the end of the file it would be nothing */
+	int quote = last && !n && c->first;
 
 	for (size_t i = 0; i < n && !quote; i++)
 		quote = s[i] == ',' || s[i] == '"' || s[i] == '\r' || s[i] == '\n';
@@ -56,13 +59,15 @@ static void put_cell(struct tsvcsv *c, struct buf *out)
  * "\r\n"). */
 static void end_cell(struct tsvcsv *c, char sep, struct buf *out)
 {
-	put_cell(c, out);
+	put_cell(c, sep != '\t', out);
 	if (sep == '\t') {
 		buf_addch(out, ',');
 		c->state = CELL_START;
+		c->first = 0;
 	} else {
 		buf_addstr(out, sep == '\r' ? "\r\n" : "\n");
 		c->state = LINE_START;
+		c->first = 1;
 	}
 }
 
@@ -123,8 +128,9 @@ void tsvcsv_end(struct tsvcsv *c, struct buf *out)
 		buf_addch(&c->cell, '\r');
 	c->cr = 0;
 	if (c->state != LINE_START)
-		put_cell(c, out);
+		put_cell(c, 1, out);
 	c->state = LINE_START;
+	c->first = 1;
 }
 
 /* Writes out's bytes at *off (all of them, or -errno) and empties it. */

@@ -6,9 +6,11 @@
  * quote or a line break enclosed in double quotes with its quotes doubled.
  * The CSV written is the same table in the Excel dialect (RFC 4180 quoting):
  * cells separated by commas, a cell quoted (quotes doubled) when it holds a
- * comma, a quote, "\r" or "\n"; every other cell, and every line break
- * between lines, exactly as read.  A quote inside an unquoted cell is a
- * character of the cell; text after a closing quote is added to the cell.
+ * comma, a quote, "\r" or "\n", or when it is the only cell of its line
+ * and empty (an empty line is no row to most CSV readers); every other
+ * cell, and every line break between lines, exactly as read.  A quote
+ * inside an unquoted cell is a character of the cell; text after a closing
+ * quote is added to the cell.
  *
  * Memory: one cell at a time (a cell is at most what was fed).  Not
  * thread-safe: one converter per stream.
@@ -23,6 +25,7 @@
 struct tsvcsv {
 	int state; /* where the reader is in a cell (tsvcsv.c) */
 	int cr;	   /* an unquoted "\r" not yet known to end a line */
+	int first; /* the cell being read is its line's first */
 	struct buf cell;
 };
 

@@ -5,7 +5,7 @@
 # trips a sanitizer or an invariant, or runs an input too long.
 #
 #   FUZZ_SECONDS   seconds per target (default 60)
-#   FUZZ_TARGETS   which targets (default: escape pathtab json scan tree)
+#   FUZZ_TARGETS   which targets (default: escape pathtab json scan tree tsvcsv)
 #   FUZZ_BUILD     build directory (default build-fuzz)
 #
 # The inputs that failed are kept in $FUZZ_BUILD/fuzz-artifacts/; reproduce
@@ -14,7 +14,7 @@ set -eu
 cd "$(dirname "$0")/../.."
 
 SECS=${FUZZ_SECONDS:-60}
-TARGETS=${FUZZ_TARGETS:-"escape pathtab json scan tree"}
+TARGETS=${FUZZ_TARGETS:-"escape pathtab json scan tree tsvcsv"}
 BUILD=${FUZZ_BUILD:-build-fuzz}
 JOBS=$(nproc 2>/dev/null || echo 2)
 

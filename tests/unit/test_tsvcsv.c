@@ -9,7 +9,12 @@ static const struct {
     {"", ""},
     {"a\tb\n", "a,b\n"},
     {"a\tb", "a,b"},
-    {"a\t\tb\n\n", "a,,b\n\n"},
+    /* an empty line is a row of one empty cell: "" (an empty line is no
+     * row to most CSV readers; at the end, it would be nothing) */
+    {"a\t\tb\n\n", "a,,b\n\"\"\n"},
+    {"a\n\"\"", "a\n\"\""},
+    {"a\n\"", "a\n\"\""},
+    {"\t\n", ",\n"},
     {"id\tname\n1\tx,y\n", "id,name\n1,\"x,y\"\n"},
     /* quoted cells: a tab, a doubled quote, a line break */
     {"\"a\tb\"\tc\n", "a\tb,c\n"},
