@@ -270,9 +270,13 @@ static int64_t item_time(const struct pt_row *src, const cJSON *item)
 static void raw_add(struct raw_items *r, const struct pt_row *src, const cJSON *item,
 		    const char *id, const struct names *nm, const char *over)
 {
-	const char *name = usable(id) ? item_name(src, item, id, nm) : NULL;
+	const char *name, *cond;
 	struct raw_item *ri;
 
+	if (src->list_if && (!(cond = json_get_string(item, src->list_if)) ||
+			     strcmp(cond, src->list_if_equals) != 0))
+		return; /* not an item of this folder */
+	name = usable(id) ? item_name(src, item, id, nm) : NULL;
 	if (r->n == r->cap) {
 		r->cap = r->cap ? 2 * r->cap : 16;
 		r->v = xrealloc(r->v, r->cap * sizeof(*r->v));

@@ -90,6 +90,11 @@ struct pt_row {
 	/* at most this many items are shown, the first ones of DSS's list
 	 * (newest first: the recent jobs); 0: all of them */
 	size_t list_max;
+	/* only the items whose string field `list_if` is `list_if_equals`
+	 * are shown (a code env's language: one list, two folders); NULL:
+	 * all of them */
+	const char *list_if;
+	const char *list_if_equals;
 	/* a union of lists: `list` is asked for each object of the folder
 	 * that lists the variable `over` (each dataset's statistics
 	 * worksheets), which its children then have bound too */

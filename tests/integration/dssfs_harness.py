@@ -763,6 +763,19 @@ def _expect_instance(t, emu, key, get, add_file):
             e = one.replace("{id}", urllib.parse.quote(it[id_key], safe=""))
             t.dirs[d][0].add(name + ".json")
             add_file(d + "/" + name + ".json", "json", get(e), None, e)
+    # code-envs/python and code-envs/r: one list of every env, shown by language
+    envs = get("admin/code-envs/")
+    t.resources.add("admin/code-envs/")
+    entries.add("code-envs")
+    t.dirs[INSTANCE_DIR + "/code-envs"] = ({"python", "r"}, None)
+    for lang in ("PYTHON", "R"):
+        d = INSTANCE_DIR + "/code-envs/" + lang.lower()
+        t.dirs[d] = (set(), None)
+        mine = [it for it in envs if it.get("envLang") == lang]
+        for it, name in listed_names(mine, "envName", None):
+            e = "admin/code-envs/%s/%s" % (lang, urllib.parse.quote(it["envName"], safe=""))
+            t.dirs[d][0].add(name + ".json")
+            add_file(d + "/" + name + ".json", "json", get(e), None, e)
     plugins = get("plugins/")
     t.resources.add("plugins/")
     t.dirs[INSTANCE_DIR + "/plugins"] = ({escape_name(p["id"]) for p in plugins}, None)

@@ -41,12 +41,38 @@ def edit_json(path, fn):
 def test_an_admin_key_sees_the_instance_objects(emulator, mount_factory):
     m = mount_factory(emulator)
     assert sorted(os.listdir(m.path("instance"))) == [
-        "clusters", "connections", "general-settings.json", "groups", "info.json",
-        "meanings", "plugins", "users", "variables.json"]
+        "clusters", "code-envs", "connections", "general-settings.json", "groups",
+        "info.json", "meanings", "plugins", "users", "variables.json"]
     assert "alice.json" in os.listdir(m.path("instance", "users"))
     assert "settings.json" in os.listdir(m.path("instance", "plugins", "sales-tools"))
     assert os.stat(m.path("instance", "info.json")).st_mode & 0o777 == 0o444
     assert os.stat(m.path(*CONN)).st_mode & 0o777 == 0o644
+
+
+def test_code_envs_are_shown_by_language_from_one_list_and_saved(emulator, mount_factory):
+    """DSS lists every code env in one list (admin/code-envs/, each item with its
+    envLang): code-envs/python and code-envs/r show theirs, from one GET of it; a save
+    of one env lands on its own endpoint, with exactly what was written."""
+    emu = emulator
+    m = mount_factory(emu)
+    envs = emu.api_get("admin/code-envs/")
+    emu.reset_stats()
+    for lang, folder in (("PYTHON", "python"), ("R", "r")):
+        want = sorted(e["envName"] + ".json" for e in envs if e["envLang"] == lang)
+        assert want and sorted(os.listdir(m.path("instance", "code-envs", folder))) == want
+    # the list once; each env's document once (prefetched for ls -l)
+    assert sorted(ln for ln in emu.log_lines() if "code-envs" in ln) == sorted(
+        ["GET /public/api/admin/code-envs/"] + ["GET /public/api/admin/code-envs/%s/%s"
+                                                % (e["envLang"], e["envName"]) for e in envs])
+    emu.reset_stats()
+    env = ("instance", "code-envs", "python", "py311_sales.json")
+    doc = edit_json(m.path(*env), lambda d: d["desc"].__setitem__("owner", "bob"))
+    assert puts(emu) == ["/public/api/admin/code-envs/PYTHON/py311_sales"]
+    held = emu.api_get("admin/code-envs/PYTHON/py311_sales")
+    assert held["desc"]["owner"] == "bob"
+    assert json.loads(read_bytes(m.path(*env))) == held
+    assert {k: v for k, v in held.items() if k != "desc"} == {
+        k: v for k, v in doc.items() if k != "desc"}
 
 
 def test_a_non_admin_key_sees_info_json_only_and_its_backup_is_clean(emulator_factory,
