@@ -5,10 +5,11 @@
  * kernel's references), and path -> struct inode (the names in use), both
  * chained through the inodes themselves.  A new inode takes the 64-bit hash
  * of its path as its number (moved on while another inode holds it), so a
- * path keeps its number while the kernel holds it and usually after.  A rename re-keys: the moved
- * inode keeps its number and is bound to the new path, as the kernel believes; the inode that had
- * the new name is no longer found by name (libfuse's rename_node()).  Both indexes grow with their
- * content.
+ * path keeps its number while the kernel holds it and usually after.  A
+ * rename re-keys: the moved inode keeps its number and is bound to the new
+ * path, as the kernel believes; the inode that had the new name is no
+ * longer found by name (libfuse's rename_node()).  Both indexes grow with
+ * their content.
  */
 #include "tree_int.h"
 
