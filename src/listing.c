@@ -303,6 +303,12 @@ static void raw_add_list(struct raw_items *r, const struct pt_row *src, const cJ
 	}
 }
 
+static int entry_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct listing_entry *)a)->base,
+		      ((const struct listing_entry *)b)->base);
+}
+
 /* A listing of the items in r. */
 static struct listing *build(const struct pt_row *src, const char *under, const struct raw_items *r)
 {
@@ -360,6 +366,13 @@ static struct listing *build(const struct pt_row *src, const char *under, const 
 		strmap_put(l->by_base, e->base, e);
 		strmap_put(l->by_id, e->id, e);
 	}
+	/* In name order (bytes): the order `ls`, `rsync` and tar's readdir
+	 * then read them in, which the prefetch follows too (expand_list, in
+	 * listing order); in DSS's order, `ls -lR` of 2,000 datasets named
+	 * ds_0..ds_1999 read ds_10, ds_100, ds_1000 while the prefetch had
+	 * filled its room with ds_2 onwards, and waited for each file. */
+	if (l->n > 1)
+		qsort(l->e, l->n, sizeof(*l->e), entry_cmp);
 	for (size_t i = 0; i < l->n; i++) {
 		strmap_put(l->by_base, l->e[i].base, &l->e[i]);
 		strmap_put(l->by_id, l->e[i].id, &l->e[i]);

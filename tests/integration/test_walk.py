@@ -186,6 +186,26 @@ def test_entering_a_project_prefetches_the_next_one_behind_it(emulator_factory, 
     assert {u.split("/")[1] for u in gets(emu)} == {"GEN003"}
 
 
+def test_a_folder_lists_and_prefetches_in_name_order(emulator_factory, mount_factory):
+    """A folder lists its objects in name order (bytes), whatever DSS's order, and the
+    prefetch fetches them in that order: the order `ls`, `rsync` and tar (readdir) read
+    them in.  In DSS's order, `ls -lR` of 2,000 datasets ds_000..ds_1999 read ds_100,
+    ds_1000, ds_1001 while the prefetch had filled its room with ds_101 onwards, and it
+    then waited for each file in turn."""
+    from test_stats import quiet_stats
+    emu = emulator_factory(args=["--generate", "1,1001"])
+    m = mount_factory(emu, options=["prefetch=1", "cache_max=256"])
+    dss = [d["name"] for d in emu.api_get("projects/GEN001/datasets/")]
+    assert dss != sorted(dss)                    # ds_999, then ds_1000
+    emu.reset_stats()
+    names = os.listdir(m.path("GEN001", "datasets"))
+    assert names == sorted(dss, key=lambda n: n.encode())
+    quiet_stats(emu, m)                          # one prefetch thread: in queue order
+    fetched = [u.split("/")[3] for u in gets(emu)
+               if re.fullmatch(r"projects/GEN001/datasets/[^/]+", u)]
+    assert fetched == names
+
+
 def test_prefetch_can_be_turned_off(emulator_factory, mount_factory):
     emu = emulator_factory(args=GENERATED)
     m = mount_factory(emu, options=["prefetch=0"])
