@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from test_emulator import (ADMIN_KEY, FORBIDDEN, ILLEGAL_ARG, NOT_FOUND, READER_KEY,
+from test_emulator import (ADMIN_KEY, typed_err as err, FORBIDDEN, ILLEGAL_ARG, NOT_FOUND, READER_KEY,
                            USERS, WRITER_KEY, start)
 
 P = "/projects/SALES"
@@ -32,15 +32,6 @@ def emu(request):
 @pytest.fixture
 def fresh(request):
     return start(request, *USERS)
-
-
-def err(emu, method, path, expect, error_type, body=None, key=ADMIN_KEY, contains=None):
-    out = emu.api(method, path, body, expect=expect, key=key)
-    assert set(out) >= {"errorType", "message", "detailedMessage"}, out
-    assert out["errorType"] == error_type, out
-    if contains:
-        assert contains in out["message"], out
-    return out
 
 
 def text(emu, path, key=ADMIN_KEY, expect=200):

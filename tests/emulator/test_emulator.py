@@ -140,6 +140,16 @@ def fresh(request):
     return start(request, *USERS)
 
 
+def typed_err(emu, method, path, expect, error_type, body=None, key=ADMIN_KEY, contains=None):
+    """A DSS error answer: its status, errorType and (optionally) message."""
+    out = emu.api(method, path, body, expect=expect, key=key)
+    assert set(out) >= {"errorType", "message", "detailedMessage"}, out
+    assert out["errorType"] == error_type, out
+    if contains:
+        assert contains in out["message"], out
+    return out
+
+
 def err(emu, method, path, status, body=None, **kw):
     data = emu.api(method, path, body, expect=status, **kw)
     assert set(data) >= {"errorType", "message", "detailedMessage"}, data

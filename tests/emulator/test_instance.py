@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from test_emulator import (ADMIN_KEY, FORBIDDEN, ILLEGAL_ARG, NOT_FOUND, READER_KEY,
+from test_emulator import (ADMIN_KEY, typed_err as err, FORBIDDEN, ILLEGAL_ARG, NOT_FOUND, READER_KEY,
                            UNAUTHORIZED, USERS, WRITER_KEY, start)
 
 ENC = "e:AES:X2:"
@@ -25,15 +25,6 @@ def emu(request):
 @pytest.fixture
 def fresh(request):
     return start(request, *USERS)
-
-
-def err(emu, method, path, expect, error_type, body=None, key=ADMIN_KEY, contains=None):
-    out = emu.api(method, path, body, expect=expect, key=key)
-    assert set(out) >= {"errorType", "message", "detailedMessage"}, out
-    assert out["errorType"] == error_type, out
-    if contains:
-        assert contains in out["message"], out
-    return out
 
 
 def secrets(emu):
