@@ -587,7 +587,7 @@ int content_create(struct tree *t, const struct node *dir, const char *name, uin
 	else if (frow->put_form) {
 		struct buf key = BUF_INIT, resp = BUF_INIT;
 		if (!(ret = path_key(root, &dir->vars, frow->put, path, &key)))
-			ret = http_upload(t->http, key.data, "", -1, 0, &resp);
+			ret = http_upload(t->http, key.data, "", -1, 0, 1, &resp);
 		buf_release(&key);
 		buf_release(&resp);
 	} else {
@@ -903,7 +903,7 @@ int tree_save_spooled(struct tree *t, uint64_t ino, int fd, size_t len,
 	}
 	if ((ret = pathtab_expand(n->row->put, &n->vars, &key)))
 		goto out;
-	ret = http_upload(t->http, key.data, NULL, fd, len, &resp);
+	ret = http_upload(t->http, key.data, NULL, fd, len, n->row->put_form, &resp);
 	/* (even a failed upload may have landed) */
 	forget(t, root, &n->vars, pt_vars_get(&n->vars, path_var(root)));
 	if (ret) {

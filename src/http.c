@@ -39,6 +39,7 @@ struct http {
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	struct curl_slist *headers;
 	struct curl_slist *form_headers; /* multipart: libcurl's own Content-Type */
+	struct curl_slist *raw_headers;	 /* a file's bytes: application/octet-stream */
 
 	atomic_uint_fast64_t requests, failures, overloaded;
 	atomic_uint_fast64_t by_kind[HTTP_KINDS], bytes_received, bytes_sent, active;
@@ -131,6 +132,10 @@ struct http *http_new(const struct http_config *cfg)
 	h->headers = curl_slist_append(h->headers, "Expect:");
 	h->form_headers = curl_slist_append(NULL, "Accept: application/json");
 	h->form_headers = curl_slist_append(h->form_headers, "Expect:");
+	h->raw_headers = curl_slist_append(NULL, "Accept: application/json");
+	h->raw_headers =
+	    curl_slist_append(h->raw_headers, "Content-Type: application/octet-stream");
+	h->raw_headers = curl_slist_append(h->raw_headers, "Expect:");
 	return h;
 }
 
@@ -149,6 +154,7 @@ void http_free(struct http *h)
 		curl_share_cleanup(h->share);
 	curl_slist_free_all(h->headers);
 	curl_slist_free_all(h->form_headers);
+	curl_slist_free_all(h->raw_headers);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&h->share_locks[i]);
 	pthread_mutex_destroy(&h->pool_lock);
@@ -270,12 +276,15 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *ctx)
 	return n;
 }
 
+enum { UPLOAD_FORM = 1, UPLOAD_RAW = 2 };
+
 struct upload {
 	const char *data;
 	size_t len, off;
-	/* a multipart upload (a managed folder's file): one part "file", its
-	 * bytes from data, or from fd when fd >= 0 (read in place, never held
-	 * in memory) */
+	/* UPLOAD_FORM: a multipart form (a managed folder's file) of one part
+	 * "file"; UPLOAD_RAW: the bytes as the body (a plugin's file); either
+	 * from data, or from fd when fd >= 0 (read in place, never held in
+	 * memory); 0: the request's own body */
 	int multipart;
 	int fd;
 	curl_mime *mime;
@@ -319,6 +328,15 @@ static int on_seek(void *ctx, curl_off_t offset, int origin)
 	return CURL_SEEKFUNC_OK;
 }
 
+/* The request's body is read from up (and rewound there if need be). */
+static void body_from(CURL *c, struct upload *up)
+{
+	curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+	curl_easy_setopt(c, CURLOPT_READDATA, up);
+	curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+	curl_easy_setopt(c, CURLOPT_SEEKDATA, up);
+}
+
 static void setup(struct http *h, CURL *c, const char *method, const char *url, struct sink *sink,
 		  struct upload *up, char *errbuf)
 {
@@ -329,7 +347,10 @@ static void setup(struct http *h, CURL *c, const char *method, const char *url, 
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "dssfs/" DSSFS_VERSION);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, up->multipart ? h->form_headers : h->headers);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER,
+			 up->multipart == UPLOAD_FORM  ? h->form_headers
+			 : up->multipart == UPLOAD_RAW ? h->raw_headers
+						       : h->headers);
 	curl_easy_setopt(c, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
 	curl_easy_setopt(c, CURLOPT_USERNAME, h->api_key);
 	curl_easy_setopt(c, CURLOPT_PASSWORD, "");
@@ -364,12 +385,14 @@ static void setup(struct http *h, CURL *c, const char *method, const char *url, 
 		curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
 	} else if (!strcmp(method, "PUT")) {
 		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(c, CURLOPT_READDATA, up);
-		curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
-		curl_easy_setopt(c, CURLOPT_SEEKDATA, up);
+		body_from(c, up);
 		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)up->len);
-	} else if (up->multipart) {
+	} else if (up->multipart == UPLOAD_RAW) {
+		curl_easy_setopt(c, CURLOPT_POST, 1L);
+		body_from(c, up);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)up->len);
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	} else if (up->multipart == UPLOAD_FORM) {
 		curl_mimepart *part;
 		up->mime = curl_mime_init(c);
 		part = curl_mime_addpart(up->mime);
@@ -648,13 +671,13 @@ int http_request_to_fd(struct http *h, const char *method, const char *path, con
 	return ret;
 }
 
-int http_upload(struct http *h, const char *path, const char *data, int fd, size_t len,
+int http_upload(struct http *h, const char *path, const char *data, int fd, size_t len, int form,
 		struct buf *resp)
 {
 	struct sink sink = {.h = h, .out = resp, .fd = -1, .max = h->max_body};
-	struct upload form = {data ? data : "", len, 0, 1, fd, NULL};
+	struct upload up = {data ? data : "", len, 0, form ? UPLOAD_FORM : UPLOAD_RAW, fd, NULL};
 
-	return do_request(h, "POST", path, NULL, 0, &sink, &form);
+	return do_request(h, "POST", path, NULL, 0, &sink, &up);
 }
 
 void http_cancel_all(struct http *h)

@@ -513,6 +513,32 @@ static const struct pt_row rows[] = {
      .get = "plugins/{plugin}/settings",
      .put = "plugins/{plugin}/settings",
      .put_method = "POST"},
+    /* A plugin in development: its files as they are (any bytes), read
+     * and written through temporary files, as DSS serves them raw. */
+    {.pattern = "/instance/plugins/{plugin}/files",
+     .kind = PT_DIR,
+     .cond_get = "plugins/",
+     .cond_key = "id",
+     .cond_var = "plugin",
+     .cond_field = "isDev",
+     .cond_equals = "true",
+     .list = "plugins/{plugin}/contents",
+     .content = PT_TREE,
+     .mkdir = "plugins/{plugin}/folders/{path*}",
+     .remove = "plugins/{plugin}/contents/{path*}",
+     .rename = "plugins/{plugin}/contents-actions/rename",
+     .move = "plugins/{plugin}/contents-actions/move"},
+    {.pattern = "/instance/plugins/{plugin}/files/{path}",
+     .kind = PT_DIR,
+     .recurse = 1,
+     .content = PT_TREE},
+    {.pattern = "/instance/plugins/{plugin}/files/{path}",
+     .kind = PT_FILE,
+     .content = PT_TREE,
+     .get = "plugins/{plugin}/contents/{path*}",
+     .format = PT_SPOOL,
+     .put = "plugins/{plugin}/contents/{path*}",
+     .put_method = "POST"},
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))

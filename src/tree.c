@@ -211,6 +211,29 @@ static int row_may_be_named(const struct pt_row *row, const char *name)
 	       pathtab_map_has(row->name_map, name + pl, nl - pl - sl);
 }
 
+/* The field cond_field of the item of the list `list` whose cond_key is
+ * the variable cond_var (a boolean as "true" or "false"), or NULL. */
+static const char *list_item_field(const cJSON *list, const struct pt_row *row,
+				   const struct pt_vars *vars)
+{
+	const char *want = pt_vars_get(vars, row->cond_var);
+	const cJSON *item;
+
+	if (!cJSON_IsArray(list))
+		return NULL;
+	cJSON_ArrayForEach(item, list)
+	{
+		const char *k = json_get_string(item, row->cond_key);
+		if (!want || !k || strcmp(k, want))
+			continue;
+		const cJSON *f = json_get(item, row->cond_field);
+		if (cJSON_IsBool(f))
+			return cJSON_IsTrue(f) ? "true" : "false";
+		return cJSON_IsString(f) ? f->valuestring : NULL;
+	}
+	return NULL;
+}
+
 /* Name of a fixed child row, or -ENOENT when the row is absent here. */
 static int fixed_child_name(struct tree *t, const struct node *dir, const struct pt_row *row,
 			    struct buf *name)
@@ -224,8 +247,9 @@ static int fixed_child_name(struct tree *t, const struct node *dir, const struct
 		ret = get_resource(t, row->cond_get, &dir->vars, &ref);
 		if (ret)
 			return ret;
-		const char *v = json_get_string(((struct resource *)cache_ref_value(ref))->json,
-						row->cond_field);
+		const cJSON *doc = ((struct resource *)cache_ref_value(ref))->json;
+		const char *v = row->cond_key ? list_item_field(doc, row, &dir->vars)
+					      : json_get_string(doc, row->cond_field);
 		if (row->cond_equals && !pathtab_cond_holds(row->cond_equals, v))
 			ret = -ENOENT;
 		else if (seg == PT_SEG_DERIVED)

@@ -122,11 +122,13 @@ void http_free(struct http *h);
 int http_request(struct http *h, const char *method, const char *path, const char *body,
 		 size_t body_len, struct buf *resp);
 
-/* POSTs a file as a multipart form of one part, "file" (what DSS's
- * managed-folder upload takes): its len bytes from fd if fd >= 0 (read in
- * place with pread: a file of any size, never in memory), else from data.
- * The answer as http_request's; a stream's time limits apply. */
-int http_upload(struct http *h, const char *path, const char *data, int fd, size_t len,
+/* POSTs a file: with `form`, as a multipart form of one part, "file" (what
+ * DSS's managed-folder upload takes), else as the body itself
+ * (application/octet-stream: a plugin's file); its len bytes from fd if
+ * fd >= 0 (read in place with pread: a file of any size, never in memory),
+ * else from data.  The answer as http_request's; a stream's time limits
+ * apply. */
+int http_upload(struct http *h, const char *path, const char *data, int fd, size_t len, int form,
 		struct buf *resp);
 
 /* Like http_request, but a 2xx body is written to fd (at most `max` bytes,

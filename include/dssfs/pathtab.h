@@ -171,6 +171,12 @@ struct pt_row {
 	const char *cond_get;
 	const char *cond_field;
 	const char *cond_equals;
+	/* when set, `cond_get` is a list, and cond_field is read in its item
+	 * whose field `cond_key` holds the value of the variable `cond_var`
+	 * (a plugin's files/ exists where DSS's list of plugins says isDev);
+	 * a boolean field reads "true" or "false" */
+	const char *cond_key;
+	const char *cond_var;
 	const struct pt_map *name_map;
 };
 

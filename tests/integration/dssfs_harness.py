@@ -709,7 +709,7 @@ def expected_tree(emu: Emulator, key: str | None = None) -> ExpectedTree:
                 add_file(sd + "/script.py", "text", get(pe).get("script") or "", sm, pe)
             t.dirs[sd] = (entries, sm)
         _expect_more_types(t, get, K, pd, pm, add_file, raw)
-    _expect_instance(t, emu, key, get, add_file)
+    _expect_instance(t, emu, key, get, add_file, raw)
     return t
 
 
@@ -737,8 +737,9 @@ INSTANCE_FOLDERS = (
 )
 
 
-def _expect_instance(t, emu, key, get, add_file):
-    """instance/: info.json for any key; the admin objects for an admin key."""
+def _expect_instance(t, emu, key, get, add_file, raw):
+    """instance/: info.json for any key; the admin objects for an admin key, with each
+    plugin in development's files (files/: its contents tree, each file's raw bytes)."""
     t.dirs[""][0].add(INSTANCE_DIR)
     entries = {"info.json"}
     t.dirs[INSTANCE_DIR] = (entries, None)
@@ -784,6 +785,30 @@ def _expect_instance(t, emu, key, get, add_file):
         e = api_path("plugins", p["id"], "settings")
         t.dirs[d] = ({"settings.json"}, None)
         add_file(d + "/settings.json", "json", get(e), None, e)
+        if p.get("isDev") is True:
+            t.dirs[d][0].add("files")
+            _expect_plugin_files(t, get, raw, add_file, p["id"], d + "/files")
+
+
+def _expect_plugin_files(t, get, raw, add_file, pid, root):
+    ep = api_path("plugins", pid, "contents")
+    t.resources.add(ep)
+
+    def level(nodes, rel, up_path):
+        entries = set()
+        for n in nodes:
+            entries.add(n["name"])
+            path = up_path + [n["name"]]
+            when = _int_or(n.get("lastModified"), None)
+            if "children" in n:
+                level(n["children"], rel + "/" + n["name"], path)
+                t.dirs[rel + "/" + n["name"]] = (t.dirs[rel + "/" + n["name"]][0], when)
+            else:
+                fe = api_path("plugins", pid, "contents", *path)
+                add_file(rel + "/" + n["name"], "bytes", raw(fe), when, fe)
+        t.dirs[rel] = (entries, None)
+
+    level(get(ep), root, [])
 
 
 # The object types added with the whole project (issue 8), as the API serves them

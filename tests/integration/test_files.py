@@ -1,5 +1,6 @@
-"""File trees through the mount (issue 8): the project library (SALES/library/) and a
-managed folder's files (SALES/managed_folders/Reports/files/) are real files: read, write,
+"""File trees through the mount (issues 8, 10): the project library (SALES/library/), a
+managed folder's files (SALES/managed_folders/Reports/files/) and a dev plugin's files
+(instance/plugins/sales-tools/files/) are real files: read, write,
 create, unlink, mkdir, rmdir, rename, any bytes.  Each change is checked in the mount, in
 the emulator, and in the exact requests it took.  A 1 GiB file goes in and out of a
 managed folder with dssfs's peak RSS measured.
@@ -22,6 +23,7 @@ from dssfs_harness import dssfs_sanitized, errno_of, read_bytes, vm_hwm_kib
 API = "/public/api/"
 LIB = "projects/SALES/libraries/contents"
 MF = "projects/SALES/managedfolders/Mf4rpt8Z/contents"
+PLUGIN = "plugins/sales-tools/contents"
 
 
 def log_of(emu):
@@ -65,6 +67,25 @@ def mf_bytes(emu, path):
 
 def mf_items(emu):
     return {i["path"].lstrip("/"): i["size"] for i in emu.api_get(MF)["items"]}
+
+
+def plugin_bytes(emu, path):
+    status, data = emu.request("GET", API + PLUGIN + "/" + path, key=emu.admin_key)
+    assert status == 200, (status, data[:200])
+    return data
+
+
+def plugin_tree(emu, pid="sales-tools"):
+    """{path: is_folder} of a dev plugin's files, as DSS lists them."""
+    out = {}
+
+    def walk(nodes, up):
+        for n in nodes:
+            out[up + n["name"]] = "children" in n
+            if "children" in n:
+                walk(n["children"], up + n["name"] + "/")
+    walk(emu.api_get("plugins/%s/contents" % pid), "")
+    return out
 
 
 def mount_tree(root):
@@ -165,14 +186,22 @@ def test_sed_i_and_vim_save_library_files(mounted):
 
 
 @pytest.mark.expect_dssfs_errors
-def test_a_library_file_changed_on_dss_since_the_read_is_a_conflict(mounted):
+@pytest.mark.parametrize("where", ["library", "plugin"])
+def test_a_file_changed_on_dss_since_the_read_is_a_conflict(mounted, where):
+    """The project library (in memory, by content) and a dev plugin's files (spooled, by
+    the time in DSS's list): a save over someone else's change fails and sends nothing."""
     emu, m = mounted
-    path = m.path("SALES", "library", "python", "helpers", "dates.py")
+    if where == "library":
+        path = m.path("SALES", "library", "python", "helpers", "dates.py")
+        ep, rel, now = LIB, "python/helpers/dates.py", lib_bytes
+    else:
+        path = m.path("instance", "plugins", "sales-tools", "files", "README.md")
+        ep, rel, now = PLUGIN, "README.md", plugin_bytes
     fd = os.open(path, os.O_RDWR)
     try:
         os.read(fd, 1 << 20)
-        status, _ = emu.request("POST", API + LIB + "/python/helpers/dates.py",
-                                body=b"# theirs\n", key=emu.admin_key)
+        status, _ = emu.request("POST", API + ep + "/" + rel, body=b"# theirs\n",
+                                key=emu.admin_key)
         assert status == 200
         os.pwrite(fd, b"# mine", 0)
         emu.reset_stats()
@@ -180,7 +209,7 @@ def test_a_library_file_changed_on_dss_since_the_read_is_a_conflict(mounted):
     finally:
         assert errno_of(os.close, fd) in (None, errno.ESTALE)
     assert changes(emu) == []
-    assert lib_bytes(emu, "python/helpers/dates.py") == b"# theirs\n"
+    assert now(emu, rel) == b"# theirs\n"
 
 
 # --- a managed folder's files --------------------------------------------------------------
@@ -315,3 +344,83 @@ def test_a_1gib_file_in_and_out_of_a_managed_folder_in_bounded_memory(mounted, t
     # (a sanitizer's own memory would be measured too)
     if not SANITIZED:
         assert peak < 64 * 1024, "dssfs peak RSS %.1f MiB" % (peak / 1024)
+
+
+# --- a plugin in development's files (instance/plugins/<id>/files/) ---------------------
+
+def test_a_dev_plugin_shows_its_files_byte_for_byte_and_an_installed_one_none(mounted):
+    """files/ exists where DSS's list of plugins says isDev (that list, which plugins/
+    needs anyway, decides: no request to try it); each file is its raw bytes."""
+    emu, m = mounted
+    assert sorted(os.listdir(m.path("instance", "plugins"))) == ["geoip", "sales-tools"]
+    emu.reset_stats()
+    assert os.listdir(m.path("instance", "plugins", "geoip")) == ["settings.json"]
+    assert sorted(os.listdir(m.path("instance", "plugins", "sales-tools"))) == [
+        "files", "settings.json"]
+    asked = [r[1] for r in log_of(emu)]
+    assert "plugins/" not in asked and not any("geoip/contents" in a for a in asked), asked
+    root = m.path("instance", "plugins", "sales-tools", "files")
+    assert mount_tree(root) == plugin_tree(emu)
+    for rel, is_dir in plugin_tree(emu).items():
+        if not is_dir:
+            data = read_bytes(os.path.join(root, rel))
+            assert data == plugin_bytes(emu, rel), rel
+            assert os.stat(os.path.join(root, rel)).st_size == len(data)
+    assert errno_of(os.listdir, m.path("instance", "plugins", "geoip", "files")) == \
+        errno.ENOENT
+
+
+def test_plugin_files_are_written_created_moved_and_removed(mounted):
+    """Each change is the one call DSS has for it, and the bytes land as written (raw
+    bodies, binary included)."""
+    emu, m = mounted
+    root = m.path("instance", "plugins", "sales-tools", "files")
+    lib = os.path.join(root, "python-lib", "salestools")
+    new = read_bytes(os.path.join(lib, "cleaning.py")) + b"\ndef trim(s):\n    return s\n"
+    emu.reset_stats()
+    with open(os.path.join(lib, "cleaning.py"), "wb") as f:
+        f.write(new)
+    assert changes(emu) == [("POST", PLUGIN + "/python-lib/salestools/cleaning.py")]
+    assert plugin_bytes(emu, "python-lib/salestools/cleaning.py") == new
+    assert read_bytes(os.path.join(lib, "cleaning.py")) == new
+
+    emu.reset_stats()
+    os.mkdir(os.path.join(root, "resource"))
+    blob = bytes(range(256)) * 40
+    with open(os.path.join(root, "resource", "icon.bin"), "xb") as f:
+        f.write(blob)
+    assert changes(emu) == [("POST", "plugins/sales-tools/folders/resource"),
+                            ("POST", PLUGIN + "/resource/icon.bin"),
+                            ("POST", PLUGIN + "/resource/icon.bin")]
+    assert plugin_bytes(emu, "resource/icon.bin") == blob
+
+    emu.reset_stats()
+    os.rename(os.path.join(root, "resource", "icon.bin"), os.path.join(lib, "logo.bin"))
+    assert changes(emu) == [("POST", "plugins/sales-tools/contents-actions/move"),
+                            ("POST", "plugins/sales-tools/contents-actions/rename")]
+    tree = plugin_tree(emu)
+    assert "python-lib/salestools/logo.bin" in tree and "resource/icon.bin" not in tree
+    assert read_bytes(os.path.join(lib, "logo.bin")) == blob
+
+    emu.reset_stats()
+    os.unlink(os.path.join(lib, "logo.bin"))
+    os.rmdir(os.path.join(root, "resource"))
+    assert changes(emu) == [("DELETE", PLUGIN + "/python-lib/salestools/logo.bin"),
+                            ("DELETE", PLUGIN + "/resource")]
+    assert "resource" not in plugin_tree(emu)
+    assert not os.path.exists(os.path.join(root, "resource"))
+
+
+def test_sed_i_and_vim_save_plugin_files(mounted):
+    emu, m = mounted
+    path = m.path("instance", "plugins", "sales-tools", "files", "custom-recipes",
+                  "clean-orders", "recipe.py")
+    before = set(plugin_tree(emu))
+    subprocess.run(["sed", "-i", "1s/^/# sed\\n/", path], check=True, timeout=60)
+    assert plugin_bytes(emu, "custom-recipes/clean-orders/recipe.py").startswith(b"# sed\n")
+    subprocess.run(["vim", "-es", "-u", "NONE", "-c", "$put ='# vim'", "-c", "wq", path],
+                   check=True, timeout=60)
+    data = plugin_bytes(emu, "custom-recipes/clean-orders/recipe.py")
+    assert data.startswith(b"# sed\n") and data.endswith(b"# vim\n")
+    assert read_bytes(path) == data
+    assert set(plugin_tree(emu)) == before     # no editor's file is left
