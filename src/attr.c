@@ -8,12 +8,17 @@
 #include "dssfs/cache.h"
 #include "dssfs/escape.h"
 #include "dssfs/json.h"
+#include "dssfs/log.h"
 #include "dssfs/pathtab.h"
 #include "dssfs/scratch.h"
 #include "dssfs/strmap.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The time of the DSS object a node belongs to: the versionTag of the
  * nearest object folder at or above it, from its parent's listing (read
@@ -92,9 +97,16 @@ struct file_time {
 struct file_times {
 	struct file_time *slot;
 	size_t cap, n; /* cap a power of 2; n at most cap / 2 */
+	/* the times file (tree_options.times_file), appended to; -1: none */
+	int fd;
 };
 
 #define TIMES_MAX 1000000
+
+/* The times file: this magic, then records as struct file_time (native
+ * byte order: the file belongs to this machine), the last one of a path
+ * winning. */
+static const char times_magic[8] = {'D', 'S', 'S', 'F', 'S', 'T', 'M', '1'};
 
 struct file_times *file_times_new(void)
 {
@@ -102,14 +114,26 @@ struct file_times *file_times_new(void)
 
 	ft->cap = 1024;
 	ft->slot = xcalloc(ft->cap, sizeof(*ft->slot));
+	ft->fd = -1;
 	return ft;
 }
 
 void file_times_free(struct file_times *ft)
 {
-	if (ft)
+	if (ft) {
 		free(ft->slot);
+		if (ft->fd >= 0)
+			close(ft->fd);
+	}
 	free(ft);
+}
+
+static void times_clear(struct file_times *ft)
+{
+	free(ft->slot);
+	ft->cap = 1024;
+	ft->n = 0;
+	ft->slot = xcalloc(ft->cap, sizeof(*ft->slot));
 }
 
 static struct file_time *times_find(struct file_times *ft, uint64_t key)
@@ -134,32 +158,130 @@ static void times_grow(struct file_times *ft)
 	free(old);
 }
 
+/* Sets the time of key (a new entry, or a new content) in the table. */
+static struct file_time *times_set(struct file_times *ft, uint64_t key, uint64_t hash,
+				   int64_t mtime_ms)
+{
+	struct file_time *e = times_find(ft, key);
+
+	if (!e->key) {
+		if (ft->n >= TIMES_MAX) {
+			/* Bounded: forgetting only means a time may move once
+			 * more than needed. */
+			times_clear(ft);
+		} else if (2 * (ft->n + 1) > ft->cap) {
+			times_grow(ft);
+		}
+		e = times_find(ft, key);
+		e->key = key;
+		ft->n++;
+	}
+	e->hash = hash;
+	e->mtime_ms = mtime_ms;
+	return e;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+/* The table as it is, in a new times file put in place of path's. */
+static int times_rewrite(struct file_times *ft, const char *path)
+{
+	struct buf tmp = BUF_INIT;
+	int fd, ret = 0;
+
+	buf_addf(&tmp, "%s.%ld.tmp", path, (long)getpid());
+	fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		buf_release(&tmp);
+		return -1;
+	}
+	ret = write_all(fd, times_magic, sizeof(times_magic));
+	for (size_t i = 0; i < ft->cap && !ret; i++)
+		if (ft->slot[i].key)
+			ret = write_all(fd, &ft->slot[i], sizeof(ft->slot[i]));
+	if (close(fd) || ret || rename(tmp.data, path)) {
+		unlink(tmp.data);
+		ret = -1;
+	}
+	buf_release(&tmp);
+	return ret;
+}
+
+int file_times_open(struct file_times *ft, const char *path)
+{
+	struct buf all = BUF_INIT;
+	char chunk[65536];
+	size_t records = 0;
+	int whole = 0; /* the file is ours and ends with a whole record */
+	ssize_t got;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	/* What earlier mounts remembered (a file that is not ours, or
+	 * beyond the table's bound, is started anew). */
+	while (fd >= 0 && all.len <= (size_t)TIMES_MAX * 2 * sizeof(struct file_time) &&
+	       ((got = read(fd, chunk, sizeof(chunk))) > 0 || (got < 0 && errno == EINTR)))
+		if (got > 0)
+			buf_add(&all, chunk, (size_t)got);
+	if (fd >= 0)
+		close(fd);
+	if (all.len >= sizeof(times_magic) && !memcmp(all.data, times_magic, sizeof(times_magic)) &&
+	    all.len <= (size_t)TIMES_MAX * 2 * sizeof(struct file_time)) {
+		whole = (all.len - sizeof(times_magic)) % sizeof(struct file_time) == 0;
+		for (size_t off = sizeof(times_magic); off + sizeof(struct file_time) <= all.len;
+		     off += sizeof(struct file_time), records++) {
+			struct file_time r;
+			memcpy(&r, all.data + off, sizeof(r));
+			if (r.key)
+				times_set(ft, r.key, r.hash, r.mtime_ms);
+		}
+	}
+	buf_release(&all);
+	/* Made anew when absent, not ours, cut in a record (appending after
+	 * it would shift every later one), or mostly old records. */
+	if ((!whole || records == 0 || records > 2 * ft->n + 1024) && times_rewrite(ft, path))
+		return -errno;
+	ft->fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+	return ft->fd < 0 ? -errno : 0;
+}
+
 static int64_t content_mtime(struct tree *t, const char *path, uint64_t hash, int64_t object_ms)
 {
 	uint64_t key = hash64(path) | 1; /* never 0 */
+	/* a time DSS does not give: the mount time's */
+	int remember = object_ms == t->opt.mount_time_ms;
 	int64_t m;
 
 	pthread_mutex_lock(&t->lock);
 	struct file_time *ft = times_find(t->times, key);
-	if (!ft->key) {
-		if (t->times->n >= TIMES_MAX) {
-			/* Bounded: forgetting only means a time may move once
-			 * more than needed. */
-			file_times_free(t->times);
-			t->times = file_times_new();
-		} else if (2 * (t->times->n + 1) > t->times->cap) {
-			times_grow(t->times);
-		}
-		ft = times_find(t->times, key);
-		ft->key = key;
-		ft->hash = hash;
-		ft->mtime_ms = object_ms;
-		t->times->n++;
-	} else if (ft->hash != hash) {
+	if (!ft->key || ft->hash != hash) {
 		/* A new content always gets a later time (rsync compares
 		 * whole seconds). */
-		ft->hash = hash;
-		ft->mtime_ms = object_ms > ft->mtime_ms ? object_ms : ft->mtime_ms + 1000;
+		if (ft->key && object_ms <= ft->mtime_ms)
+			object_ms = ft->mtime_ms + 1000;
+		ft = times_set(t->times, key, hash, object_ms);
+		/* A time DSS does not give is remembered for the next
+		 * mounts, so that a file unchanged keeps it. */
+		if (remember && t->times->fd >= 0 && write_all(t->times->fd, ft, sizeof(*ft))) {
+			log_warn("cannot write the times file: %s; file times without one "
+				 "from DSS will be this mount's",
+				 strerror(errno));
+			close(t->times->fd);
+			t->times->fd = -1;
+		}
 	}
 	m = ft->mtime_ms;
 	pthread_mutex_unlock(&t->lock);

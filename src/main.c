@@ -6,6 +6,7 @@
  */
 #include "dssfs/cache.h"
 #include "dssfs/config.h"
+#include "dssfs/escape.h"
 #include "dssfs/fuseio.h"
 #include "dssfs/http.h"
 #include "dssfs/log.h"
@@ -28,6 +29,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -60,6 +62,7 @@ struct options {
 	int prefetch;
 	int secret_on_cmdline;
 	char *log_level;
+	char *times_file;
 	char *source;	  /* [SOURCE] MOUNTPOINT: what mount(8) gives first */
 	char *mountpoint; /* the last one */
 };
@@ -98,6 +101,7 @@ static const struct fuse_opt option_spec[] = {
     OPT("activity", activity, 1),
     OPT("prefetch=%d", prefetch, 0),
     OPT("log_level=%s", log_level, 0),
+    OPT("times_file=%s", times_file, 0),
     FUSE_OPT_KEY("api_key=", KEY_SECRET),
     FUSE_OPT_KEY("apikey=", KEY_SECRET),
     FUSE_OPT_KEY("key=", KEY_SECRET),
@@ -211,7 +215,10 @@ static void usage(const char *prog)
 	       "                            (default 4096)\n"
 	       "    -o data_max=MIB         a dataset's data.csv, at most (default 100)\n"
 	       "    -o activity             list scenario runs, jobs and history (always\n"
-	       "                            reachable by name)\n\n"
+	       "                            reachable by name)\n"
+	       "    -o times_file=PATH|none where the times of files DSS gives none are\n"
+	       "                            kept across mounts (default: a file per URL\n"
+	       "                            in ~/.cache/dssfs)\n\n"
 	       "Logging:\n"
 	       "    -o log_level=LEVEL      error, warning, info or debug (default info;\n"
 	       "                            -d: debug); on stderr with -f, else syslog\n\n"
@@ -446,6 +453,38 @@ static int64_t now_epoch_ms(void)
 	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
+/* Where the times of files that DSS gives no time are kept across mounts
+ * (README, "Times"): -o times_file, else a file per DSS URL in systemd's
+ * cache directory for the unit, $XDG_CACHE_HOME/dssfs or ~/.cache/dssfs
+ * (made 0700); NULL for "none" or when there is no such place. */
+static char *times_file_for(const char *opt, const char *url)
+{
+	const char *dir = getenv("CACHE_DIRECTORY"), *up;
+	struct buf p = BUF_INIT;
+
+	if (opt)
+		return strcmp(opt, "none") ? xstrdup(opt) : NULL;
+	if (dir && *dir && !strchr(dir, ':')) {
+		buf_addstr(&p, dir);
+	} else if ((up = getenv("XDG_CACHE_HOME")) && *up == '/') {
+		buf_addf(&p, "%s/dssfs", up);
+	} else if ((up = getenv("HOME")) && *up == '/') {
+		buf_addf(&p, "%s/.cache", up);
+		mkdir(p.data, 0700);
+		buf_addstr(&p, "/dssfs");
+	} else {
+		return NULL;
+	}
+	if (mkdir(p.data, 0700) && errno != EEXIST) {
+		log_warn("%s: %s; the times of files without one from DSS will be each mount's",
+			 p.data, strerror(errno));
+		buf_release(&p);
+		return NULL;
+	}
+	buf_addf(&p, "/times-%016llx", (unsigned long long)hash64(url));
+	return buf_detach(&p, NULL);
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -465,6 +504,7 @@ int main(int argc, char *argv[])
 			    .prefetch = 16};
 	struct fuse_cmdline_opts cmd = {0};
 	struct config cfg = {0};
+	char *times_file = NULL;
 	struct buf err = BUF_INIT;
 	struct http *http = NULL;
 	struct cache *cache = NULL;
@@ -601,6 +641,7 @@ int main(int argc, char *argv[])
 	    .spool_ttl_ms = (int64_t)o.cache_ttl * 1000,
 	    .data_max = (size_t)o.data_max_mb << 20,
 	    .list_activity = o.activity,
+	    .times_file = times_file = times_file_for(o.times_file, cfg.url),
 	};
 	tree = tree_new(http, cache, &to);
 
@@ -753,6 +794,8 @@ out:
 	free(o.source);
 	free(o.mountpoint);
 	free(o.log_level);
+	free(o.times_file);
+	free(times_file);
 	fuse_opt_free_args(&args);
 	return ret;
 }

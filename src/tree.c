@@ -64,6 +64,14 @@ struct tree *tree_new(struct http *h, struct cache *c, const struct tree_options
 	nodes_init(t);
 	saves_init(t);
 	t->times = file_times_new();
+	if (o->times_file) {
+		int ret = file_times_open(t->times, o->times_file);
+		if (ret)
+			log_warn("%s: %s; the times of files without one from DSS will be this "
+				 "mount's",
+				 o->times_file, strerror(-ret));
+	}
+	t->opt.times_file = NULL; /* (the caller's) */
 	t->failures = strmap_new();
 	t->spools = strmap_new();
 	t->pending = strmap_new();

@@ -214,6 +214,11 @@ int node_attr(struct tree *t, const struct node *n, struct stat *st);
 int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st);
 struct file_times *file_times_new(void);
 void file_times_free(struct file_times *ft); /* NULL-safe */
+/* Loads the times earlier mounts remembered in the file at path (made if
+ * absent, compacted when mostly stale) and appends to it from then on the
+ * times that DSS does not give (tree_options.times_file).  -errno if the
+ * file cannot be made or opened: the times are then this mount's only. */
+int file_times_open(struct file_times *ft, const char *path);
 /* The attributes of scratch file ino, from what scratch_stat gave. */
 void scratch_fill(struct tree *t, uint64_t ino, const struct scratch_attr *sa, struct stat *st);
 int64_t doc_version(const struct pt_row *row, const struct cache_ref *ref);

@@ -19,7 +19,9 @@
  * when the table says where it is; anything else takes the time of the DSS
  * object it belongs to, read from that object's item in its parent's
  * listing each time (so a refreshed listing moves it); the root and what
- * is above the projects, the mount time.
+ * is above the projects, the mount time.  A file with no time from DSS
+ * (an instance object) takes the mount time when first seen, and keeps it
+ * in the next mounts while its content is the same (times_file).
  *
  * Saving.  A writable file (its row has a PUT endpoint) is saved whole:
  * tree_save() validates the bytes (JSON files must parse as an object with
@@ -74,6 +76,10 @@ struct tree_options {
 	int64_t spool_ttl_ms; /* a spooled stream is dropped after this */
 	size_t data_max;      /* a dataset's data.csv, at most (bytes; 0: the default) */
 	int list_activity;    /* list the activity folders (pathtab.h `activity`) */
+	/* where the times of files that DSS gives no time (the instance's
+	 * objects) are remembered from one mount to the next; NULL: nowhere
+	 * (they then take the mount time at each mount) */
+	const char *times_file;
 };
 
 /* data.csv's bound when tree_options.data_max is 0 (-o data_max's default). */

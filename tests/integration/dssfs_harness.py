@@ -394,6 +394,9 @@ def clean_env(home: Path, extra: dict | None = None) -> dict:
     """The environment of a dssfs process: ours without any DKU_*, HOME redirected."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DKU_")}
     env["HOME"] = str(home)
+    # dssfs's times file (README, "Times") goes under this HOME, one per test
+    env.pop("XDG_CACHE_HOME", None)
+    env.pop("CACHE_DIRECTORY", None)
     env.setdefault("LC_ALL", "C.UTF-8")
     for k, v in (extra or {}).items():
         if v is None:

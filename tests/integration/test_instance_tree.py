@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -151,17 +152,45 @@ def test_instance_settings_variables_and_plugin_settings_are_saved(emulator, mou
     assert emu.api_get("plugins/sales-tools/settings")["codeEnvName"] == "py311_from_mount"
 
 
+def backup(m, dest):
+    """rsync -a of the mount into dest: the files it transferred."""
+    r = subprocess.run(["rsync", "-a", "--out-format=%n", m.mnt + "/", dest],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return sorted(n for n in r.stdout.splitlines() if not n.endswith("/"))
+
+
 def test_a_second_backup_of_the_instance_copies_nothing(emulator, mount_factory, tmp_path):
-    m = mount_factory(emulator)
+    """Within a mount, and after a remount: DSS gives the instance's objects no time, so
+    each file keeps the time dssfs first saw its content at (remembered in the times
+    file, README "Times"); a file changed on DSS between the mounts is the one copied."""
+    emu = emulator
+    m = mount_factory(emu)
     dest = str(tmp_path / "backup")
-    r = subprocess.run(["rsync", "-a", "--stats", m.mnt + "/", dest], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert os.path.exists(os.path.join(dest, *CONN))
-    r = subprocess.run(["rsync", "-a", "--stats", m.mnt + "/", dest], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert "Number of regular files transferred: 0" in r.stdout, r.stdout
+    assert os.path.join(*CONN) in backup(m, dest)
+    assert backup(m, dest) == []
+    first = os.stat(m.path(*CONN)).st_mtime
+    assert m.finish() == []
+    time.sleep(1.1)  # (a time that would move, moves by whole seconds)
+    m = mount_factory(emu)
+    assert backup(m, dest) == []
+    assert os.stat(m.path(*CONN)).st_mtime == first
+    assert m.finish() == []
+    doc = emu.api_get("admin/variables/")
+    doc["changed_between_mounts"] = True
+    emu.request("PUT", "/public/api/admin/variables/", body=json.dumps(doc).encode(),
+                key=emu.admin_key)
+    m = mount_factory(emu)
+    assert backup(m, dest) == ["instance/variables.json"]
+    assert backup(m, dest) == []
+    assert json.loads(read_bytes(os.path.join(dest, "instance", "variables.json"))) == doc
+
+
+def test_times_file_none_gives_the_mount_time(emulator, mount_factory, home):
+    m = mount_factory(emulator, options=["times_file=none"])
+    before = time.time()
+    assert os.stat(m.path(*CONN)).st_mtime >= int(before) - 60
+    assert not os.path.exists(os.path.join(str(home), ".cache", "dssfs"))
 
 
 @pytest.mark.parametrize("name", ["info.json"])
@@ -170,3 +199,28 @@ def test_info_json_is_read_only(mounted, name):
     p = m.path("instance", name)
     with pytest.raises(PermissionError):
         open(p, "w").close()
+
+
+def test_a_damaged_times_file_is_started_anew(emulator, mount_factory, home):
+    """Not ours (another magic) or cut in a record: the mount works, the file is made
+    again, and the next mount keeps the times."""
+    folder = os.path.join(str(home), ".cache", "dssfs")
+    os.makedirs(folder, mode=0o700)
+    m = mount_factory(emulator)
+    first = os.stat(m.path(*CONN)).st_mtime
+    assert m.finish() == []
+    (name,) = os.listdir(folder)
+    path = os.path.join(folder, name)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    with open(path, "ab") as f:
+        f.write(b"cut")                     # a partial record: ignored
+    time.sleep(1.1)
+    m = mount_factory(emulator)
+    assert os.stat(m.path(*CONN)).st_mtime == first
+    assert m.finish() == []
+    assert (os.stat(path).st_size - 8) % 24 == 0   # written anew: appends stay aligned
+    with open(path, "wb") as f:
+        f.write(b"not a times file at all")
+    m = mount_factory(emulator)
+    assert os.stat(m.path(*CONN)).st_mtime > first
+    assert open(path, "rb").read(8) == b"DSSFSTM1"
