@@ -169,7 +169,7 @@ int http_request_to_fd(struct http *h, const char *method, const char *path, con
 }
 
 /* This client only reads: no upload may happen. */
-int http_upload(struct http *h, const char *path, const char *data, int fd, size_t len,
+int http_upload(struct http *h, const char *path, const char *data, int fd, size_t len, int form,
 		struct buf *resp)
 {
 	(void)h;
@@ -177,6 +177,7 @@ int http_upload(struct http *h, const char *path, const char *data, int fd, size
 	(void)data;
 	(void)fd;
 	(void)len;
+	(void)form;
 	(void)resp;
 	REQUIRE(!"an upload from a read-only walk");
 	return -EIO;
