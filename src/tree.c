@@ -400,7 +400,8 @@ int name_for_scratch(const struct node *dir, const char *name)
 	size_t nk = pathtab_children(dir->row, kids, PT_MAX_CHILDREN);
 
 	for (size_t i = 0; i < nk; i++)
-		if (!kids[i]->recurse && row_may_be_named(kids[i], name))
+		if (!kids[i]->recurse && !kids[i]->repeat && kids[i]->kind != PT_LINK &&
+		    row_may_be_named(kids[i], name))
 			return 0;
 	return 1;
 }

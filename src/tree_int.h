@@ -287,7 +287,8 @@ int name_possible(const struct node *dir, const char *name);
 /* Whether a scratch file may take `name` in dir: no DSS file could be
  * called so (a nested folder of a wiki article, which exists only where the
  * article has children, does not reserve its name: editors' temporary
- * files in the wiki take any name). */
+ * files in the wiki take any name; nor do a project folder's sub-folders
+ * and links, beside its settings.json). */
 int name_for_scratch(const struct node *dir, const char *name);
 /* The file's bytes and its document's versionNumber (-1: none). */
 int file_bytes(struct tree *t, const struct node *n, struct buf *out, int64_t *version);

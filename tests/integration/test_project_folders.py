@@ -159,14 +159,39 @@ def test_settings_json_is_the_api_and_a_save_lands_on_dss(emulator, mount_factor
     assert held == doc and held["permissions"][-1] == perm
     emu.reset_stats()
     assert json.loads(read_bytes(path)) == held
-    # the save dropped the listings above the file, as for any object; its time reads
-    # the top one again
-    assert requests(emu) == [("GET", API + "project-folders/ROOT")]
+    # the save dropped the listings above the file (the documents of the folders above
+    # it, as for any object); its time reads the top one again, and the document that
+    # names Business in it
+    assert sorted(requests(emu)) == [("GET", API + "project-folders/ROOT"),
+                                     ("GET", API + "project-folders/fBusin01")]
+
+
+def test_editors_save_a_folders_settings_json(emulator, mount_factory):
+    """sed -i (a temp file renamed over it) and vim (its swap file and backup beside
+    it): their temporary files are scratch files beside settings.json, though a
+    sub-folder or a project could take their names, and each save is one PUT."""
+    emu = emulator
+    m = mount_factory(emu)
+    folder = m.path(*PF, "People")
+    path = os.path.join(folder, "settings.json")
+    ep = "project-folders/fPeopl04/settings"
+    listing = sorted(os.listdir(folder))
+    emu.reset_stats()
+    subprocess.run(["sed", "-i", 's/"chloe"/"dana"/', path], check=True, timeout=60)
+    assert [r for r in requests(emu) if r[0] != "GET"] == [("PUT", API + ep)]
+    assert emu.api_get(ep)["owner"] == "dana"
+    emu.reset_stats()
+    subprocess.run(["vim", "-es", "-u", "NONE", "-c", '%s/"dana"/"emma"/', "-c", "wq", path],
+                   check=True, timeout=60)
+    assert [r for r in requests(emu) if r[0] != "GET"] == [("PUT", API + ep)]
+    assert emu.api_get(ep)["owner"] == "emma"
+    assert json.loads(read_bytes(path))["owner"] == "emma"
+    assert sorted(os.listdir(folder)) == listing
 
 
 def test_a_folder_renamed_in_its_settings_shows_its_new_name(emulator, mount_factory):
-    """A top-level folder's name is in its own document, which its parent's listing
-    reads: a save of its settings.json with a new name shows it at once."""
+    """A folder's name is in its own document, which its parent's listing reads: a
+    save of its settings.json with a new name shows it at once."""
     emu = emulator
     m = mount_factory(emu)
     edit_json(m.path(*PF, "Archive", "settings.json"),
@@ -177,6 +202,13 @@ def test_a_folder_renamed_in_its_settings_shows_its_new_name(emulator, mount_fac
     # ('/' is escaped as in every other name, see README "Names")
     assert [n for n in names if n.startswith("Old")] == [escape_name("Old/projects")]
     assert escape_name("Old/projects") == "Old%2Fprojects"
+    # deeper, too: the save drops the listings of every folder above the file (each
+    # folder's document, which lists its sub-folders)
+    edit_json(m.path(*SALES_DIR, "Campaigns", "settings.json"),
+              lambda d: d.__setitem__("name", "Promotions"))
+    assert sorted(os.listdir(m.path(*SALES_DIR))) == ["Promotions", "SALES", "settings.json"]
+    assert os.readlink(m.path(*SALES_DIR, "Promotions", "MARKETING")) == LINKS[
+        "Business/Sales & Marketing/Campaigns/MARKETING"]
 
 
 def test_a_non_admin_key_sees_its_projects_links_and_no_settings(emulator_factory,
