@@ -9,7 +9,8 @@
  *  - a fixed directory, whose children are the rows one level below it;
  *  - a file, the projection `field` of the document at endpoint `get`,
  *    rendered as JSON or as raw text; `put` is where a save goes (NULL for a
- *    read-only file).
+ *    read-only file);
+ *  - a symbolic link (PT_LINK) to another node of the tree, `link`.
  *
  * A pattern segment is a literal ("schema.json"), an object variable
  * ("{dataset}": any name listed by the parent), or a literal with a derived
