@@ -430,11 +430,59 @@ int dir_node_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
 	return ret;
 }
 
+int link_target(const struct pt_row *row, const char *path, const struct pt_vars *vars,
+		struct buf *out)
+{
+	const char *p = row->link;
+
+	/* up from the link's folder to the mount's root: one ".." for each
+	 * name above the link's own */
+	for (const char *s = strchr(path + 1, '/'); s; s = strchr(s + 1, '/'))
+		buf_addstr(out, "../");
+	while (*p) {
+		const char *open = strchr(p, '{'), *close = open ? strchr(open, '}') : NULL;
+		if (!open || !close) {
+			buf_addstr(out, p);
+			break;
+		}
+		buf_add(out, p, (size_t)(open - p));
+		char *var = xstrndup(open + 1, (size_t)(close - open - 1));
+		const char *v = pt_vars_get(vars, var);
+		free(var);
+		/* (the name the target's folder takes in its own listing) */
+		if (!v || escape_name(v, out))
+			return -EIO;
+		p = close + 1;
+	}
+	return 0;
+}
+
+int link_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
+	      const struct pt_vars *vars, struct stat *st)
+{
+	struct buf target = BUF_INIT;
+	int64_t m = -1;
+	int ret = link_target(row, path, vars, &target);
+
+	if (!ret)
+		ret = object_mtime(t, pathtab_parent(row), vars, &m);
+	if (!ret) {
+		fill_common(t, st, ino, m);
+		st->st_mode = S_IFLNK | 0777;
+		st->st_nlink = 1;
+		st->st_size = (off_t)target.len;
+	}
+	buf_release(&target);
+	return ret;
+}
+
 int node_attr(struct tree *t, const struct node *n, struct stat *st)
 {
 	if (!n->row)
 		return scratch_attr(t, n->ino, n->path, st);
 	if (n->row->kind == PT_DIR)
 		return dir_node_attr(t, n->ino, n->row, &n->vars, st);
+	if (n->row->kind == PT_LINK)
+		return link_attr(t, n->ino, n->path, n->row, &n->vars, st);
 	return file_attr(t, n->ino, n->path, n->row, &n->vars, st);
 }

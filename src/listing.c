@@ -54,6 +54,7 @@ void listings_free(struct listing *l)
 
 const char *list_item_name(const cJSON *list, const cJSON *item, const char *key)
 {
+	/* (key NULL: the item is a string, its own id) */
 	return cJSON_IsObject(list) ? item->string : json_get_string(item, key);
 }
 
@@ -334,7 +335,7 @@ static struct listing *build(const struct pt_row *src, const char *under, const 
 		if (!usable(id)) {
 			log_warn("%s: skipping a listed object without a usable \"%s\" (not a "
 				 "valid name)",
-				 src->pattern, src->list_key);
+				 src->pattern, src->list_key ? src->list_key : "id");
 			continue;
 		}
 		const char *name = ri->name ? ri->name : id;

@@ -173,6 +173,21 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	interruptible(NULL);
 }
 
+/* The project folders' links to their projects (read-only: op_symlink
+ * makes none). */
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ops_ctx *c = ctx_of(req);
+	struct buf target = BUF_INIT;
+	int ret = tree_readlink(c->tree, ino, &target);
+
+	if (ret)
+		reply_err(req, -ret);
+	else
+		fuse_reply_readlink(req, target.data);
+	buf_release(&target);
+}
+
 static void op_setattr_body(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 			    struct fuse_file_info *fi)
 {
@@ -681,6 +696,7 @@ const struct fuse_lowlevel_ops dssfs_ops = {
     .forget = op_forget,
     .forget_multi = op_forget_multi,
     .getattr = op_getattr,
+    .readlink = op_readlink,
     .setattr = op_setattr,
     .opendir = op_opendir,
     .readdir = op_readdir,

@@ -41,6 +41,7 @@ static const char webapp_shiny[] = "SHINY";
 #define WK P "/wiki/{article}"
 #define RUN SC "/{run}"
 #define JOB P "/jobs/{job}"
+#define PFOLDER "project-folders/{pfolder}"
 
 /* Activity (pathtab.h, `activity`): how much of it a folder shows.  DSS
  * keeps at most 20 runs of a scenario by default and answers
@@ -69,6 +70,22 @@ static const char webapp_shiny[] = "SHINY";
 		.pattern = "/{project}/webapps/{webapp}/" file, .kind = PT_FILE, .get = WA,       \
 		.put = WA, .field = "params." fld, .format = PT_TEXT, .version_at = "versionTag", \
 		.cond_get = WA, .cond_field = "type", .cond_equals = types                        \
+	}
+
+/* A project folder (the one of document `doc`): its sub-folders, listed
+ * by id, each named by its own document; and its projects, listed by key,
+ * as links to them.  The root folder's document is ROOT's (DSS's name
+ * for it), which a DSS without project folders answers "not found"
+ * (`opt`); a sub-folder is the folder above it again (`rep`). */
+#define PFOLDERS(pat, doc, opt, rep)                                                      \
+	{                                                                                 \
+		.pattern = pat, .kind = PT_DIR, .list = doc, .list_at = "childrenIds",    \
+		.name_get = PFOLDER, .name_field = "name", .optional = opt, .repeat = rep \
+	}
+#define PFOLDER_LINKS(pat, doc)                                                         \
+	{                                                                               \
+		.pattern = pat, .kind = PT_LINK, .list = doc, .list_at = "projectKeys", \
+		.link = "{pkey}"                                                        \
 	}
 
 static const struct pt_row rows[] = {
@@ -539,6 +556,20 @@ static const struct pt_row rows[] = {
      .format = PT_SPOOL,
      .put = "plugins/{plugin}/contents/{path*}",
      .put_method = "POST"},
+    /* The UI's project folders: each folder a document listing its
+     * sub-folders by id (each named by its own document) and its projects
+     * by key, shown as links to the projects; any key reads them (DSS
+     * shows it the projects it may read), their settings are an admin's. */
+    PFOLDERS("/instance/project-folders", "project-folders/ROOT", 1, 0),
+    PFOLDERS("/instance/project-folders/{pfolder}", PFOLDER, 0, 0),
+    PFOLDER_LINKS("/instance/project-folders/{pkey}", "project-folders/ROOT"),
+    {.pattern = "/instance/project-folders/{pfolder}/settings.json",
+     .kind = PT_FILE,
+     .get = PFOLDER "/settings",
+     .put = PFOLDER "/settings",
+     .admin = 1},
+    PFOLDERS("/instance/project-folders/{pfolder}/{pfolder}", PFOLDER, 0, 1),
+    PFOLDER_LINKS("/instance/project-folders/{pfolder}/{pkey}", PFOLDER),
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))
@@ -624,8 +655,9 @@ size_t pathtab_children(const struct pt_row *row, const struct pt_row **out, siz
 	size_t n = 0;
 
 	pthread_once(&parsed, parse_rows);
-	/* A recursive folder holds what its parent's objects are. */
-	if (row->recurse)
+	/* A recursive folder holds what its parent's objects are; a
+	 * repeated one, all that its parent holds. */
+	if (row->recurse || row->repeat)
 		up = info[index_of(row)].parent;
 	for (size_t i = 0; i < NROWS && n < max; i++)
 		if (info[i].parent == up && (!row->recurse || info[i].seg == PT_SEG_VAR))

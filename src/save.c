@@ -415,6 +415,28 @@ static void drop_file(struct tree *t, const struct pt_row *row, const char *path
 		dc->inos[dc->n++] = ino;
 }
 
+/* The listings of the folders above path, from their own nodes (those the
+ * kernel holds): where a folder repeats its parent (a project folder's
+ * sub-folder) the variables of the saved file name only the nearest one,
+ * and the listing of the folder above it, which names it, would stay. */
+static void drop_held_listings(struct tree *t, const char *path)
+{
+	struct buf dir = BUF_INIT, key = BUF_INIT;
+	char *slash;
+
+	buf_addstr(&dir, path);
+	while ((slash = strrchr(dir.data, '/')) && slash != dir.data) {
+		buf_setlen(&dir, (size_t)(slash - dir.data));
+		struct node *n = node_of(t, ino_if_held(t, dir.data));
+		buf_reset(&key);
+		if (n && n->row && n->row->list && !pathtab_expand(n->row->list, &n->vars, &key))
+			cache_invalidate(t->cache, key.data);
+		node_put(n);
+	}
+	buf_release(&key);
+	buf_release(&dir);
+}
+
 /* After a save: forget every cached document of the object it touched (a
  * dataset's settings.json and metadata.json show the same custom metadata)
  * and the listings above it, whose items carry versionTags; collect the
@@ -440,6 +462,7 @@ static void drop_object(struct tree *t, const struct pt_row *row, const struct p
 		if (up->list && !pathtab_expand(up->list, vars, &key))
 			cache_invalidate(t->cache, key.data);
 	}
+	drop_held_listings(t, path);
 	/* DSS commits each change to a project: its history (history/, and
 	 * log.json, one document) has one more commit */
 	const struct pt_row *history = pathtab_lister("commit");

@@ -159,17 +159,21 @@ void tree_get_stats(struct tree *t, struct tree_stats *st)
 
 /* ---- children ----------------------------------------------------------- */
 
-/* The object children of a listed folder: each object of its listing
- * under each object row (its <name>.md and <name>.json, its folder); only
- * the one named `want` if not NULL (found through the listing's index). */
-static int for_each_listed(struct tree *t, const struct node *dir, const char *want, child_fn fn,
-			   void *ctx)
+/* Whether an object row is listed by a list of its own (pathtab.h). */
+static int own_list(const struct pt_row *row)
 {
-	const struct pt_row *kids[PT_MAX_CHILDREN];
-	size_t nk = pathtab_children(dir->row, kids, PT_MAX_CHILDREN);
+	return row->kind != PT_DIR && row->list;
+}
+
+/* The children of dir that are objects of the listing of row `src` (dir's
+ * own row, or an object row with its own list) under the rows kids. */
+static int for_each_in_list(struct tree *t, const struct node *dir, const struct pt_row *src,
+			    const struct pt_row **kids, size_t nk, const char *want, child_fn fn,
+			    void *ctx)
+{
 	const struct listing *l;
 	struct cache_ref *ref = NULL;
-	int ret = listing_get(t, dir->row, &dir->vars, &ref, &l);
+	int ret = listing_get(t, src, &dir->vars, &ref, &l);
 
 	if (ret)
 		return ret;
@@ -177,7 +181,8 @@ static int for_each_listed(struct tree *t, const struct node *dir, const char *w
 		for (size_t i = 0; !ret && i < nk; i++) {
 			const char *var, *suffix;
 			const struct listing_entry *e = want ? NULL : listing_at(l, j);
-			if (pathtab_leaf(kids[i], &var, &suffix) != PT_SEG_VAR)
+			if (pathtab_leaf(kids[i], &var, &suffix) != PT_SEG_VAR ||
+			    (kids[i] != src && own_list(kids[i])))
 				continue;
 			struct child c = {.row = kids[i], .vars = dir->vars, .name = BUF_INIT};
 			if (want) {
@@ -200,6 +205,24 @@ static int for_each_listed(struct tree *t, const struct node *dir, const char *w
 		}
 	}
 	listing_put(ref, l);
+	return ret;
+}
+
+/* The object children of a listed folder: each object of its listing
+ * under each object row (its <name>.md and <name>.json, its folder), then
+ * those of the rows listed by their own lists (a project folder's links);
+ * only the one named `want` if not NULL (found through the listing's
+ * index). */
+static int for_each_listed(struct tree *t, const struct node *dir, const char *want, child_fn fn,
+			   void *ctx)
+{
+	const struct pt_row *kids[PT_MAX_CHILDREN];
+	size_t nk = pathtab_children(dir->row, kids, PT_MAX_CHILDREN);
+	int ret = for_each_in_list(t, dir, dir->row, kids, nk, want, fn, ctx);
+
+	for (size_t i = 0; !ret && i < nk; i++)
+		if (own_list(kids[i]) && pathtab_leaf(kids[i], NULL, NULL) == PT_SEG_VAR)
+			ret = for_each_in_list(t, dir, kids[i], &kids[i], 1, want, fn, ctx);
 	return ret;
 }
 
@@ -376,6 +399,8 @@ static int lookup_cb(struct child *c, void *vctx)
 	uint64_t ino = ino_for_path(lc->t, path.data);
 	if (c->row->kind == PT_DIR)
 		ret = dir_node_attr(lc->t, ino, c->row, &c->vars, lc->st);
+	else if (c->row->kind == PT_LINK)
+		ret = link_attr(lc->t, ino, path.data, c->row, &c->vars, lc->st);
 	else
 		ret = file_attr(lc->t, ino, path.data, c->row, &c->vars, lc->st);
 	if (!ret) {
@@ -407,7 +432,8 @@ int name_for_scratch(const struct node *dir, const char *name)
 	size_t nk = pathtab_children(dir->row, kids, PT_MAX_CHILDREN);
 
 	for (size_t i = 0; i < nk; i++)
-		if (!kids[i]->recurse && row_may_be_named(kids[i], name))
+		if (!kids[i]->recurse && !kids[i]->repeat && kids[i]->kind != PT_LINK &&
+		    row_may_be_named(kids[i], name))
 			return 0;
 	return 1;
 }
@@ -563,7 +589,9 @@ static int list_cb(struct child *c, void *vctx)
 	lookahead_child(lc->t, c->row, &c->vars);
 	child_path(lc->dir, c->name.data, &path);
 	dir_add(lc, c->name.data, ino_for_path(lc->t, path.data),
-		c->row->kind == PT_DIR ? S_IFDIR : S_IFREG);
+		c->row->kind == PT_DIR	  ? S_IFDIR
+		: c->row->kind == PT_LINK ? S_IFLNK
+					  : S_IFREG);
 	buf_release(&path);
 	return 0;
 }
@@ -684,7 +712,7 @@ static int open_file(struct tree *t, struct node *n, int flags, const struct tre
 			   ? scratch_stat(t->scratch, n->path, &(struct scratch_attr){0})
 			   : scratch_read(t->scratch, n->path, content);
 	if (n->row->kind != PT_FILE)
-		return -EISDIR;
+		return n->row->kind == PT_LINK ? -ELOOP : -EISDIR;
 	if ((flags & TREE_OPEN_WRITE) && !saves_allowed(t, n->row))
 		return t->opt.read_only ? -EROFS : -EACCES;
 	if (!saves_allowed(t, n->row))
@@ -737,11 +765,24 @@ int tree_file_kind(struct tree *t, uint64_t ino)
 	if (!n->row)
 		ret = TREE_SCRATCH;
 	else if (n->row->kind != PT_FILE)
-		ret = -EISDIR;
+		ret = n->row->kind == PT_LINK ? -ELOOP : -EISDIR;
 	else if (n->row->format == PT_SPOOL)
 		ret = n->row->content && saves_allowed(t, n->row) ? TREE_SPOOLED : TREE_STREAM;
 	else
 		ret = saves_allowed(t, n->row) ? TREE_API_RW : TREE_API_RO;
+	node_put(n);
+	return ret;
+}
+
+int tree_readlink(struct tree *t, uint64_t ino, struct buf *out)
+{
+	struct node *n = node_of(t, ino);
+	int ret;
+
+	if (!n)
+		return -ESTALE;
+	ret = n->row && n->row->kind == PT_LINK ? link_target(n->row, n->path, &n->vars, out)
+						: -EINVAL;
 	node_put(n);
 	return ret;
 }

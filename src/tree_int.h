@@ -211,6 +211,13 @@ int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_ro
 int dir_node_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
 		  const struct pt_vars *vars, struct stat *st);
 int node_attr(struct tree *t, const struct node *n, struct stat *st);
+/* A link's target (pathtab.h, `link`) from the link at path, appended to
+ * out: 0, or -EIO when a name cannot be a file name.  Its attributes:
+ * S_IFLNK 0777, st_size the target's length, the time of its folder. */
+int link_target(const struct pt_row *row, const char *path, const struct pt_vars *vars,
+		struct buf *out);
+int link_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
+	      const struct pt_vars *vars, struct stat *st);
 int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st);
 struct file_times *file_times_new(void);
 void file_times_free(struct file_times *ft); /* NULL-safe */
@@ -285,7 +292,8 @@ int name_possible(const struct node *dir, const char *name);
 /* Whether a scratch file may take `name` in dir: no DSS file could be
  * called so (a nested folder of a wiki article, which exists only where the
  * article has children, does not reserve its name: editors' temporary
- * files in the wiki take any name). */
+ * files in the wiki take any name; nor do a project folder's sub-folders
+ * and links, beside its settings.json). */
 int name_for_scratch(const struct node *dir, const char *name);
 /* The file's bytes and its document's versionNumber (-1: none). */
 int file_bytes(struct tree *t, const struct node *n, struct buf *out, int64_t *version);

@@ -9,7 +9,8 @@
  *  - a fixed directory, whose children are the rows one level below it;
  *  - a file, the projection `field` of the document at endpoint `get`,
  *    rendered as JSON or as raw text; `put` is where a save goes (NULL for a
- *    read-only file).
+ *    read-only file);
+ *  - a symbolic link (PT_LINK) to another node of the tree, `link`.
  *
  * A pattern segment is a literal ("schema.json"), an object variable
  * ("{dataset}": any name listed by the parent), or a literal with a derived
@@ -38,7 +39,9 @@
 
 #include "dssfs/buf.h"
 
-enum pt_kind { PT_DIR, PT_FILE };
+/* PT_LINK: a symbolic link (read-only) to another place of the tree, `link`
+ * (see there). */
+enum pt_kind { PT_DIR, PT_FILE, PT_LINK };
 /* PT_JSON: the projection rendered as JSON; PT_TEXT: a string field as is;
  * PT_SPOOL: the raw response of `get` (a stream: a project export, a
  * managed folder's file, a log), spooled to a temporary file, never held in
@@ -76,9 +79,13 @@ struct pt_row {
 	/* directories listing objects: `list` is the endpoint, `list_at` the
 	 * field of its document holding the items (NULL: the document itself),
 	 * `list_key` the field of an item that is the child variable's value
-	 * (its id), `name_key` the field naming its file (NULL: the id; an item
-	 * without a usable one is named by its id).  Items sharing a name are
-	 * each named "<name>~<id>". */
+	 * (its id; NULL: the items are strings, each its own id), `name_key`
+	 * the field naming its file (NULL: the id; an item without a usable
+	 * one is named by its id).  Items sharing a name are each named
+	 * "<name>~<id>".  An object row (a child named by a variable) that is
+	 * not a folder and has a `list` of its own is listed by it instead of
+	 * by its folder's: a folder of two lists of one document (a project
+	 * folder's sub-folders and its projects). */
 	const char *list;
 	const char *list_at;
 	const char *list_key;
@@ -112,6 +119,16 @@ struct pt_row {
 	 * parent's object rows, listing the sub-items (`nest`) of its object:
 	 * a tree of any depth */
 	int recurse;
+	/* a folder that is its parent folder again, one level down (a project
+	 * folder's sub-folder): the same child rows as its parent, itself
+	 * among them, and its own `list` (its parent's, with the variable
+	 * rebound): a tree of any depth whose every folder is a document */
+	int repeat;
+	/* PT_LINK: the target, a path from the mount's root whose {var} are
+	 * the variables' values as file names (escaped); the link holds it
+	 * relative to the link's folder ("../../SALES"), so that it resolves
+	 * in the mount and in a copy of it */
+	const char *link;
 	/* files */
 	const char *get;
 	const char *put;

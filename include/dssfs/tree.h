@@ -116,7 +116,7 @@ int tree_getattr(struct tree *t, uint64_t ino, struct stat *st);
 struct tree_dirent {
 	char *name;
 	uint64_t ino;
-	mode_t mode; /* S_IFDIR or S_IFREG */
+	mode_t mode; /* S_IFDIR, S_IFREG or S_IFLNK */
 };
 
 struct tree_dir {
@@ -127,6 +127,10 @@ struct tree_dir {
 /* Lists a directory completely, or fails. */
 int tree_readdir(struct tree *t, uint64_t ino, struct tree_dir *out);
 void tree_dir_release(struct tree_dir *d);
+
+/* The target of symbolic link ino, appended to out (relative to the link's
+ * folder); -EINVAL if ino is not a link. */
+int tree_readlink(struct tree *t, uint64_t ino, struct buf *out);
 
 enum { TREE_OPEN_WRITE = 1, TREE_OPEN_TRUNC = 2 };
 

@@ -620,6 +620,7 @@ class ExpectedTree:
     def __init__(self):
         self.dirs: dict[str, tuple[set, int | None]] = {}
         self.files: dict[str, ExpectedFile] = {}
+        self.links: dict[str, str] = {}    # relpath -> target (relative)
         self.resources: set[str] = set()   # every endpoint a full walk GETs
         # fetched at mount (the admin probe): a cold walk right after it does not ask again
         self.at_mount: set[str] = set()
@@ -748,7 +749,11 @@ def _expect_instance(t, emu, key, get, add_file, raw):
     t.dirs[INSTANCE_DIR] = (entries, None)
     add_file(INSTANCE_DIR + "/info.json", "json", get("instance-info"), None, "instance-info",
              writable=False)
-    if not is_admin_key(emu, key):
+    admin = is_admin_key(emu, key)
+    entries.add("project-folders")
+    _expect_project_folders(t, get, admin, add_file, "project-folders/ROOT",
+                            INSTANCE_DIR + "/project-folders")
+    if not admin:
         return
     entries |= {"general-settings.json", "variables.json", "plugins"}
     for fname, ep in (("general-settings.json", "admin/general-settings"),
@@ -812,6 +817,27 @@ def _expect_plugin_files(t, get, raw, add_file, pid, root):
         t.dirs[rel] = (entries, None)
 
     level(get(ep), root, [])
+
+
+def _expect_project_folders(t, get, admin, add_file, ep, d):
+    """instance/project-folders/...: the folder of document `ep` at d, its sub-folders
+    named by their own documents (settings.json for an admin) and its projects as links
+    to the projects' folders, relative to the link's folder."""
+    doc = get(ep)
+    t.resources.add(ep)
+    eps = {cid: api_path("project-folders", cid) for cid in doc["childrenIds"]}
+    subs = listed_names([get(e) for e in eps.values()], "id", "name")
+    up = "../" * (d.count("/") + 1)
+    links = {escape_name(k): up + escape_name(k) for k in doc["projectKeys"]}
+    t.dirs[d] = ({name for _, name in subs} | set(links), None)
+    t.links.update({d + "/" + n: target for n, target in links.items()})
+    for sub, name in subs:
+        sd = d + "/" + name
+        _expect_project_folders(t, get, admin, add_file, eps[sub["id"]], sd)
+        if admin:
+            se = api_path("project-folders", sub["id"], "settings")
+            t.dirs[sd][0].add("settings.json")
+            add_file(sd + "/settings.json", "json", get(se), None, se)
 
 
 # The object types added with the whole project (issue 8), as the API serves them

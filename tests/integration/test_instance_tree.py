@@ -1,9 +1,10 @@
 """instance/: the instance's own objects (issue 10), through the real mount.
 
 An admin key sees info.json, general-settings.json, variables.json, users/, groups/,
-connections/, clusters/, meanings/ and plugins/<id>/settings.json (their content is
-checked against the API by test_tree.py with the rest of the tree); any other key sees
-info.json only, decided by one probe at mount.  Secrets come as DSS serves them
+connections/, clusters/, meanings/, plugins/<id>/settings.json and project-folders/ (their
+content is checked against the API by test_tree.py with the rest of the tree; the project
+folders in test_project_folders.py); any other key sees info.json and project-folders/
+only, decided by one probe at mount.  Secrets come as DSS serves them
 (encrypted) and a save that leaves them as they were leaves them as they were on DSS.
 """
 
@@ -43,7 +44,7 @@ def test_an_admin_key_sees_the_instance_objects(emulator, mount_factory):
     m = mount_factory(emulator)
     assert sorted(os.listdir(m.path("instance"))) == [
         "clusters", "code-envs", "connections", "general-settings.json", "groups",
-        "info.json", "meanings", "plugins", "users", "variables.json"]
+        "info.json", "meanings", "plugins", "project-folders", "users", "variables.json"]
     assert "alice.json" in os.listdir(m.path("instance", "users"))
     assert "settings.json" in os.listdir(m.path("instance", "plugins", "sales-tools"))
     assert os.stat(m.path("instance", "info.json")).st_mode & 0o777 == 0o444
@@ -74,14 +75,15 @@ def test_code_envs_are_shown_by_language_from_one_list_and_saved(emulator, mount
         k: v for k, v in doc.items() if k != "desc"}
 
 
-def test_a_non_admin_key_sees_info_json_only_and_its_backup_is_clean(emulator_factory,
-                                                                     mount_factory, tmp_path):
+def test_a_non_admin_key_sees_info_json_and_project_folders_and_a_clean_backup(
+        emulator_factory, mount_factory, tmp_path):
     """One probe at mount decides: a key DSS refuses the admin objects sees instance/
-    with info.json only (not empty admin folders, not files it cannot read), the probe's
-    refusal is no error line, and `rsync -a` of the whole mount exits 0."""
+    with info.json and project-folders/ only (not empty admin folders, not files it
+    cannot read: test_project_folders.py), the probe's refusal is no error line, and
+    `rsync -a` of the whole mount exits 0."""
     emu = emulator_factory(users=["%s:reader:SALES=read,*=none" % READER_KEY])
     m = mount_factory(emu, key=READER_KEY)
-    assert os.listdir(m.path("instance")) == ["info.json"]
+    assert sorted(os.listdir(m.path("instance"))) == ["info.json", "project-folders"]
     assert json.loads(read_bytes(m.path("instance", "info.json")))["nodeType"]
     r = subprocess.run(["rsync", "-a", m.mnt + "/", str(tmp_path / "copy")],
                        capture_output=True, text=True, timeout=120)

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from dssfs_harness import expected_tree, read_bytes
+from dssfs_harness import expected_tree, project_names, read_bytes
 
 # Needles for grep -r that must be found somewhere in each instance.
 GREP_NEEDLES = {"demo": "amount_eur", "generated": "write_with_schema", "real": "projectKey"}
@@ -62,6 +62,19 @@ def test_directory_listings_equal_api_lists(instance, expected):
         if got != entries:
             bad.append("%s/: listed %s, API says %s" % (rel, sorted(got), sorted(entries)))
     assert not bad, "\n".join(bad)
+
+
+def test_links_are_relative_and_resolve_to_their_projects(instance, expected):
+    """The project folders' links (instance/project-folders/...): lstat says a link of
+    the target's length, readlink the target relative to the link's folder, and it
+    resolves inside the mount to the project's folder."""
+    _, _, m = instance
+    assert expected.links or not project_names(m.mnt)
+    for rel, target in sorted(expected.links.items()):
+        st = os.lstat(m.path(rel))
+        assert stat.S_ISLNK(st.st_mode) and st.st_size == len(target.encode()), rel
+        assert os.readlink(m.path(rel)) == target, rel
+        assert os.path.realpath(m.path(rel)) == m.path(os.path.basename(rel)), rel
 
 
 def test_fixed_entries_payload_ext_and_script(instance, expected):
@@ -220,8 +233,8 @@ def test_jq_columns_of_every_schema(instance, expected):
 
 def test_inode_numbers_are_stable_and_unique(instance, expected):
     _, _, m = instance
-    paths = [""] + sorted(expected.dirs)[1:] + sorted(expected.files)
-    first = {rel: os.stat(m.path(rel)).st_ino for rel in paths}
+    paths = [""] + sorted(expected.dirs)[1:] + sorted(expected.files) + sorted(expected.links)
+    first = {rel: os.lstat(m.path(rel)).st_ino for rel in paths}
     assert len(set(first.values())) == len(first), "two paths share an inode number"
     assert first[""] == 1
     # readdir's d_ino agrees with stat's st_ino
@@ -230,9 +243,9 @@ def test_inode_numbers_are_stable_and_unique(instance, expected):
             for e in it:
                 child = os.path.join(rel, e.name) if rel else e.name
                 assert e.inode() == first[child], child
-    assert {rel: os.stat(m.path(rel)).st_ino for rel in paths} == first
+    assert {rel: os.lstat(m.path(rel)).st_ino for rel in paths} == first
     m.sighup()
-    assert {rel: os.stat(m.path(rel)).st_ino for rel in paths} == first
+    assert {rel: os.lstat(m.path(rel)).st_ino for rel in paths} == first
 
 
 def test_rsync_copies_exactly_and_a_second_run_copies_nothing(instance, expected, tmp_path):

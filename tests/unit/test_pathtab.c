@@ -128,6 +128,28 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 			if (!m->from)
 				break;
 		}
+	} else if (r->kind == PT_LINK) {
+		/* a link is an object of a list of its own in its folder's
+		 * document, to a place its variables name; never saved */
+		const struct pt_row *up = pathtab_parent(r);
+		CHECK_ROW(r, seg == PT_SEG_VAR && !*suffix && nk == 0);
+		CHECK_ROW(r, r->list && up && up->list && !strcmp(r->list, up->list));
+		CHECK_ROW(r, r->link && template_bound(r->link, &b) && r->link[0] != '/');
+		CHECK_ROW(r, !r->get && !r->put && !r->name_get && !r->name_key && !r->nest);
+		return;
+	} else if (r->repeat) {
+		/* its parent folder again, with the same children and list:
+		 * the walk does not go round again */
+		const struct pt_row *up = pathtab_parent(r);
+		const char *utext;
+		CHECK_ROW(r, up && up->list && r->list && !strcmp(r->list, up->list));
+		CHECK_ROW(r, seg == PT_SEG_VAR && !*suffix &&
+				 pathtab_leaf(up, &utext, NULL) == PT_SEG_VAR &&
+				 !strcmp(utext, text));
+		CHECK_ROW(r, !r->recurse && !r->content && !r->nest);
+		for (size_t k = 0; k < nk; k++)
+			CHECK_ROW(kids[k], pathtab_parent(kids[k]) == up);
+		return;
 	} else if (r->list && r->content) {
 		/* A file tree: a folder row (itself again below) and a file row,
 		 * both the {path} in it. */
@@ -147,6 +169,8 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 		const char *var = NULL, *v, *sfx;
 		size_t nvar = 0;
 		for (size_t k = 0; k < nk; k++) {
+			if (kids[k]->kind == PT_LINK)
+				continue; /* listed by its own list */
 			if (pathtab_leaf(kids[k], &v, &sfx) != PT_SEG_VAR) {
 				CHECK_ROW(kids[k],
 					  kids[k]->kind == PT_FILE || pathtab_parent(r) == NULL);
@@ -162,7 +186,8 @@ static void walk(const struct pt_row *r, struct bound b, int depth)
 			nvar++;
 		}
 		CHECK_ROW(r, nvar >= 1);
-		CHECK_ROW(r, r->list_key != NULL);
+		/* (no list_key: the items are strings, named by themselves) */
+		CHECK_ROW(r, r->list_key || !r->name_key);
 		/* activity is read-only: nothing below it is saved */
 		if (r->activity)
 			for (size_t k = 0; k < nk; k++)
