@@ -195,6 +195,10 @@ static void queue_row(struct tree *t, const struct pt_row *row, const struct pt_
 		 * the walk finds it there. */
 		if (!row->cond_equals)
 			queue_key(t, row->get, vars, NULL, 0);
+	} else if (row->cond_get) {
+		/* A folder that may not exist (a plugin's files/) is only
+		 * listed once the walk finds it there. */
+		queue_key(t, row->cond_get, vars, NULL, 0);
 	} else if (row->list || row->recurse) {
 		const struct pt_row *src = row->recurse ? pathtab_parent(row) : row;
 		queue_key(t, src->list, vars, row, expand);
