@@ -22,7 +22,8 @@ import subprocess
 
 import pytest
 
-from dssfs_harness import ADMIN_KEY, Emulator, Mount, clean_env, dssfs_bin, fixtures_dir
+from dssfs_harness import (ADMIN_KEY, READER_KEY, Emulator, Mount, clean_env, dssfs_bin,
+                           fixtures_dir)
 
 _counter = itertools.count()
 
@@ -129,9 +130,13 @@ def mounted(emulator, mount_factory):
 
 INSTANCES = {
     "demo": [],
+    # the demo seen by a key that is no instance admin, reads SALES and writes HR_ANALYTICS
+    "demo-reader": [],
     "generated": ["--generate", "3,9"],
     "real": None,  # the real DSS project trees, if present
 }
+INSTANCE_KEYS = {"demo-reader": READER_KEY}
+INSTANCE_USERS = {"demo-reader": ["%s:reader:SALES=read,HR_ANALYTICS=write,*=none" % READER_KEY]}
 
 
 @pytest.fixture(scope="module", params=sorted(INSTANCES))
@@ -151,8 +156,8 @@ def instance(request, tmp_path_factory):
     make_emu, stop_all = _new_emulator_factory(base)
     make_mount, finish_all = _new_mount_factory(base, home_dir, False)
     try:
-        emu = make_emu(args=args)
-        m = make_mount(emu)
+        emu = make_emu(args=args, users=INSTANCE_USERS.get(name, ()))
+        m = make_mount(emu, key=INSTANCE_KEYS.get(name))
         yield name, emu, m
     finally:
         problems = finish_all()

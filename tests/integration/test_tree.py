@@ -1,6 +1,7 @@
 """What the mount shows: every directory and file of an instance, against the API.
 
-Runs once per instance (the demo, a --generate'd one, the real DSS project trees), each
+Runs once per instance (the demo with an admin key and with a key that is no admin and
+reads or writes only some projects, a --generate'd one, the real DSS project trees), each
 mounted once for the module.  No request counts here (the expectations are computed
 with direct API GETs); see test_cache.py for those.
 """
@@ -15,16 +16,17 @@ import subprocess
 
 import pytest
 
+from conftest import INSTANCE_KEYS
 from dssfs_harness import expected_tree, project_names, read_bytes
 
 # Needles for grep -r that must be found somewhere in each instance.
-GREP_NEEDLES = {"demo": "amount_eur", "generated": "write_with_schema", "real": "projectKey"}
+GREP_NEEDLES = {"demo": "amount_eur", "demo-reader": "amount_eur", "generated": "write_with_schema", "real": "projectKey"}
 
 
 @pytest.fixture(scope="module")
 def expected(instance):
-    _, emu, _ = instance
-    return expected_tree(emu)
+    name, emu, _ = instance
+    return expected_tree(emu, INSTANCE_KEYS.get(name))
 
 
 def _ordered(v):
