@@ -74,7 +74,14 @@ struct tree_options {
 	int64_t spool_ttl_ms; /* a spooled stream is dropped after this */
 	size_t data_max;      /* a dataset's data.csv, at most (bytes; 0: the default) */
 	int list_activity;    /* list the activity folders (pathtab.h `activity`) */
+	/* 0, or the high bits every inode number of this tree carries (its
+	 * root is ino_base | TREE_ROOT_INO): several trees in one mount have
+	 * disjoint numbers (mux.h).  Its low TREE_INO_BITS bits must be 0. */
+	uint64_t ino_base;
 };
+
+#define TREE_INO_BITS 56
+#define TREE_INO_LOW_MASK ((UINT64_C(1) << TREE_INO_BITS) - 1)
 
 /* data.csv's bound when tree_options.data_max is 0 (-o data_max's default). */
 #define TREE_DATA_MAX_DEFAULT ((size_t)100 << 20)
@@ -94,6 +101,9 @@ void tree_start(struct tree *t);
 struct cache *tree_cache_new(size_t max_bytes, int64_t ttl_ms);
 
 #define TREE_ROOT_INO 1
+
+/* The inode number of the tree's root: ino_base | TREE_ROOT_INO. */
+uint64_t tree_root_ino(const struct tree *t);
 
 /* Resolves `name` in directory `parent`.  On success takes one lookup
  * reference on the child and fills *ino and *st.  On -ENOENT, *permanent
