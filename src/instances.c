@@ -37,6 +37,26 @@ static int add_instance(const char *name, struct instance *out, int *n, struct b
 	return 0;
 }
 
+/* config_resolve for one instance of several; its message names it. */
+static int resolve_one(struct instance *in, const struct config_sources *common, struct buf *err)
+{
+	struct config_sources src = *common;
+	struct buf why = BUF_INIT, quoted = BUF_INIT;
+	int ret;
+
+	src.instance = in->name;
+	ret = config_resolve(&src, &in->cfg, &why);
+	if (ret) {
+		buf_addf(&quoted, "\"%s\"", in->name);
+		if (!strstr(why.data, quoted.data))
+			buf_addf(err, "instance %s: ", quoted.data);
+		buf_addstr(err, why.data);
+	}
+	buf_release(&quoted);
+	buf_release(&why);
+	return ret;
+}
+
 int instances_resolve(const char *list, const struct config_sources *common, struct instance *out,
 		      int *n, struct buf *err)
 {
@@ -50,19 +70,16 @@ int instances_resolve(const char *list, const struct config_sources *common, str
 			ret = add_instance(names[i], out, n, err);
 		config_names_free(names);
 	} else {
-		for (const char *p = list; !ret; p += strcspn(p, ",") + 1) {
+		for (const char *p = list;; p += strcspn(p, ",") + 1) {
 			char *name = xstrndup(p, strcspn(p, ","));
 			ret = add_instance(name, out, n, err);
 			free(name);
-			if (!p[strcspn(p, ",")])
+			if (ret || !p[strcspn(p, ",")])
 				break;
 		}
 	}
-	for (int i = 0; !ret && i < *n; i++) {
-		struct config_sources src = *common;
-		src.instance = out[i].name;
-		ret = config_resolve(&src, &out[i].cfg, err);
-	}
+	for (int i = 0; !ret && i < *n; i++)
+		ret = resolve_one(&out[i], common, err);
 	return ret;
 }
 

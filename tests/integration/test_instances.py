@@ -270,3 +270,17 @@ def test_all_without_instances_in_config_is_refused(tmp_path, home):
 def test_help_lists_instances(home):
     rc, out, err = run_dssfs(["--help"], clean_env(home))
     assert rc == 0 and "-o instances=" in out
+
+
+def test_an_instance_without_a_key_is_refused_by_name(emulator, tmp_path, home):
+    """Its entry has no api_key: refused, the environment's key is not taken instead."""
+    path = home / ".dataiku" / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"dss_instances": {
+        "design": {"url": emulator.url, "api_key": ADMIN_KEY},
+        "nokey": {"url": emulator.url}}}))
+    mp = _mp(tmp_path)
+    env = clean_env(home, {"DKU_DSS_URL": emulator.url, "DKU_API_KEY": ADMIN_KEY})
+    rc, out, err = run_dssfs(["-f", "-o", "instances=all", mp], env, mountpoint=mp)
+    assert rc == 1 and 'instance "nokey": no DSS API key configured' in err, err
+    assert not is_mounted(mp) and emulator.request_count() == 0
