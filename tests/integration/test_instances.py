@@ -144,6 +144,8 @@ def test_a_save_lands_on_its_instance_only(design_prod, mount_factory):
     assert prod.api_get(DS_META_EP, key=PROD_KEY)["description"] == saved
     assert before.get("description") != saved
     assert design.api_get(DS_META_EP) == untouched
+    # the kernel's cache of the saved file was dropped: it reads back as prod has it
+    assert json.loads(read_bytes(target))["description"] == saved
     assert json.loads(read_bytes(m.path("design", *DS_META))) == untouched
 
 
