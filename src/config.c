@@ -146,22 +146,70 @@ static int set_url(struct config *cfg, const char *url, struct buf *err)
 	return 0;
 }
 
+/* -o config=, or $HOME/.dataiku/config.json (*owned: to free), or NULL. */
+static const char *config_path(const struct config_sources *src, char **owned)
+{
+	const char *home = env(src, "HOME");
+
+	*owned = NULL;
+	if (src->config_path)
+		return src->config_path;
+	if (home)
+		*owned = xasprintf("%s/.dataiku/config.json", home);
+	return *owned;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int config_instance_names(const struct config_sources *src, char ***names, struct buf *err)
+{
+	char *home_path;
+	const char *path = config_path(src, &home_path);
+	cJSON *root = NULL;
+	const cJSON *all, *it;
+	size_t n = 0;
+	int ret = path ? load_config_json(path, &root, err) : 0;
+
+	*names = NULL;
+	if (ret)
+		goto out;
+	all = root ? cJSON_GetObjectItemCaseSensitive(root, "dss_instances") : NULL;
+	if (!cJSON_IsObject(all) || !all->child) {
+		buf_addf(err, "%s defines no instances (dss_instances)",
+			 path ? path : "~/.dataiku/config.json");
+		ret = -ENOENT;
+		goto out;
+	}
+	*names = xcalloc((size_t)cJSON_GetArraySize(all) + 1, sizeof(**names));
+	cJSON_ArrayForEach(it, all)(*names)[n++] = xstrdup(it->string);
+	qsort(*names, n, sizeof(**names), by_name);
+out:
+	cJSON_Delete(root);
+	free(home_path);
+	return ret;
+}
+
+void config_names_free(char **names)
+{
+	for (size_t i = 0; names && names[i]; i++)
+		free(names[i]);
+	free(names);
+}
+
 int config_resolve(const struct config_sources *src, struct config *cfg, struct buf *err)
 {
 	cJSON *root = NULL;
 	const cJSON *inst = NULL;
 	const char *inst_name = src->instance, *inst_url = NULL;
 	const char *url = NULL, *key = NULL;
-	char *home_path = NULL;
-	const char *cfg_path = src->config_path;
+	char *home_path;
+	const char *cfg_path = config_path(src, &home_path);
 	int ret;
 
 	memset(cfg, 0, sizeof(*cfg));
-	if (!cfg_path) {
-		const char *home = env(src, "HOME");
-		if (home)
-			cfg_path = home_path = xasprintf("%s/.dataiku/config.json", home);
-	}
 	if (cfg_path) {
 		ret = load_config_json(cfg_path, &root, err);
 		if (ret)

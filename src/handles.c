@@ -8,6 +8,7 @@
 #include "dssfs/cache.h"
 #include "dssfs/http.h"
 #include "dssfs/log.h"
+#include "dssfs/mux.h"
 #include "dssfs/proc.h"
 
 #include <errno.h>
@@ -75,7 +76,7 @@ void handle_put(struct handle *h)
 			atomic_fetch_sub(&h->ctx->buffered, h->accounted);
 		if (h->fd >= 0) {
 			close(h->fd);
-			tree_spool_account(h->ctx->tree, h->disk, 0);
+			tree_spool_account(ops_tree(h->ctx, h->ino), h->disk, 0);
 		}
 		tree_stream_close(h->stream);
 		buf_release(&h->data);
@@ -217,7 +218,7 @@ static int disk_grow(struct ops_ctx *c, struct handle *h, size_t len)
 {
 	int ret = 0;
 
-	if (len > h->disk && !(ret = tree_spool_account(c->tree, h->disk, len)))
+	if (len > h->disk && !(ret = tree_spool_account(ops_tree(c, h->ino), h->disk, len)))
 		h->disk = len;
 	return ret;
 }
@@ -313,14 +314,15 @@ int handle_save(struct ops_ctx *c, struct handle *h, enum save_when when,
 		h->attempted = 1;
 		/* Never cut by an interrupt nor by the session's end. */
 		int was = http_thread_save(1);
+		struct tree *t = ops_tree(c, h->ino);
 		if (h->fd >= 0)
-			ret = tree_save_spooled(c->tree, h->ino, h->fd, h->fd_len, who, &h->base);
+			ret = tree_save_spooled(t, h->ino, h->fd, h->fd_len, who, &h->base);
 		else
-			ret = tree_save(c->tree, h->ino, h->data.data, h->data.len, who, &h->base);
+			ret = tree_save(t, h->ino, h->data.data, h->data.len, who, &h->base);
 		http_thread_save(was);
 		if (!ret)
 			h->dirty = 0;
-		*saved = tree_file_kind(c->tree, h->ino) == TREE_API_RW;
+		*saved = tree_file_kind(t, h->ino) == TREE_API_RW;
 	}
 	pthread_mutex_unlock(&h->lock);
 	return ret;
@@ -367,12 +369,23 @@ double writer_view(struct ops_ctx *c, fuse_req_t req, uint64_t ino, struct fuse_
 	return timeout;
 }
 
+struct tree *ops_tree(struct ops_ctx *c, uint64_t ino)
+{
+	return c->mux ? mux_tree(c->mux, ino) : c->tree;
+}
+
 void log_unsaved(struct ops_ctx *c, uint64_t ino, const char *when, int err)
 {
 	struct buf path = BUF_INIT;
+	struct tree *t = ops_tree(c, ino);
 
-	if (tree_path_of(c->tree, ino, &path))
+	/* (in a mount of several instances, from the mount's root) */
+	if (t && c->mux)
+		buf_addf(&path, "/%s", mux_name(c->mux, mux_index(c->mux, ino)));
+	if (!t || tree_path_of(t, ino, &path)) {
+		buf_reset(&path);
 		buf_addf(&path, "inode %llu", (unsigned long long)ino);
+	}
 	log_error("%s: not saved (%s): %s", path.data, when, strerror(err));
 	buf_release(&path);
 }

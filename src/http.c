@@ -26,6 +26,7 @@ struct pooled {
 
 struct http {
 	char *base_url;
+	char *label; /* NULL, or the log's prefix (http_config) */
 	char *api_key;
 	int verify_tls;
 	char *ca_file, *client_cert, *client_key;
@@ -98,6 +99,7 @@ struct http *http_new(const struct http_config *cfg)
 	}
 	h = xcalloc(1, sizeof(*h));
 	h->base_url = xstrdup(cfg->base_url);
+	h->label = dup_or_null(cfg->label);
 	h->api_key = xstrdup(cfg->api_key);
 	h->verify_tls = cfg->verify_tls;
 	h->ca_file = dup_or_null(cfg->ca_file);
@@ -161,6 +163,7 @@ void http_free(struct http *h)
 	explicit_bzero(h->api_key, strlen(h->api_key));
 	free(h->api_key);
 	free(h->base_url);
+	free(h->label);
 	free(h->ca_file);
 	free(h->client_cert);
 	free(h->client_key);
@@ -575,6 +578,8 @@ static int do_request(struct http *h, const char *method, const char *path, cons
 
 	/* from nothing, so that all the capacity the body takes is charged */
 	buf_release(sink->out);
+	if (h->label)
+		buf_addf(&what, "%s: ", h->label);
 	buf_addf(&what, "%s %s", method, path);
 	atomic_fetch_add(&h->active, 1);
 	ret = cancel_check(h);

@@ -187,7 +187,7 @@ static void queue_row(struct tree *t, const struct pt_row *row, const struct pt_
 {
 	if (row->format == PT_SPOOL || row->hidden || (row->activity && !t->opt.list_activity))
 		return; /* only fetched when asked for by name */
-	if ((row->admin && !t->admin) || row->kind == PT_LINK)
+	if ((row->admin && atomic_load(&t->admin) != 1) || row->kind == PT_LINK)
 		return; /* not there for this key; a link needs nothing */
 	if (row->kind == PT_FILE) {
 		queue_key(t, row->cond_get, vars, NULL, 0);

@@ -6,10 +6,11 @@
  */
 #include "dssfs/cache.h"
 #include "dssfs/config.h"
-#include "dssfs/escape.h"
 #include "dssfs/fuseio.h"
 #include "dssfs/http.h"
+#include "dssfs/instances.h"
 #include "dssfs/log.h"
+#include "dssfs/mux.h"
 #include "dssfs/ops.h"
 #include "dssfs/service.h"
 #include "dssfs/stats.h"
@@ -29,12 +30,13 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 struct options {
 	char *instance;
+	char *instances;    /* -o instances=: the names, joined by ',' */
+	int instances_open; /* bare words that follow are more names */
 	char *api_key_file;
 	char *url;
 	char *config;
@@ -67,7 +69,7 @@ struct options {
 	char *mountpoint; /* the last one */
 };
 
-enum { KEY_SECRET, KEY_RO };
+enum { KEY_SECRET, KEY_RO, KEY_INSTANCES };
 
 #define OPT(t, field, v)                              \
 	{                                             \
@@ -76,6 +78,7 @@ enum { KEY_SECRET, KEY_RO };
 
 static const struct fuse_opt option_spec[] = {
     OPT("instance=%s", instance, 0),
+    FUSE_OPT_KEY("instances=", KEY_INSTANCES),
     OPT("api_key_file=%s", api_key_file, 0),
     OPT("url=%s", url, 0),
     OPT("config=%s", config, 0),
@@ -131,6 +134,28 @@ static int ignored_mount_option(const char *opt)
 	return 0;
 }
 
+/* Whether a bare word of -o after `instances=' is one more instance name:
+ * `-o instances=design,prod' reaches us split at the comma.  A word with
+ * '=', or that libfuse, the kernel or mount(8) take as an option, is not. */
+static int instance_word(const char *opt)
+{
+	static const char *const flags[] = {
+	    "allow_other", "allow_root",  "auto_unmount", "default_permissions",
+	    "clone_fd",	   "debug",	  "rw",		  "suid",
+	    "nosuid",	   "dev",	  "nodev",	  "exec",
+	    "noexec",	   "async",	  "sync",	  "dirsync",
+	    "atime",	   "noatime",	  "nodiratime",	  "relatime",
+	    "norelatime",  "strictatime", "lazytime",	  "nolazytime",
+	    "blkdev"};
+
+	if (strchr(opt, '=') || ignored_mount_option(opt))
+		return 0;
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+		if (!strcmp(opt, flags[i]))
+			return 0;
+	return 1;
+}
+
 static int option_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
 	struct options *o = data;
@@ -151,7 +176,18 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 		o->mountpoint = xstrdup(arg);
 		return 0;
 	case FUSE_OPT_KEY_OPT:
+		if (o->instances_open && instance_word(arg)) {
+			char *more = xasprintf("%s,%s", o->instances, arg);
+			free(o->instances);
+			o->instances = more;
+			return 0;
+		}
 		return !ignored_mount_option(arg);
+	case KEY_INSTANCES:
+		free(o->instances);
+		o->instances = xstrdup(arg + strlen("instances="));
+		o->instances_open = 1;
+		return 0;
 	case KEY_SECRET:
 		/* Do not echo arg: it is the secret. */
 		o->secret_on_cmdline = 1;
@@ -175,6 +211,9 @@ static void usage(const char *prog)
 	       "as -o instance=NAME; `dssfs' or `none': no instance named.\n\n"
 	       "Credentials (first source that has them wins):\n"
 	       "    -o instance=NAME        an instance of ~/.dataiku/config.json\n"
+	       "    -o instances=A,B        several instances of config.json (`all': every\n"
+	       "                            one), a folder each; alone, not with the\n"
+	       "                            other credential options\n"
 	       "    -o api_key_file=PATH    read the API key from PATH (chmod 600)\n"
 	       "    -o url=URL              the DSS URL (e.g. https://dss:11200)\n"
 	       "    -o config=PATH          config file instead of ~/.dataiku/config.json\n"
@@ -254,15 +293,21 @@ static void on_sighup(int sig)
  * libfuse's handler.  A save in flight goes on to its end: cancelling it
  * would lose an edit. */
 _Static_assert(ATOMIC_POINTER_LOCK_FREE == 2, "stop_http must be lock-free");
-static _Atomic(struct http *) stop_http;
+static _Atomic(struct http *) stop_http[MUX_MAX]; /* each instance's */
 static struct sigaction fuse_term_sa, fuse_int_sa;
+
+static void cancel_reads(void)
+{
+	for (int i = 0; i < MUX_MAX; i++)
+		http_cancel_reads(atomic_load(&stop_http[i]));
+}
 
 static void on_stop(int sig)
 {
 	int saved_errno = errno;
 	const struct sigaction *fuse_sa = sig == SIGTERM ? &fuse_term_sa : &fuse_int_sa;
 
-	http_cancel_reads(atomic_load(&stop_http));
+	cancel_reads();
 	fuse_sa->sa_handler(sig);
 	errno = saved_errno;
 }
@@ -272,8 +317,13 @@ static void on_stop(int sig)
  * that the loop's join of its workers does not wait for DSS. */
 static void on_session_end(void *arg)
 {
-	http_cancel_reads(arg);
+	(void)arg;
+	cancel_reads();
 }
+
+/* The mount's instances (one, or with -o instances= several) */
+static struct instance inst[MUX_MAX];
+static int ninst;
 
 /* Puts on_stop in front of the handler libfuse installed for sig, if it
  * installed one (it leaves a signal the user ignores, e.g. SIGINT under
@@ -356,7 +406,6 @@ static int wait_signal_or_period(const struct ops_ctx *c)
 static void *hup_thread(void *arg)
 {
 	struct ops_ctx *c = arg;
-	struct tree *t = c->tree;
 
 	for (;;) {
 		if (!wait_signal_or_period(c))
@@ -364,9 +413,12 @@ static void *hup_thread(void *arg)
 		if (atomic_load(&stopping))
 			return NULL;
 		if (atomic_exchange(&hup_pending, 0)) {
-			tree_drop_caches(t);
-			/* and what the kernel keeps of them: sizes, times, pages */
-			tree_for_each_ino(t, inval_kernel, c->se);
+			for (int i = 0; i < ninst; i++) {
+				tree_drop_caches(inst[i].tree);
+				/* and what the kernel keeps of them: sizes,
+				 * times, pages */
+				tree_for_each_ino(inst[i].tree, inval_kernel, c->se);
+			}
 			log_info("SIGHUP: dropped all cached objects");
 		}
 		if (atomic_exchange(&usr1_pending, 0) && c->stats) {
@@ -453,36 +505,18 @@ static int64_t now_epoch_ms(void)
 	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
-/* Where the times of files that DSS gives no time are kept across mounts
- * (README, "Times"): -o times_file, else a file per DSS URL in systemd's
- * cache directory for the unit, $XDG_CACHE_HOME/dssfs or ~/.cache/dssfs
- * (made 0700); NULL for "none" or when there is no such place. */
-static char *times_file_for(const char *opt, const char *url)
+/* -o instances= takes each instance's URL, key and no_check_certificate
+ * from config.json: no other source of credentials may be named with it.
+ * (The environment's DKU_DSS_URL and DKU_API_KEY are not used, as with
+ * -o instance=.) */
+static int instances_alone(const struct options *o, const char *instance)
 {
-	const char *dir = getenv("CACHE_DIRECTORY"), *up;
-	struct buf p = BUF_INIT;
-
-	if (opt)
-		return strcmp(opt, "none") ? xstrdup(opt) : NULL;
-	if (dir && *dir && !strchr(dir, ':')) {
-		buf_addstr(&p, dir);
-	} else if ((up = getenv("XDG_CACHE_HOME")) && *up == '/') {
-		buf_addf(&p, "%s/dssfs", up);
-	} else if ((up = getenv("HOME")) && *up == '/') {
-		buf_addf(&p, "%s/.cache", up);
-		mkdir(p.data, 0700);
-		buf_addstr(&p, "/dssfs");
-	} else {
-		return NULL;
-	}
-	if (mkdir(p.data, 0700) && errno != EEXIST) {
-		log_warn("%s: %s; the times of files without one from DSS will be each mount's",
-			 p.data, strerror(errno));
-		buf_release(&p);
-		return NULL;
-	}
-	buf_addf(&p, "/times-%016llx", (unsigned long long)hash64(url));
-	return buf_detach(&p, NULL);
+	if (!instance && !o->url && !o->api_key_file)
+		return 0;
+	fprintf(stderr, "dssfs: -o instances= takes each instance's URL and key from "
+			"config.json; it cannot be combined with -o instance=, -o url=, "
+			"-o api_key_file= or an instance as SOURCE\n");
+	return -EINVAL;
 }
 
 int main(int argc, char *argv[])
@@ -503,15 +537,11 @@ int main(int argc, char *argv[])
 			    .data_max_mb = 100,
 			    .prefetch = 16};
 	struct fuse_cmdline_opts cmd = {0};
-	struct config cfg = {0};
-	char *times_file = NULL;
 	struct buf err = BUF_INIT;
-	struct http *http = NULL;
-	struct cache *cache = NULL;
-	struct tree *tree = NULL;
 	struct fuse_session *se = NULL;
 	struct ops_ctx ctx = {.open_lock = PTHREAD_MUTEX_INITIALIZER, .mnt_id = -2};
 	struct stats_src stats_src;
+	struct stats_multi stats_multi;
 	char *mountpoint_abs = NULL;
 	struct fuse_loop_config *loop = NULL;
 	pthread_t hup_tid;
@@ -590,27 +620,34 @@ int main(int argc, char *argv[])
 	const char *instance;
 	if (source_instance(&o, &instance))
 		goto out;
+	if (o.instances && instances_alone(&o, instance))
+		goto out;
 	keep_memory_private();
-	struct config_sources src = {
-	    .instance = instance,
-	    .api_key_file = o.api_key_file,
-	    .url = o.url,
-	    .config_path = o.config,
-	    .no_check_certificate = o.no_check_certificate,
-	};
-	int resolved = config_resolve(&src, &cfg, &err);
+	int resolved;
+	if (o.instances) {
+		struct config_sources common = {
+		    .config_path = o.config,
+		    .no_check_certificate = o.no_check_certificate,
+		};
+		resolved = instances_resolve(o.instances, &common, inst, &ninst, &err);
+	} else {
+		struct config_sources src = {
+		    .instance = instance,
+		    .api_key_file = o.api_key_file,
+		    .url = o.url,
+		    .config_path = o.config,
+		    .no_check_certificate = o.no_check_certificate,
+		};
+		ninst = 1;
+		resolved = config_resolve(&src, &inst[0].cfg, &err);
+	}
 	config_scrub_environment();
 	if (resolved) {
 		fprintf(stderr, "dssfs: %s\n", err.data);
 		goto out;
 	}
-	if (cfg.no_check_certificate)
-		log_warn("TLS certificate verification is disabled");
 
 	struct http_config hc = {
-	    .base_url = cfg.url,
-	    .api_key = cfg.api_key,
-	    .verify_tls = !cfg.no_check_certificate,
 	    .ca_file = o.cafile,
 	    .client_cert = o.client_cert,
 	    .client_key = o.client_key,
@@ -621,13 +658,6 @@ int main(int argc, char *argv[])
 	    .max_inflight = (size_t)o.max_inflight_mb << 20,
 	    .retries = o.retries,
 	};
-	http = http_new(&hc);
-	if (!http)
-		goto out;
-	cache = tree_cache_new((size_t)o.cache_max_mb << 20, (int64_t)o.cache_ttl * 1000);
-	/* A thread waiting for another's fetch is cancelled as a request of
-	 * its own would be (interrupt, shutdown). */
-	cache_set_cancel(cache, http_thread_cancelled, http);
 	struct tree_options to = {
 	    .mount_time_ms = now_epoch_ms(),
 	    .uid = getuid(),
@@ -641,37 +671,32 @@ int main(int argc, char *argv[])
 	    .spool_ttl_ms = (int64_t)o.cache_ttl * 1000,
 	    .data_max = (size_t)o.data_max_mb << 20,
 	    .list_activity = o.activity,
-	    .times_file = times_file = times_file_for(o.times_file, cfg.url),
+	    .times_file = o.times_file, /* (instance_open makes it each instance's) */
 	};
-	tree = tree_new(http, cache, &to);
+	/* cache_max is the mount's: shared evenly by its instances */
+	size_t cache_max = ((size_t)o.cache_max_mb << 20) / (size_t)ninst;
+	if (cache_max < ((size_t)1 << 20))
+		cache_max = (size_t)1 << 20;
+	for (int i = 0; i < ninst; i++)
+		if (instance_open(&inst[i], i, &hc, &to, cache_max, (int64_t)o.cache_ttl * 1000))
+			goto out;
+	for (int i = 0; i < ninst; i++)
+		if (instance_probe(&inst[i]))
+			goto out;
 
-	/* Fail now, with a clear message, rather than mount something that
-	 * answers every request with an error.  The listing stays cached. */
-	struct tree_dir probe;
-	int pr = tree_readdir(tree, TREE_ROOT_INO, &probe);
-	if (pr) {
-		fprintf(stderr, "dssfs: cannot list the projects of %s (key from %s): %s\n",
-			cfg.url, cfg.origin, strerror(-pr));
-		goto out;
+	if (o.instances) {
+		ctx.mux = instances_mux(inst, ninst, to.mount_time_ms, cache_max, &stats_multi);
+		if (!ctx.mux)
+			goto out;
+		ctx.stats = stats_render_multi;
+		ctx.stats_arg = &stats_multi;
+	} else {
+		ctx.tree = inst[0].tree;
+		stats_src = (struct stats_src){inst[0].http, inst[0].cache, inst[0].tree, cache_max,
+					       cache_monotonic_ms()};
+		ctx.stats = stats_render;
+		ctx.stats_arg = &stats_src;
 	}
-	tree_dir_release(&probe);
-	/* Which of instance/ this key sees: decided once (README, "The
-	 * instance"). */
-	pr = tree_probe_admin(tree);
-	if (pr < 0) {
-		fprintf(stderr, "dssfs: cannot tell whether the key is an admin of %s: %s\n",
-			cfg.url, strerror(-pr));
-		goto out;
-	}
-	if (!pr)
-		log_info("the key is not an instance admin: instance/ shows what it may read "
-			 "(info.json, plugins/)");
-
-	ctx.tree = tree;
-	stats_src = (struct stats_src){http, cache, tree, (size_t)o.cache_max_mb << 20,
-				       cache_monotonic_ms()};
-	ctx.stats = stats_render;
-	ctx.stats_arg = &stats_src;
 	ctx.attr_timeout = o.attr_timeout;
 	ctx.negative_timeout_permanent = o.negative_timeout;
 	ctx.read_only = o.read_only;
@@ -685,7 +710,8 @@ int main(int argc, char *argv[])
 	if (!se)
 		goto out;
 	ctx.se = se;
-	atomic_store(&stop_http, http);
+	for (int i = 0; i < ninst; i++)
+		atomic_store(&stop_http[i], inst[i].http);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	handlers = 1;
@@ -702,18 +728,29 @@ int main(int argc, char *argv[])
 	if (fuse_session_mount(se, cmd.mountpoint) != 0)
 		goto out;
 	mounted = 1;
-	if (fuseio_attach(se, on_session_end, http) != 0)
+	if (fuseio_attach(se, on_session_end, NULL) != 0)
 		goto out;
 	if (fuse_daemonize(cmd.foreground) != 0)
 		goto out;
 	if (!cmd.foreground)
 		log_use_syslog(1);
-	tree_start(tree);
+	for (int i = 0; i < ninst; i++)
+		tree_start(inst[i].tree);
 	if (ops_start(&ctx))
 		goto out;
 	if (pthread_create(&hup_tid, NULL, hup_thread, &ctx) == 0)
 		hup_started = 1;
-	log_info("mounted %s at %s (key from %s)", cfg.url, cmd.mountpoint, cfg.origin);
+	if (!o.instances) {
+		log_info("mounted %s at %s (key from %s)", inst[0].cfg.url, cmd.mountpoint,
+			 inst[0].cfg.origin);
+	} else {
+		struct buf list = BUF_INIT;
+		for (int i = 0; i < ninst; i++)
+			buf_addf(&list, "%s%s (%s, key from %s)", i ? ", " : "", inst[i].name,
+				 inst[i].cfg.url, inst[i].cfg.origin);
+		log_info("mounted %d instances at %s: %s", ninst, cmd.mountpoint, list.data);
+		buf_release(&list);
+	}
 	/* Mounted, and DSS listed the projects: ready (the kernel's requests
 	 * wait for the loop, which starts now). */
 	notify_status(&ctx, 1);
@@ -752,7 +789,8 @@ out:
 	 *    are joined (tree_free). */
 	if (ready)
 		service_stopping();
-	http_cancel_reads(http);
+	for (int i = 0; i < ninst; i++)
+		http_cancel_reads(inst[i].http);
 	if (hup_started && stop_hup_thread(hup_tid))
 		stuck = 1;
 	if (ops_stop(&ctx))
@@ -761,7 +799,7 @@ out:
 		fuse_loop_cfg_destroy(loop);
 	if (se && mounted)
 		fuse_session_unmount(se);
-	if (ctx.tree)
+	if (ctx.tree || ctx.mux)
 		ops_save_all(&ctx, cache_monotonic_ms() + 30000);
 	ops_release_all(&ctx);
 	if (se && handlers) {
@@ -769,22 +807,25 @@ out:
 		unchain_stop(SIGINT, &fuse_int_sa);
 		fuse_remove_signal_handlers(se);
 	}
-	http_cancel_all(http);
+	for (int i = 0; i < ninst; i++)
+		http_cancel_all(inst[i].http);
 	/* A thread left in the kernel (step 2) may still use these: the exit
 	 * frees them. */
 	if (!stuck) {
 		if (se)
 			fuse_session_destroy(se);
-		tree_free(tree);
-		cache_free(cache);
-		http_free(http);
+		mux_free(ctx.mux);
+		for (int i = 0; i < ninst; i++)
+			instance_close(&inst[i]);
 		http_global_cleanup();
 	}
-	config_release(&cfg);
+	for (int i = 0; i < ninst; i++)
+		instance_release(&inst[i]);
 	buf_release(&err);
 	free(cmd.mountpoint);
 	free(mountpoint_abs);
 	free(o.instance);
+	free(o.instances);
 	free(o.api_key_file);
 	free(o.url);
 	free(o.config);
@@ -795,7 +836,6 @@ out:
 	free(o.mountpoint);
 	free(o.log_level);
 	free(o.times_file);
-	free(times_file);
 	fuse_opt_free_args(&args);
 	return ret;
 }

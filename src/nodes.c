@@ -182,14 +182,21 @@ static void path_remove(struct tree *t, struct inode *i)
 	t->npaths--;
 }
 
-/* The number a new inode for path takes: its hash, moved on while taken. */
+/* The number a new inode for path takes: its hash, moved on while taken;
+ * in a tree with an ino_base, within the base's range. */
 static uint64_t free_ino(struct tree *t, const char *path)
 {
-	uint64_t ino = hash64(path);
+	uint64_t base = t->opt.ino_base, low = base ? TREE_INO_LOW_MASK : UINT64_MAX;
+	uint64_t ino = (hash64(path) & low) | base;
 
-	while (ino <= TREE_ROOT_INO || find_ino(t, ino))
-		ino++;
+	while ((ino & low) <= TREE_ROOT_INO || find_ino(t, ino))
+		ino = ((ino + 1) & low) | base;
 	return ino;
+}
+
+uint64_t tree_root_ino(const struct tree *t)
+{
+	return t->opt.ino_base | TREE_ROOT_INO;
 }
 
 void nodes_init(struct tree *t)
@@ -201,9 +208,9 @@ void nodes_init(struct tree *t)
 	t->inodes = xcalloc(t->ninode_buckets, sizeof(*t->inodes));
 	t->npath_buckets = 1024;
 	t->paths = xcalloc(t->npath_buckets, sizeof(*t->paths));
-	root->ino = TREE_ROOT_INO;
+	root->ino = tree_root_ino(t);
 	root->nlookup = 1;
-	root->cur = binding_new(TREE_ROOT_INO, "/", pathtab_root(), &none);
+	root->cur = binding_new(root->ino, "/", pathtab_root(), &none);
 	inode_insert(t, root);
 	path_insert(t, root);
 }
@@ -294,7 +301,7 @@ void node_rekey(struct tree *t, const char *from, const char *to, const struct p
 
 void tree_forget(struct tree *t, uint64_t ino, uint64_t n)
 {
-	if (ino == TREE_ROOT_INO)
+	if (ino == tree_root_ino(t))
 		return;
 	pthread_mutex_lock(&t->lock);
 	struct inode **pp = &t->inodes[ino & (t->ninode_buckets - 1)];

@@ -6,6 +6,7 @@
 
 #include "dssfs/http.h"
 #include "dssfs/log.h"
+#include "dssfs/mux.h"
 #include "dssfs/notify.h"
 #include "dssfs/proc.h"
 
@@ -38,12 +39,30 @@ static void notify_changed(uint64_t ino, void *ctx)
 	notifier_inode(ctx, ino);
 }
 
+/* fn(tree, arg) for the mount's tree, or each instance's. */
+static void each_tree(struct ops_ctx *c, void (*fn)(struct tree *t, void *arg), void *arg)
+{
+	if (!c->mux) {
+		if (c->tree)
+			fn(c->tree, arg);
+		return;
+	}
+	for (int i = 0; i < mux_count(c->mux); i++)
+		fn(mux_tree_at(c->mux, i), arg);
+}
+
+/* (The inode numbers a tree reports are the kernel's: see mux.h.) */
+static void set_changed_cb(struct tree *t, void *notifier)
+{
+	tree_set_changed_cb(t, notifier ? notify_changed : NULL, notifier);
+}
+
 int ops_start(struct ops_ctx *c)
 {
 	c->notifier = notifier_start(c->se);
 	if (!c->notifier)
 		return -1;
-	tree_set_changed_cb(c->tree, notify_changed, c->notifier);
+	each_tree(c, set_changed_cb, c->notifier);
 	return 0;
 }
 
@@ -51,8 +70,7 @@ int ops_stop(struct ops_ctx *c)
 {
 	int ret;
 
-	if (c->tree)
-		tree_set_changed_cb(c->tree, NULL, NULL);
+	each_tree(c, set_changed_cb, NULL);
 	ret = notifier_stop(c->notifier);
 	c->notifier = NULL;
 	return ret;
@@ -80,6 +98,34 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 }
 
+/* tree_forget in the tree that holds ino (the mount's root of several
+ * instances is never forgotten). */
+static void forget_at(struct ops_ctx *c, uint64_t ino, uint64_t n)
+{
+	struct tree *t = ops_tree(c, ino);
+
+	if (t)
+		tree_forget(t, ino, n);
+}
+
+/* DSS objects are made and removed in DSS, not through the mount. */
+static void reply_refused(fuse_req_t req)
+{
+	reply_err(req, ctx_of(req)->read_only ? EROFS : EPERM);
+}
+
+/* The tree that holds ino, for an operation that changes something; the
+ * root of a mount of several instances (no tree) refuses it: NULL, and
+ * the reply is sent. */
+static struct tree *tree_to_change(fuse_req_t req, uint64_t ino)
+{
+	struct tree *t = ops_tree(ctx_of(req), ino);
+
+	if (!t)
+		reply_refused(req);
+	return t;
+}
+
 static void reply_entry(struct ops_ctx *c, fuse_req_t req, uint64_t ino, const struct stat *st)
 {
 	struct fuse_entry_param e;
@@ -91,7 +137,7 @@ static void reply_entry(struct ops_ctx *c, fuse_req_t req, uint64_t ino, const s
 	e.attr_timeout = c->attr_timeout;
 	e.entry_timeout = c->attr_timeout;
 	if (fuse_reply_entry(req, &e) == -ENOENT)
-		tree_forget(c->tree, ino, 1); /* the request was interrupted */
+		forget_at(c, ino, 1); /* the request was interrupted */
 }
 
 /* A FUSE interrupt (the process waiting on the operation got a signal)
@@ -118,7 +164,9 @@ static void op_lookup_body(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct stat st;
 	uint64_t ino = 0;
 	int permanent = 0;
-	int ret = tree_lookup(c->tree, parent, name, &ino, &st, &permanent);
+	struct tree *t = ops_tree(c, parent);
+	int ret = t ? tree_lookup(t, parent, name, &ino, &st, &permanent)
+		    : mux_lookup(c->mux, name, &ino, &st);
 
 	if (ret == -ENOENT) {
 		/* A negative entry: the kernel will not ask again for a while. */
@@ -143,14 +191,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	tree_forget(ctx_of(req)->tree, ino, nlookup);
+	forget_at(ctx_of(req), ino, nlookup);
 	fuse_reply_none(req);
 }
 
 static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
 	for (size_t i = 0; i < count; i++)
-		tree_forget(ctx_of(req)->tree, forgets[i].ino, forgets[i].nlookup);
+		forget_at(ctx_of(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -158,8 +206,13 @@ static void op_getattr_body(fuse_req_t req, fuse_ino_t ino, struct fuse_file_inf
 {
 	struct ops_ctx *c = ctx_of(req);
 	struct stat st;
-	int ret = tree_getattr(c->tree, ino, &st);
+	struct tree *t = ops_tree(c, ino);
+	int ret = 0;
 
+	if (t)
+		ret = tree_getattr(t, ino, &st);
+	else
+		mux_root_attr(c->mux, &st);
 	if (ret)
 		reply_err(req, -ret);
 	else
@@ -177,9 +230,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
  * makes none). */
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
-	struct ops_ctx *c = ctx_of(req);
+	struct tree *t = ops_tree(ctx_of(req), ino);
 	struct buf target = BUF_INIT;
-	int ret = tree_readlink(c->tree, ino, &target);
+	int ret = t ? tree_readlink(t, ino, &target) : -EINVAL; /* (the mux's root) */
 
 	if (ret)
 		reply_err(req, -ret);
@@ -192,9 +245,12 @@ static void op_setattr_body(fuse_req_t req, fuse_ino_t ino, struct stat *attr, i
 			    struct fuse_file_info *fi)
 {
 	struct ops_ctx *c = ctx_of(req);
+	struct tree *t = tree_to_change(req, ino);
 	struct stat st;
 	int set = 0, ret;
 
+	if (!t)
+		return;
 	if (c->read_only && (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MODE))) {
 		reply_err(req, EROFS);
 		return;
@@ -240,13 +296,13 @@ static void op_setattr_body(fuse_req_t req, fuse_ino_t ino, struct stat *attr, i
 	}
 	struct tree_caller who;
 	caller_of(req, &who);
-	ret = tree_setattr(c->tree, ino, attr, set, &who, &st);
+	ret = tree_setattr(t, ino, attr, set, &who, &st);
 	if (ret) {
 		reply_err(req, -ret);
 		return;
 	}
 	fuse_reply_attr(req, &st, writer_view(c, req, ino, fi, &st));
-	if (set & TREE_SET_SIZE && tree_file_kind(c->tree, ino) == TREE_API_RW)
+	if (set & TREE_SET_SIZE && tree_file_kind(t, ino) == TREE_API_RW)
 		invalidate_kernel(c, ino);
 }
 
@@ -268,7 +324,13 @@ static void op_opendir_body(fuse_req_t req, fuse_ino_t ino, struct fuse_file_inf
 {
 	struct ops_ctx *c = ctx_of(req);
 	struct dir_handle *d = xcalloc(1, sizeof(*d));
-	int ret = tree_readdir(c->tree, ino, &d->dir);
+	struct tree *t = ops_tree(c, ino);
+	int ret = 0;
+
+	if (t)
+		ret = tree_readdir(t, ino, &d->dir);
+	else
+		mux_readdir(c->mux, &d->dir);
 
 	if (ret) {
 		free(d);
@@ -336,13 +398,16 @@ static int open_handle(struct ops_ctx *c, fuse_req_t req, uint64_t ino, struct f
 	struct tree_caller who;
 	int flags = open_flags(fi), size_changed, ret;
 
-	int kind = tree_file_kind(c->tree, ino);
+	struct tree *t = ops_tree(c, ino);
+	if (!t)
+		return -EISDIR; /* (the root of a mount of several instances) */
+	int kind = tree_file_kind(t, ino);
 
 	if (kind == TREE_SPOOLED && (flags & TREE_OPEN_WRITE)) {
 		/* a managed folder's file: written through a temporary file */
 		caller_of(req, &who);
 		h = handle_new(c, ino);
-		ret = tree_open_spooled(c->tree, ino, flags & TREE_OPEN_TRUNC, &h->fd, &h->fd_len,
+		ret = tree_open_spooled(t, ino, flags & TREE_OPEN_TRUNC, &h->fd, &h->fd_len,
 					&h->base);
 		h->disk = h->fd_len;
 		if (ret) {
@@ -362,7 +427,7 @@ static int open_handle(struct ops_ctx *c, fuse_req_t req, uint64_t ino, struct f
 		if (flags & TREE_OPEN_WRITE)
 			return c->read_only ? -EROFS : -EACCES;
 		h = handle_new(c, ino);
-		ret = tree_stream_open(c->tree, ino, &h->stream);
+		ret = tree_stream_open(t, ino, &h->stream);
 		if (ret) {
 			handle_close(c, h);
 			return ret;
@@ -375,7 +440,7 @@ static int open_handle(struct ops_ctx *c, fuse_req_t req, uint64_t ino, struct f
 	}
 	caller_of(req, &who);
 	h = handle_new(c, ino);
-	ret = tree_open(c->tree, ino, flags, &who, &h->data, &h->base, &size_changed);
+	ret = tree_open(t, ino, flags, &who, &h->data, &h->base, &size_changed);
 	if (!ret && (flags & TREE_OPEN_WRITE)) {
 		ret = account(c, h, h->data.len);
 		add_writer(h, who.tgid);
@@ -436,9 +501,13 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct ops_ctx *c = ctx_of(req);
 	struct fuse_entry_param e;
 	uint64_t ino;
+	struct tree *t = tree_to_change(req, parent);
+
+	if (!t)
+		return;
 	/* In a file tree it makes the file on DSS: a change is never cut. */
 	int was = http_thread_save(1);
-	int ret = tree_create(c->tree, parent, name, mode, &ino, &e.attr);
+	int ret = tree_create(t, parent, name, mode, &ino, &e.attr);
 
 	http_thread_save(was);
 
@@ -448,7 +517,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 	ret = open_handle(c, req, ino, fi);
 	if (ret) {
-		tree_forget(c->tree, ino, 1);
+		tree_forget(t, ino, 1);
 		reply_err(req, -ret);
 		return;
 	}
@@ -458,7 +527,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	e.entry_timeout = c->attr_timeout;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
 		handle_close(c, (struct handle *)(uintptr_t)fi->fh);
-		tree_forget(c->tree, ino, 1);
+		tree_forget(t, ino, 1);
 	}
 }
 
@@ -575,8 +644,12 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct tree *t = tree_to_change(req, parent);
+
+	if (!t)
+		return;
 	int was = http_thread_save(1); /* (in a file tree: a DELETE) */
-	int ret = tree_unlink(ctx_of(req)->tree, parent, name);
+	int ret = tree_unlink(t, parent, name);
 
 	http_thread_save(was);
 	reply_err(req, -ret);
@@ -588,10 +661,18 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	struct ops_ctx *c = ctx_of(req);
 	uint64_t saved_ino = 0;
 	struct tree_caller who;
+	struct tree *t = tree_to_change(req, parent), *to;
+
+	if (!t || !(to = tree_to_change(req, newparent)))
+		return;
+	if (to != t) { /* between two instances: mv copies and deletes */
+		reply_err(req, EXDEV);
+		return;
+	}
 	caller_of(req, &who);
 	/* It may save (scratch -> DSS file): a save is never cut. */
 	int was = http_thread_save(1);
-	int ret = tree_rename(c->tree, parent, name, newparent, newname, flags, &who, &saved_ino);
+	int ret = tree_rename(t, parent, name, newparent, newname, flags, &who, &saved_ino);
 	http_thread_save(was);
 
 	reply_err(req, -ret);
@@ -607,22 +688,19 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	notifier_entry(c->notifier, newparent, newname);
 }
 
-/* DSS objects are made and removed in DSS, not through the mount. */
-static void reply_refused(fuse_req_t req)
-{
-	reply_err(req, ctx_of(req)->read_only ? EROFS : EPERM);
-}
-
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct ops_ctx *c = ctx_of(req);
 	struct stat st;
 	uint64_t ino = 0;
+	struct tree *t = tree_to_change(req, parent);
 	int ret;
 
 	(void)mode;
+	if (!t)
+		return;
 	int was = http_thread_save(1);
-	ret = tree_mkdir(c->tree, parent, name, &ino, &st);
+	ret = tree_mkdir(t, parent, name, &ino, &st);
 	http_thread_save(was);
 	if (ret)
 		reply_err(req, -ret);
@@ -632,8 +710,12 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct tree *t = tree_to_change(req, parent);
+
+	if (!t)
+		return;
 	int was = http_thread_save(1);
-	int ret = tree_rmdir(ctx_of(req)->tree, parent, name);
+	int ret = tree_rmdir(t, parent, name);
 
 	http_thread_save(was);
 	reply_err(req, -ret);

@@ -79,6 +79,11 @@ void handle_close(struct ops_ctx *c, struct handle *h);
 void dir_free_item(struct open_item *it);
 void dir_close(struct ops_ctx *c, struct dir_handle *d);
 
+/* The tree that holds ino: the one tree, or in a mount of several
+ * instances the one its number names; NULL for that mount's root, which no
+ * tree holds (mux.h). */
+struct tree *ops_tree(struct ops_ctx *c, uint64_t ino);
+
 /* Who sends req (proc_caller). */
 void caller_of(fuse_req_t req, struct tree_caller *who);
 /* Called with h->lock held: tgid becomes one of the handle's writers. */

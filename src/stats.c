@@ -132,6 +132,71 @@ static void add_tree(cJSON *root, const struct ops_ctx *c, struct tree *t)
 	num(o, "spool_bytes", (double)ts.spool_bytes);
 }
 
+/* Adds the numbers of add to those of sum, field by field, recursing into
+ * objects; a field sum lacks is copied. */
+static void add_up(cJSON *sum, const cJSON *add)
+{
+	const cJSON *f;
+
+	cJSON_ArrayForEach(f, add)
+	{
+		cJSON *s = cJSON_GetObjectItemCaseSensitive(sum, f->string);
+		if (!s)
+			cJSON_AddItemToObject(sum, f->string, cJSON_Duplicate(f, 1));
+		else if (cJSON_IsNumber(s) && cJSON_IsNumber(f))
+			cJSON_SetNumberValue(s, s->valuedouble + f->valuedouble);
+		else if (cJSON_IsObject(s) && cJSON_IsObject(f))
+			add_up(s, f);
+	}
+}
+
+static void set_num(cJSON *o, const char *name, double v)
+{
+	cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
+
+	if (it)
+		cJSON_SetNumberValue(it, v);
+}
+
+void stats_render_multi(void *arg, const struct ops_ctx *c, struct buf *out)
+{
+	static const char *const summed[] = {"requests", "bytes", "cache", "saves", "memory"};
+	const struct stats_multi *m = arg;
+	cJSON *root = cJSON_CreateObject(), *each;
+
+	cJSON_AddStringToObject(root, "version", DSSFS_VERSION);
+	num(root, "uptime_s", (double)(cache_monotonic_ms() - m->started_ms) / 1000.0);
+	for (size_t k = 0; k < sizeof(summed) / sizeof(summed[0]); k++)
+		cJSON_AddObjectToObject(root, summed[k]);
+	add_errors(root, c);
+	each = cJSON_AddObjectToObject(root, "instances");
+	for (int i = 0; i < m->n; i++) {
+		const struct stats_src *s = &m->srcs[i];
+		cJSON *o = cJSON_AddObjectToObject(each, m->names[i]);
+		add_requests(o, s->http);
+		add_cache(o, s->cache, s->cache_max);
+		add_tree(o, c, s->tree);
+		for (size_t k = 0; k < sizeof(summed) / sizeof(summed[0]); k++)
+			add_up(cJSON_GetObjectItemCaseSensitive(root, summed[k]),
+			       cJSON_GetObjectItemCaseSensitive(o, summed[k]));
+	}
+	/* the process's, not the instances': once */
+	double rss, peak;
+	cJSON *mem = cJSON_GetObjectItemCaseSensitive(root, "memory");
+	memory_bytes(&rss, &peak);
+	set_num(mem, "rss_bytes", rss);
+	set_num(mem, "peak_rss_bytes", peak);
+	set_num(mem, "write_buffers_bytes", (double)atomic_load(&c->buffered));
+	/* (nodes counts the bindings of all trees already) */
+	if (m->n) {
+		struct tree_stats ts;
+		tree_get_stats(m->srcs[0].tree, &ts);
+		set_num(mem, "nodes", (double)ts.nodes);
+	}
+	json_render(root, out);
+	cJSON_Delete(root);
+}
+
 void stats_render(void *arg, const struct ops_ctx *c, struct buf *out)
 {
 	const struct stats_src *s = arg;

@@ -133,10 +133,27 @@ int tree_probe_admin(struct tree *t)
 	errmap_quiet(was);
 	cache_ref_put(ref);
 	if (ret == -EACCES || ret == -EPERM || ret == -ENOENT)
-		return t->admin = 0;
-	if (ret)
+		ret = 0;
+	else if (!ret)
+		ret = 1;
+	else
 		return ret;
-	return t->admin = 1;
+	atomic_store(&t->admin, ret);
+	return ret;
+}
+
+void tree_probe_admin_later(struct tree *t)
+{
+	atomic_store(&t->admin, -1);
+}
+
+/* Whether the key is an admin, probed now if it was not at mount: 1, 0 or
+ * -errno. */
+static int key_is_admin(struct tree *t)
+{
+	int a = atomic_load(&t->admin);
+
+	return a >= 0 ? a : tree_probe_admin(t);
 }
 
 void tree_get_stats(struct tree *t, struct tree_stats *st)
@@ -308,23 +325,25 @@ static int for_each_fixed(struct tree *t, const struct node *dir, const char *wa
 {
 	const struct pt_row *kids[PT_MAX_CHILDREN];
 	size_t nk = pathtab_children(dir->row, kids, PT_MAX_CHILDREN);
-	int ret = 0;
+	int ret = 0, admin = 0;
 
 	if (dir->row->recurse)
 		return 0;
+	for (size_t i = 0; i < nk && !admin; i++)
+		if (kids[i]->admin && (admin = key_is_admin(t)) < 0)
+			return admin;
 
 	/* The optional folders' listings are needed at once: ask for them
 	 * together (the walk into them would fetch them next anyway). */
 	lookahead_begin();
 	for (size_t i = 0; i < nk && !want; i++)
-		if ((kids[i]->optional || kids[i]->hide_forbidden) && (!kids[i]->admin || t->admin))
+		if ((kids[i]->optional || kids[i]->hide_forbidden) && (!kids[i]->admin || admin))
 			lookahead_child(t, kids[i], &dir->vars);
 	lookahead_end(t);
 	for (size_t i = 0; i < nk && !ret; i++) {
 		struct child c = {.row = kids[i], .vars = dir->vars, .name = BUF_INIT};
 		if ((want && !row_may_be_named(kids[i], want)) ||
-		    pathtab_leaf(kids[i], NULL, NULL) == PT_SEG_VAR ||
-		    (kids[i]->admin && !t->admin))
+		    pathtab_leaf(kids[i], NULL, NULL) == PT_SEG_VAR || (kids[i]->admin && !admin))
 			continue;
 		if (kids[i]->optional && !optional_present(t, dir, kids[i]))
 			continue;

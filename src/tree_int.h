@@ -82,7 +82,9 @@ struct tree {
 	/* saves that sent their document; refused as conflicts; failed
 	 * otherwise (tree_get_stats) */
 	atomic_uint_fast64_t saves, conflicts, save_failures;
-	int admin; /* the key is an instance admin (tree_probe_admin) */
+	/* the key is an instance admin (tree_probe_admin): 1, 0, or -1 not
+	 * known yet (tree_probe_admin_later) */
+	atomic_int admin;
 	struct scratch *scratch;
 	struct prefetch *prefetch; /* NULL: disabled */
 	/* saves of one document run one at a time (save.c) */

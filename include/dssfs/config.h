@@ -47,6 +47,14 @@ struct config {
 int config_resolve(const struct config_sources *src, struct config *cfg, struct buf *err);
 void config_release(struct config *cfg);
 
+/* The names of config.json's dss_instances (src->config_path, or
+ * $HOME/.dataiku/config.json), sorted by strcmp, into a NULL-terminated
+ * array *names (free it with config_names_free).  Returns 0, or -errno
+ * with a message appended to err: -ENOENT when the file or its
+ * dss_instances is missing or empty. */
+int config_instance_names(const struct config_sources *src, char ***names, struct buf *err);
+void config_names_free(char **names); /* NULL-safe */
+
 /* Removes DKU_API_KEY from the environment, and first overwrites its value
  * in place: the strings of the initial environment are what
  * /proc/PID/environ shows, and unsetenv() alone leaves them there.  Call

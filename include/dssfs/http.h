@@ -91,6 +91,9 @@ struct http_config {
 	size_t max_body;
 	size_t max_inflight; /* response buffers of all requests together; 0: default */
 	int retries;	     /* clamped to 0..HTTP_RETRIES_MAX */
+	/* NULL, or what the log calls this server: "LABEL: GET path: ..."
+	 * (one of several instances of a mount) */
+	const char *label;
 };
 
 enum http_kind { HTTP_GET, HTTP_PUT, HTTP_POST, HTTP_DELETE, HTTP_OTHER, HTTP_KINDS };

@@ -23,6 +23,7 @@
 
 struct tree;
 struct buf;
+struct mux;
 
 #define OPS_ERRNO_MAX 134 /* past EHWPOISON */
 /* The extended attribute of the mount root that holds the figures of
@@ -38,6 +39,9 @@ struct open_item {
 
 struct ops_ctx {
 	struct tree *tree;
+	/* NULL, or a mount of several instances (mux.h): then tree is NULL
+	 * and each inode's number says which instance's tree holds it */
+	struct mux *mux;
 	struct fuse_session *se; /* for kernel cache invalidation */
 	size_t max_file;	 /* largest file a handle buffers */
 	pthread_mutex_t open_lock;

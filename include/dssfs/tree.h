@@ -78,9 +78,18 @@ struct tree_options {
 	int list_activity;    /* list the activity folders (pathtab.h `activity`) */
 	/* where the times of files that DSS gives no time (the instance's
 	 * objects) are remembered from one mount to the next; NULL: nowhere
-	 * (they then take the mount time at each mount) */
+	 * (they then take the mount time at each mount).  (instance_open
+	 * takes -o times_file's value here and makes it the instance's
+	 * path.) */
 	const char *times_file;
+	/* 0, or the high bits every inode number of this tree carries (its
+	 * root is ino_base | TREE_ROOT_INO): several trees in one mount have
+	 * disjoint numbers (mux.h).  Its low TREE_INO_BITS bits must be 0. */
+	uint64_t ino_base;
 };
+
+#define TREE_INO_BITS 56
+#define TREE_INO_LOW_MASK ((UINT64_C(1) << TREE_INO_BITS) - 1)
 
 /* data.csv's bound when tree_options.data_max is 0 (-o data_max's default). */
 #define TREE_DATA_MAX_DEFAULT ((size_t)100 << 20)
@@ -100,6 +109,9 @@ void tree_start(struct tree *t);
 struct cache *tree_cache_new(size_t max_bytes, int64_t ttl_ms);
 
 #define TREE_ROOT_INO 1
+
+/* The inode number of the tree's root: ino_base | TREE_ROOT_INO. */
+uint64_t tree_root_ino(const struct tree *t);
 
 /* Resolves `name` in directory `parent`.  On success takes one lookup
  * reference on the child and fills *ino and *st.  On -ENOENT, *permanent
@@ -245,6 +257,11 @@ void tree_drop_caches(struct tree *t);
  * 1, 0 (DSS refuses it: 401, 403, or 404 from a DSS without it), or
  * -errno when DSS did not answer (nothing decided). */
 int tree_probe_admin(struct tree *t);
+/* The probe could not be made at mount (an instance of several that did
+ * not answer): it is made when a folder with admin rows is first needed,
+ * which fails with DSS's error until DSS answers, so that a transient
+ * failure never shows an admin's instance/ as a non-admin's. */
+void tree_probe_admin_later(struct tree *t);
 
 struct tree_stats {
 	size_t inodes;		/* inodes the kernel holds, the root included */

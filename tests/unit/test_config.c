@@ -179,6 +179,44 @@ int main(void)
 				err.data ? err.data : "");
 	}
 
+	/* config_instance_names: every instance, by name (bytes), for
+	 * -o instances=all */
+	static const struct {
+		const char *config; /* NULL: none */
+		int ret;
+		const char *want; /* the names, joined by ' ' */
+	} name_rows[] = {
+	    {PROD_DEFAULT, 0, "dev nourl prod"},
+	    {"{\"dss_instances\": {\"b\": {}, \"B\": {}, \"a/x\": {}}}", 0, "B a/x b"},
+	    {"{\"dss_instances\": {}}", -ENOENT, NULL},
+	    {"{\"default_instance\": \"prod\"}", -ENOENT, NULL},
+	    {NULL, -ENOENT, NULL},
+	    {"[1]", -EINVAL, NULL},
+	};
+	for (size_t i = 0; i < sizeof(name_rows) / sizeof(name_rows[0]); i++) {
+		struct config_sources src = {.get_env = fake_env};
+		struct buf joined = BUF_INIT;
+		char **names = NULL;
+		int ret;
+
+		unlink(cfgfile);
+		if (name_rows[i].config)
+			write_file(cfgfile, name_rows[i].config, 0600);
+		buf_reset(&err);
+		ret = config_instance_names(&src, &names, &err);
+		CHECK_INT(ret, name_rows[i].ret);
+		for (size_t k = 0; names && names[k]; k++)
+			buf_addf(&joined, "%s%s", k ? " " : "", names[k]);
+		if (!ret)
+			CHECK_STR(joined.data, name_rows[i].want);
+		else
+			CHECK(names == NULL && err.len > 0);
+		for (size_t k = 0; err.data && k < sizeof(all_keys) / sizeof(all_keys[0]); k++)
+			CHECK(strstr(err.data, all_keys[k]) == NULL);
+		config_names_free(names);
+		buf_release(&joined);
+	}
+
 	CHECK(config_truthy("yes") && config_truthy("1") && config_truthy("True") &&
 	      config_truthy("ON"));
 	CHECK(!config_truthy("0") && !config_truthy("false") && !config_truthy(NULL));

@@ -99,5 +99,26 @@ int main(void)
 	nodes_release(&t);
 	CHECK_INT(nodes_alive(), 0);
 	pthread_mutex_destroy(&t.lock);
+
+	/* A tree with an ino_base (one of several instances of a mount): its
+	 * root and every inode carry the base in their high bits, whatever
+	 * their path's hash, and the root is still never forgotten. */
+	struct tree u = {.opt.ino_base = (uint64_t)3 << TREE_INO_BITS};
+	pthread_mutex_init(&u.lock, NULL);
+	nodes_init(&u);
+	CHECK(tree_root_ino(&u) == (u.opt.ino_base | TREE_ROOT_INO));
+	CHECK(ino_if_held(&u, "/") == tree_root_ino(&u));
+	for (int i = 0; i < 1000; i++) {
+		snprintf(path, sizeof(path), "/P/datasets/ds_%04d/schema.json", i);
+		uint64_t ino = node_ref(&u, path, NULL, &two);
+		CHECK((ino & ~TREE_INO_LOW_MASK) == u.opt.ino_base);
+		CHECK((ino & TREE_INO_LOW_MASK) > TREE_ROOT_INO);
+	}
+	CHECK_INT(u.ninodes, 1001);
+	tree_forget(&u, tree_root_ino(&u), 1);
+	tree_forget(&u, TREE_ROOT_INO, 1); /* not this tree's: nothing */
+	CHECK_INT(u.ninodes, 1001);
+	nodes_release(&u);
+	pthread_mutex_destroy(&u.lock);
 	CHECK_DONE();
 }
