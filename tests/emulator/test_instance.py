@@ -6,6 +6,7 @@ Run with: /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/emulator
 """
 
 import base64
+import io
 import json
 
 import pytest
@@ -581,3 +582,65 @@ def test_connection_put_checks(fresh):
 def test_control_endpoint_secrets_method(emu):
     status, _, _ = emu.request("POST", "/__emulator__/secrets", key=None)
     assert status == 405
+
+
+# ---------------------------------------------------------------------------------------
+# The official Python client, unchanged (skipped unless importable: see test_activity.py)
+# ---------------------------------------------------------------------------------------
+
+def test_official_client_on_the_instance_scope(fresh):
+    from test_activity import client_module
+    dataikuapi = client_module()
+    admin = dataikuapi.DSSClient("http://127.0.0.1:%d" % fresh.port, ADMIN_KEY)
+
+    # plugins: settings, and a dev plugin's files
+    assert {p["id"] for p in admin.list_plugins()} == {"geoip", "sales-tools"}
+    plugin = admin.get_plugin("sales-tools")
+    names = [n["name"] for n in plugin.list_files()]
+    assert "plugin.json" in names and "python-lib" in names
+    assert b"salestools" in plugin.get_file("README.md").read()
+    plugin.put_file("python-lib/salestools/extra.py", io.BytesIO(b"X = 1\n"))
+    assert plugin.get_file("python-lib/salestools/extra.py").read() == b"X = 1\n"
+    plugin.rename_file("python-lib/salestools/extra.py", "more.py")
+    plugin.move_file("python-lib/salestools/more.py", "python-lib")
+    assert plugin.get_file("python-lib/more.py").read() == b"X = 1\n"
+    settings = plugin.get_settings()
+    settings.get_raw()["codeEnvName"] = "py311_client"
+    settings.save()
+    assert plugin.get_settings().get_raw()["codeEnvName"] == "py311_client"
+
+    # project folders
+    root = admin.get_root_project_folder()
+    children = {f.name: f for f in root.list_child_folders()}
+    assert set(children) == {"Business", "People", "Archive"}
+    sales = {f.name: f for f in children["Business"].list_child_folders()}["Sales & Marketing"]
+    assert sales.list_project_keys() == ["SALES"]
+    assert sales.get_path() == "/Business/Sales & Marketing"
+    fs = sales.get_settings()
+    fs.set_name("Sales and Marketing")
+    fs.save()
+    assert admin.get_project_folder(sales.id).get_name() == "Sales and Marketing"
+
+    # admin objects
+    variables = admin.get_global_variables()
+    variables["from_client"] = 1
+    admin.set_variables(variables)
+    assert admin.get_global_variables()["from_client"] == 1
+    general = admin.get_general_settings()
+    general.get_raw()["dssfsNote"] = "client"
+    general.save()
+    assert admin.get_general_settings().get_raw()["dssfsNote"] == "client"
+    user = admin.get_user("alice").get_settings()
+    user.get_raw()["displayName"] = "Alice C."
+    user.save()
+    assert admin.get_user("alice").get_settings().get_raw()["displayName"] == "Alice C."
+    conn = admin.get_connection("dwh_postgres")
+    definition = conn.get_definition()
+    assert definition["params"]["password"].startswith("e:")
+    definition["params"]["port"] = 6544
+    conn.set_definition(definition)
+    assert conn.get_definition()["params"]["port"] == 6544
+    assert admin.get_group(admin.list_groups()[0]["name"]).get_definition()["name"]
+    env = admin.get_code_env("PYTHON", "py311_sales")
+    assert env.get_definition()["envName"] == "py311_sales"
+    assert admin.list_meanings() and admin.list_clusters() is not None
