@@ -57,7 +57,8 @@ DSSFS_BIG_FILE_MIB=256 DSSFS_BIN="$ROOT/build-tsan/dssfs" "$PY" -m pytest -q -rs
 	tests/integration/test_cache.py tests/integration/test_write.py \
 	tests/integration/test_shutdown.py tests/integration/test_types.py \
 	tests/integration/test_files.py tests/integration/test_stats.py \
-	tests/integration/test_systemd.py
+	tests/integration/test_systemd.py tests/integration/test_instances.py \
+	tests/integration/test_project_folders.py
 unset TSAN_OPTIONS
 
 # libFuzzer targets (clang), a bounded run of each: FUZZ_SECONDS, default 60.
