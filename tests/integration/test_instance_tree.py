@@ -226,3 +226,23 @@ def test_a_damaged_times_file_is_started_anew(emulator, mount_factory, home):
     m = mount_factory(emulator)
     assert os.stat(m.path(*CONN)).st_mtime > first
     assert open(path, "rb").read(8) == b"DSSFSTM1"
+
+
+@pytest.mark.parametrize("folder, endpoint", [
+    ("groups", "admin/groups/{}"),
+    ("clusters", "admin/clusters/{}"),
+    ("meanings", "meanings/{}"),
+])
+def test_groups_clusters_and_meanings_are_saved(emulator, mount_factory, folder, endpoint):
+    """The first object of each folder: a change written through the mount is one PUT on
+    its own endpoint, and DSS then holds it."""
+    emu = emulator
+    m = mount_factory(emu)
+    name = sorted(os.listdir(m.path("instance", folder)))[0]
+    shown = json.loads(read_bytes(m.path("instance", folder, name)))
+    oid = shown.get("id", shown.get("name"))
+    emu.reset_stats()
+    edit_json(m.path("instance", folder, name),
+              lambda d: d.__setitem__("description", "set from the mount"))
+    assert puts(emu) == ["/public/api/" + endpoint.format(oid)]
+    assert emu.api_get(endpoint.format(oid))["description"] == "set from the mount"
