@@ -438,6 +438,9 @@ static int spool_to_csv(const char *key, int *fd, size_t *size, size_t max)
 	return 0;
 }
 
+static int recent_failure(struct tree *t, const char *key);
+static void note_failure(struct tree *t, const char *key, int err, int64_t window_ms);
+
 /* Fetches a stream (key "<METHOD> <path>") into a spool file, within what
  * is left of spool_total (-ENOSPC beyond it), and spool_max for an export
  * or data_max for a dataset's rows (-EFBIG: too large to be shown whole). */
@@ -451,6 +454,10 @@ static int fetch_spool(void *ctx, const char *key, void **value, size_t *cost)
 	size_t size = 0, used, room, max, bound = SIZE_MAX;
 	int fd, ret;
 
+	/* Rows found over data_max are not downloaded again (up to the bound,
+	 * at each lookup) before cache_ttl or SIGHUP: the answer stands. */
+	if (sf->row->tsv_to_csv && recent_failure(t, key) == -EFBIG)
+		return -EFBIG;
 	sweep_spools(t);
 	used = atomic_load(&t->spool_used);
 	room = used < t->opt.spool_total ? t->opt.spool_total - used : 0;
@@ -483,6 +490,7 @@ static int fetch_spool(void *ctx, const char *key, void **value, size_t *cost)
 		log_error("%s: the rows take more than -o data_max=%zu (MiB): not shown, never in "
 			  "part; mount with a larger -o data_max=MIB to read them",
 			  key, bound >> 20);
+		note_failure(t, key, ret, t->opt.spool_ttl_ms);
 	}
 	if (ret) {
 		close(fd);

@@ -238,6 +238,14 @@ def test_data_csv_over_data_max_fails_and_says_why(emulator_factory, mount_facto
     m.settle()
     assert any("data_max=1" in ln and "datasets/orders/data" in ln for ln in m.error_lines()), \
         m.error_lines()
+    # the answer stands for cache_ttl: not downloaded again at each lookup or read
+    emu.reset_stats()
+    assert errno_of(os.stat, big) == errno.EFBIG
+    assert errno_of(read_bytes, big) == errno.EFBIG
+    assert not [ln for ln in emu.log_lines() if "orders/data" in ln]
+    m.sighup()                                    # ... nor after SIGHUP, which forgets it
+    assert errno_of(read_bytes, big) == errno.EFBIG
+    assert len([ln for ln in emu.log_lines() if "orders/data" in ln]) == 1
     # a smaller dataset of the same mount reads whole
     small = read_bytes(m.path("SALES", "datasets", "customers", "data.csv"))
     assert small == api_text(emu, P + "/datasets/customers/data/?format=csv")
