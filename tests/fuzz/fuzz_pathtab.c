@@ -152,9 +152,10 @@ static void walk(const struct pt_row *row, struct pt_vars vars, int depth)
 		for (size_t i = 0; i < nnames; i++)
 			check_map(row->name_map, names[i]);
 	for (size_t k = 0; k < nk; k++) {
-		/* a folder of any depth holds its parent's object rows again:
-		 * walked once, from the parent */
-		if (row->recurse) {
+		/* a folder of any depth holds its parent's object rows again
+		 * (recurse), or all its parent's rows (repeat: a project
+		 * folder's sub-folder): walked once, from the parent */
+		if (row->recurse || row->repeat) {
 			REQUIRE(pathtab_parent(kids[k]) == pathtab_parent(row));
 			continue;
 		}
