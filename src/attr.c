@@ -344,8 +344,8 @@ int64_t doc_version(const struct pt_row *row, const struct cache_ref *ref)
 
 /* Attributes of the file at path: fetches its document to know its exact
  * size. */
-int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
-	      const struct pt_vars *vars, struct stat *st)
+static int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
+		     const struct pt_vars *vars, struct stat *st)
 {
 	struct cache_ref *ref = NULL;
 	const struct buf *bytes = NULL;
@@ -412,8 +412,8 @@ int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st
 	return ret;
 }
 
-int dir_node_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
-		  const struct pt_vars *vars, struct stat *st)
+static int dir_node_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
+			 const struct pt_vars *vars, struct stat *st)
 {
 	int64_t m = -1, size;
 	int ret = 0;
@@ -457,8 +457,8 @@ int link_target(const struct pt_row *row, const char *path, const struct pt_vars
 	return 0;
 }
 
-int link_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
-	      const struct pt_vars *vars, struct stat *st)
+static int link_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
+		     const struct pt_vars *vars, struct stat *st)
 {
 	struct buf target = BUF_INIT;
 	int64_t m = -1;
@@ -476,13 +476,19 @@ int link_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_ro
 	return ret;
 }
 
+int row_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
+	     const struct pt_vars *vars, struct stat *st)
+{
+	if (row->kind == PT_DIR)
+		return dir_node_attr(t, ino, row, vars, st);
+	if (row->kind == PT_LINK)
+		return link_attr(t, ino, path, row, vars, st);
+	return file_attr(t, ino, path, row, vars, st);
+}
+
 int node_attr(struct tree *t, const struct node *n, struct stat *st)
 {
 	if (!n->row)
 		return scratch_attr(t, n->ino, n->path, st);
-	if (n->row->kind == PT_DIR)
-		return dir_node_attr(t, n->ino, n->row, &n->vars, st);
-	if (n->row->kind == PT_LINK)
-		return link_attr(t, n->ino, n->path, n->row, &n->vars, st);
-	return file_attr(t, n->ino, n->path, n->row, &n->vars, st);
+	return row_attr(t, n->ino, n->path, n->row, &n->vars, st);
 }

@@ -538,10 +538,10 @@ static int new_node(struct tree *t, const struct node *dir, const char *name, co
 		return ret;
 	child_path(dir, name, &fpath);
 	uint64_t n = ino_for_path(t, fpath.data);
-	ret =
-	    is_dir ? dir_node_attr(t, n, drow, &v, st) : file_attr(t, n, fpath.data, frow, &v, st);
+	const struct pt_row *row = is_dir ? drow : frow;
+	ret = row_attr(t, n, fpath.data, row, &v, st);
 	if (!ret) {
-		*ino = node_ref(t, fpath.data, is_dir ? drow : frow, &v);
+		*ino = node_ref(t, fpath.data, row, &v);
 		st->st_ino = *ino;
 	}
 	buf_release(&fpath);

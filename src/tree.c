@@ -416,12 +416,7 @@ static int lookup_cb(struct child *c, void *vctx)
 	child_path(lc->dir, lc->name, &path);
 	/* Attributes first (this may fetch), then the node. */
 	uint64_t ino = ino_for_path(lc->t, path.data);
-	if (c->row->kind == PT_DIR)
-		ret = dir_node_attr(lc->t, ino, c->row, &c->vars, lc->st);
-	else if (c->row->kind == PT_LINK)
-		ret = link_attr(lc->t, ino, path.data, c->row, &c->vars, lc->st);
-	else
-		ret = file_attr(lc->t, ino, path.data, c->row, &c->vars, lc->st);
+	ret = row_attr(lc->t, ino, path.data, c->row, &c->vars, lc->st);
 	if (!ret) {
 		lc->ino = node_ref(lc->t, path.data, c->row, &c->vars);
 		lc->st->st_ino = lc->ino;

@@ -206,20 +206,16 @@ struct listing *listing_scan(const struct pt_row *dir, const char *text, size_t 
 const char *list_item_name(const cJSON *list, const cJSON *item, const char *key);
 
 /* attr.c */
-/* Attributes of a file (fetches its document, to know its exact size) and
- * of an object folder. */
-int file_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
-	      const struct pt_vars *vars, struct stat *st);
-int dir_node_attr(struct tree *t, uint64_t ino, const struct pt_row *row,
-		  const struct pt_vars *vars, struct stat *st);
+/* Attributes of the node of `row` at path: a file's (fetches its
+ * document, to know its exact size), a folder's, or a link's (S_IFLNK
+ * 0777, st_size the target's length, the time of its folder). */
+int row_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
+	     const struct pt_vars *vars, struct stat *st);
 int node_attr(struct tree *t, const struct node *n, struct stat *st);
 /* A link's target (pathtab.h, `link`) from the link at path, appended to
- * out: 0, or -EIO when a name cannot be a file name.  Its attributes:
- * S_IFLNK 0777, st_size the target's length, the time of its folder. */
+ * out: 0, or -EIO when a name cannot be a file name. */
 int link_target(const struct pt_row *row, const char *path, const struct pt_vars *vars,
 		struct buf *out);
-int link_attr(struct tree *t, uint64_t ino, const char *path, const struct pt_row *row,
-	      const struct pt_vars *vars, struct stat *st);
 int scratch_attr(struct tree *t, uint64_t ino, const char *path, struct stat *st);
 struct file_times *file_times_new(void);
 void file_times_free(struct file_times *ft); /* NULL-safe */
