@@ -252,7 +252,7 @@ int file_times_open(struct file_times *ft, const char *path)
 	buf_release(&all);
 	/* Made anew when absent, not ours, cut in a record (appending after
 	 * it would shift every later one), or mostly old records. */
-	if ((!whole || records == 0 || records > 2 * ft->n + 1024) && times_rewrite(ft, path))
+	if ((!whole || records > 2 * ft->n + 1024) && times_rewrite(ft, path))
 		return -errno;
 	ft->fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
 	return ft->fd < 0 ? -errno : 0;

@@ -192,10 +192,10 @@ int instance_probe(struct instance *in)
 		tree_probe_admin_later(in->tree);
 	} else if (!pr && !in->name)
 		log_info("the key is not an instance admin: instance/ shows what it may read "
-			 "(info.json, plugins/)");
+			 "(info.json, project-folders/)");
 	else if (!pr)
 		log_info("instance %s: the key is not an instance admin: %s/instance/ shows "
-			 "what it may read (info.json, plugins/)",
+			 "what it may read (info.json, project-folders/)",
 			 in->name, in->name);
 	return 0;
 }
